@@ -1,0 +1,25 @@
+// Entry point of the llj-gguf native addon. The typed JS surface is src/native.ts.
+#include <napi.h>
+
+#include "backends.h"
+#include "common.h"
+#include "model.h"
+
+namespace llj {
+Napi::Value WriteGguf(const Napi::CallbackInfo & info);
+Napi::Value Quantize(const Napi::CallbackInfo & info);
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    llj::install_log_callback();
+    exports.Set("llamaCppTag", LLJ_LLAMA_CPP_TAG);
+    exports.Set("initBackends", Napi::Function::New(env, llj::InitBackends));
+    exports.Set("backendDevices", Napi::Function::New(env, llj::BackendDevices));
+    exports.Set("loadModel", Napi::Function::New(env, llj::LoadModel));
+    exports.Set("writeGguf", Napi::Function::New(env, llj::WriteGguf));
+    exports.Set("quantize", Napi::Function::New(env, llj::Quantize));
+    exports.Set("NativeModel", llj::NativeModel::Define(env));
+    return exports;
+}
+
+NODE_API_MODULE(llj_gguf, Init)

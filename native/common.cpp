@@ -1,0 +1,89 @@
+#include "common.h"
+
+#include "ggml.h"
+#include "llama.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace llj {
+
+static thread_local LogCapture * t_capture = nullptr;
+static thread_local ggml_log_level t_last_level = GGML_LOG_LEVEL_NONE;
+static bool g_verbose = false;
+
+LogCapture::LogCapture() : prev_(t_capture) { t_capture = this; }
+LogCapture::~LogCapture() { t_capture = prev_; }
+
+std::string LogCapture::text() const {
+    std::string out;
+    for (const auto & l : lines_) {
+        if (!out.empty()) out += "; ";
+        out += l;
+    }
+    return out;
+}
+
+static void log_callback(ggml_log_level level, const char * text, void *) {
+    if (level != GGML_LOG_LEVEL_CONT) t_last_level = level;
+    if (g_verbose) fputs(text, stderr);
+    if (t_capture == nullptr) return;
+    if (t_last_level != GGML_LOG_LEVEL_ERROR && t_last_level != GGML_LOG_LEVEL_WARN) return;
+    std::string line(text);
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) return;
+    t_capture->append(line, level == GGML_LOG_LEVEL_CONT);
+}
+
+void LogCapture::append(const std::string & line, bool continuation) {
+    if (continuation && !lines_.empty()) lines_.back() += line;
+    else if (lines_.size() < 16) lines_.push_back(line);
+}
+
+void install_log_callback() {
+    const char * v = std::getenv("LLJ_GGUF_VERBOSE");
+    g_verbose = v != nullptr && *v != '\0' && std::string(v) != "0";
+    llama_log_set(log_callback, nullptr);
+    ggml_log_set(log_callback, nullptr);
+}
+
+std::runtime_error error_with_log(const std::string & what, const LogCapture & log) {
+    std::string t = log.text();
+    return std::runtime_error(t.empty() ? what : what + " (llama.cpp: " + t + ")");
+}
+
+AbortFlag::AbortFlag(const Napi::Value & v) {
+    if (v.IsUndefined() || v.IsNull()) return;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+        throw Napi::TypeError::New(v.Env(), "abort flag must be an Int32Array");
+    }
+    auto arr = v.As<Napi::Int32Array>();
+    ptr_ = arr.Data();
+    ref_ = Napi::Persistent(arr);
+}
+
+void PromiseWorker::OnOK() {
+    Napi::Env env = Env();
+    try {
+        deferred_.Resolve(Result(env));
+    } catch (const Napi::Error & e) {
+        deferred_.Reject(e.Value());
+    } catch (const std::exception & e) {
+        deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+    }
+}
+
+std::string get_string(const Napi::Object & o, const char * key, const std::string & def) {
+    auto v = o.Get(key);
+    return v.IsString() ? v.As<Napi::String>().Utf8Value() : def;
+}
+double get_number(const Napi::Object & o, const char * key, double def) {
+    auto v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+}
+bool get_bool(const Napi::Object & o, const char * key, bool def) {
+    auto v = o.Get(key);
+    return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : def;
+}
+
+}  // namespace llj

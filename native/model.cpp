@@ -1,0 +1,274 @@
+#include "model.h"
+#include "backends.h"
+#include "common.h"
+#include "llama_internal.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "llama.h"
+
+#include <climits>
+#include <string>
+
+namespace llj {
+
+Napi::Function NativeModel::Define(Napi::Env env) {
+    Napi::Function ctor = DefineClass(env, "NativeModel", {
+        InstanceMethod("info", &NativeModel::Info),
+        InstanceMethod("tensors", &NativeModel::Tensors),
+        InstanceMethod("tokenize", &NativeModel::Tokenize),
+        InstanceMethod("detokenize", &NativeModel::Detokenize),
+        InstanceMethod("tokenPieces", &NativeModel::TokenPieces),
+        InstanceMethod("referenceForward", &NativeModel::ReferenceForward),
+        InstanceMethod("dispose", &NativeModel::Dispose),
+    });
+    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(ctor)));
+    return ctor;
+}
+
+NativeModel::NativeModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeModel>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+        throw Napi::TypeError::New(info.Env(), "NativeModel is created by loadModel()");
+    }
+    model_ = info[0].As<Napi::External<llama_model>>().Data();
+}
+
+NativeModel::~NativeModel() {
+    if (model_) llama_model_free(model_);
+}
+
+Napi::Object NativeModel::Wrap(Napi::Env env, llama_model * model) {
+    auto * ctor = env.GetInstanceData<Napi::FunctionReference>();
+    return ctor->New({Napi::External<llama_model>::New(env, model)});
+}
+
+llama_model * NativeModel::get(Napi::Env env) const {
+    if (!model_) throw Napi::Error::New(env, "the model has been disposed");
+    return model_;
+}
+
+Napi::Value NativeModel::Dispose(const Napi::CallbackInfo & info) {
+    if (in_use_ > 0) {
+        throw Napi::Error::New(info.Env(), "the model is still in use by a running operation; await it before dispose()");
+    }
+    if (model_) llama_model_free(model_);
+    model_ = nullptr;
+    return info.Env().Undefined();
+}
+
+static std::string meta_string(const llama_model * m, int32_t i, bool key) {
+    std::string buf(256, '\0');
+    int32_t n = key ? llama_model_meta_key_by_index(m, i, buf.data(), buf.size())
+                    : llama_model_meta_val_str_by_index(m, i, buf.data(), buf.size());
+    if (n < 0) return "";
+    if ((size_t) n >= buf.size()) {
+        buf.assign((size_t) n + 1, '\0');
+        key ? llama_model_meta_key_by_index(m, i, buf.data(), buf.size())
+            : llama_model_meta_val_str_by_index(m, i, buf.data(), buf.size());
+    }
+    buf.resize((size_t) n);
+    return buf;
+}
+
+Napi::Value NativeModel::Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llama_model * m = get(env);
+    const llama_vocab * vocab = llama_model_get_vocab(m);
+    auto o = Napi::Object::New(env);
+    char desc[256];
+    llama_model_desc(m, desc, sizeof(desc));
+    o.Set("description", desc);
+    o.Set("nEmbd", llama_model_n_embd(m));
+    o.Set("nLayer", llama_model_n_layer(m));
+    o.Set("nHead", llama_model_n_head(m));
+    o.Set("nHeadKv", llama_model_n_head_kv(m));
+    o.Set("nCtxTrain", llama_model_n_ctx_train(m));
+    o.Set("nVocab", llama_vocab_n_tokens(vocab));
+    o.Set("nParams", Napi::Number::New(env, (double) llama_model_n_params(m)));
+    o.Set("sizeBytes", Napi::Number::New(env, (double) llama_model_size(m)));
+    o.Set("vocabType", (int) llama_vocab_type(vocab));
+    o.Set("bos", llama_vocab_bos(vocab));
+    o.Set("eos", llama_vocab_eos(vocab));
+    o.Set("layerInputsSupported", records_layer_inputs(m));
+    auto meta = Napi::Object::New(env);
+    for (int32_t i = 0; i < llama_model_meta_count(m); ++i) meta.Set(meta_string(m, i, true), meta_string(m, i, false));
+    o.Set("metadata", meta);
+    return o;
+}
+
+Napi::Value NativeModel::Tensors(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llama_model * m = get(env);
+    auto out = Napi::Array::New(env);
+    for (const auto & [name, t] : llama_internal_get_tensor_map(m)) {
+        auto o = Napi::Object::New(env);
+        o.Set("name", name);
+        o.Set("type", ggml_type_name(t->type));
+        auto shape = Napi::Array::New(env);
+        for (int d = 0; d < ggml_n_dims(t); ++d) shape.Set(d, Napi::Number::New(env, (double) t->ne[d]));
+        o.Set("shape", shape);
+        o.Set("bytes", Napi::Number::New(env, (double) ggml_nbytes(t)));
+        std::string buffer = "none", device = "none";
+        if (t->buffer) {
+            buffer = ggml_backend_buffer_name(t->buffer);
+            ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+            if (dev) device = ggml_backend_dev_name(dev);
+            else if (ggml_backend_buffer_is_host(t->buffer)) device = "CPU";
+        }
+        o.Set("buffer", buffer);
+        o.Set("device", device);
+        out.Set(out.Length(), o);
+    }
+    return out;
+}
+
+Napi::Value NativeModel::Tokenize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llama_model * m = get(env);
+    const llama_vocab * vocab = llama_model_get_vocab(m);
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "tokenize expects a string");
+    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary (tokenizer.ggml.model is no_vocab): pass token ids or embeddings instead of text");
+    std::string text = info[0].As<Napi::String>().Utf8Value();
+    bool add_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
+    bool parse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    if (text.size() > (size_t) INT32_MAX / 2) throw Napi::RangeError::New(env, "text too long to tokenize");
+    std::vector<llama_token> tokens(text.size() + 8);
+    int32_t n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), (int32_t) tokens.size(), add_special, parse_special);
+    if (n < 0) {
+        tokens.resize((size_t) -n);
+        n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), (int32_t) tokens.size(), add_special, parse_special);
+    }
+    if (n < 0) throw Napi::Error::New(env, "tokenization failed");
+    auto arr = Napi::Int32Array::New(env, (size_t) n);
+    std::copy(tokens.begin(), tokens.begin() + n, arr.Data());
+    return arr;
+}
+
+static std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+        throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+    }
+    auto arr = v.As<Napi::Int32Array>();
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                                              " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+        }
+    }
+    return tokens;
+}
+
+Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const llama_vocab * vocab = llama_model_get_vocab(get(env));
+    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
+    auto tokens = checked_tokens(env, info[0], vocab);
+    bool remove_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : false;
+    bool unparse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    std::string text(tokens.size() * 8 + 16, '\0');
+    int32_t n = llama_detokenize(vocab, tokens.data(), (int32_t) tokens.size(), text.data(), (int32_t) text.size(), remove_special, unparse_special);
+    if (n < 0) {
+        text.resize((size_t) -n);
+        n = llama_detokenize(vocab, tokens.data(), (int32_t) tokens.size(), text.data(), (int32_t) text.size(), remove_special, unparse_special);
+    }
+    if (n < 0) throw Napi::Error::New(env, "detokenization failed");
+    text.resize((size_t) n);
+    return Napi::String::New(env, text);
+}
+
+// The text of each token on its own (special tokens rendered), for tables of decoded tokens.
+Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const llama_vocab * vocab = llama_model_get_vocab(get(env));
+    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
+    auto tokens = checked_tokens(env, info[0], vocab);
+    auto out = Napi::Array::New(env, tokens.size());
+    std::string buf(64, '\0');
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        int32_t n = llama_token_to_piece(vocab, tokens[i], buf.data(), (int32_t) buf.size(), 0, true);
+        if (n < 0) {
+            buf.resize((size_t) -n);
+            n = llama_token_to_piece(vocab, tokens[i], buf.data(), (int32_t) buf.size(), 0, true);
+        }
+        out.Set(i, Napi::String::New(env, buf.data(), n < 0 ? 0 : (size_t) n));
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
+  public:
+    LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap,
+                    Napi::Value on_progress, Napi::Value abort)
+        : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)),
+          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), abort_(abort) {
+        if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+    void Execute(const ExecutionProgress & progress) override {
+        LogCapture log;
+        llama_model_params mp = llama_model_default_params();
+        mp.n_gpu_layers = gpu_layers_;
+        mp.load_mode = use_mmap_ ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        // Lazily read tensors are only materialized by llama.cpp's own graphs.
+        mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
+        // Repacked CPU buffers are only readable by llama.cpp's own matmul (DESIGN.md §6).
+        mp.use_extra_bufts = false;
+        progress_ = &progress;
+        mp.progress_callback = [](float p, void * self) -> bool {
+            auto * w = static_cast<LoadModelWorker *>(self);
+            w->progress_->Send(&p, 1);
+            return !w->abort_.aborted();
+        };
+        mp.progress_callback_user_data = this;
+        model_ = llama_model_load_from_file(path_.c_str(), mp);
+        if (!model_) {
+            if (abort_.aborted()) throw std::runtime_error("model loading was aborted");
+            throw error_with_log("llama.cpp could not load '" + path_ + "'", log);
+        }
+    }
+    void OnProgress(const float * data, size_t count) override {
+        if (!on_progress_.IsEmpty() && count > 0) {
+            on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
+        }
+    }
+    void OnOK() override {
+        llama_model * m = model_;
+        model_ = nullptr;
+        deferred_.Resolve(NativeModel::Wrap(Env(), m));
+    }
+    void OnError(const Napi::Error & e) override {
+        if (model_) llama_model_free(model_);
+        model_ = nullptr;
+        deferred_.Reject(e.Value());
+    }
+
+  private:
+    Napi::Promise::Deferred deferred_;
+    std::string path_;
+    int32_t gpu_layers_;
+    bool use_mmap_;
+    AbortFlag abort_;
+    Napi::FunctionReference on_progress_;
+    const ExecutionProgress * progress_ = nullptr;
+    llama_model * model_ = nullptr;
+};
+
+Napi::Value LoadModel(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!backends_ready()) throw Napi::Error::New(env, "backends are not initialized (call initBackends first)");
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
+    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    auto * w = new LoadModelWorker(env, info[0].As<Napi::String>().Utf8Value(),
+                                   (int32_t) get_number(opts, "gpuLayers", 0), get_bool(opts, "useMmap", true),
+                                   info[2], info[3]);
+    w->Queue();
+    return w->Promise();
+}
+
+}  // namespace llj

@@ -1,0 +1,58 @@
+// The native model handle: a llama.cpp model loaded with llama.cpp's loader (mmap, device
+// placement), plus the operations that read it. Heavy operations run in workers (model.cpp,
+// reference_forward.cpp); they hold a reference to the JS object and count as "in use" so
+// that dispose() can refuse to free a model under a running worker.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+
+struct llama_model;
+
+namespace llj {
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+  public:
+    static Napi::Function Define(Napi::Env env);
+    explicit NativeModel(const Napi::CallbackInfo & info);
+    ~NativeModel() override;
+
+    // Wraps an already loaded model in a new JS object (takes ownership).
+    static Napi::Object Wrap(Napi::Env env, llama_model * model);
+
+    llama_model * get(Napi::Env env) const;  // throws if disposed
+    void acquire() { in_use_++; }
+    void release() { in_use_--; }
+
+  private:
+    Napi::Value Info(const Napi::CallbackInfo & info);
+    Napi::Value Tensors(const Napi::CallbackInfo & info);
+    Napi::Value Tokenize(const Napi::CallbackInfo & info);
+    Napi::Value Detokenize(const Napi::CallbackInfo & info);
+    Napi::Value TokenPieces(const Napi::CallbackInfo & info);
+    Napi::Value ReferenceForward(const Napi::CallbackInfo & info);
+    Napi::Value Dispose(const Napi::CallbackInfo & info);
+
+    llama_model * model_ = nullptr;
+    std::atomic<int> in_use_{0};
+};
+
+// Whether llama.cpp's graph for this model's architecture records per-layer inputs.
+bool records_layer_inputs(const llama_model * m);
+
+// loadModel(path, { gpuLayers, useMmap }, onProgress?: (p) => void, abortFlag?: Int32Array) -> Promise<NativeModel>
+Napi::Value LoadModel(const Napi::CallbackInfo & info);
+
+// Holds the model in use for the lifetime of a worker.
+class ModelUse {
+  public:
+    ModelUse(NativeModel * m, const Napi::Object & obj) : m_(m), ref_(Napi::Persistent(obj)) { m_->acquire(); }
+    ~ModelUse() { m_->release(); }
+    ModelUse(const ModelUse &) = delete;
+    ModelUse & operator=(const ModelUse &) = delete;
+  private:
+    NativeModel * m_;
+    Napi::ObjectReference ref_;
+};
+
+}  // namespace llj

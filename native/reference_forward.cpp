@@ -1,0 +1,150 @@
+// llama.cpp's own forward pass, the reference our graphs are checked against
+// (DESIGN.md §2 invariant 4). Run with an F32 KV cache and flash attention off so that
+// llama.cpp's default F16 rounding does not hide errors (DESIGN.md §6).
+#include "common.h"
+#include "llama_internal.h"
+#include "model.h"
+
+#include "llama.h"
+
+#include <set>
+#include <thread>
+
+namespace llj {
+
+// Architectures whose llama.cpp graph records per-layer inputs (res->t_layer_inp); enabling
+// them for any other graph aborts the process, so this list guards the call.
+static const std::set<std::string> k_layer_input_archs = {"llama", "qwen3", "qwen3moe"};
+
+static std::string model_arch(const llama_model * m) {
+    char buf[128];
+    int32_t n = llama_model_meta_val_str(m, "general.architecture", buf, sizeof(buf));
+    return n < 0 ? "" : std::string(buf);
+}
+
+bool records_layer_inputs(const llama_model * m) { return k_layer_input_archs.count(model_arch(m)) > 0; }
+
+class ReferenceForwardWorker : public PromiseWorker {
+  public:
+    ReferenceForwardWorker(Napi::Env env, NativeModel * nm, const Napi::Object & obj, llama_model * model,
+                           std::vector<llama_token> tokens, bool layer_inputs, int threads)
+        : PromiseWorker(env), use_(nm, obj), model_(model), tokens_(std::move(tokens)),
+          layer_inputs_(layer_inputs), threads_(threads) {}
+
+    void Execute() override {
+        LogCapture log;
+        const int32_t n = (int32_t) tokens_.size();
+        const int32_t n_layer = llama_model_n_layer(model_);
+        n_embd_ = llama_model_n_embd(model_);
+        n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_));
+
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = (uint32_t) n;
+        cp.n_batch = (uint32_t) n;
+        cp.n_ubatch = (uint32_t) n;
+        cp.n_seq_max = 1;
+        cp.embeddings = true;
+        cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
+        cp.type_k = GGML_TYPE_F32;
+        cp.type_v = GGML_TYPE_F32;
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        cp.n_threads = threads_;
+        cp.n_threads_batch = threads_;
+        cp.no_perf = true;
+        llama_context * ctx = llama_init_from_model(model_, cp);
+        if (!ctx) throw error_with_log("llama.cpp could not create a context", log);
+        struct CtxGuard { llama_context * c; ~CtxGuard() { llama_free(c); } } guard{ctx};
+
+        if (layer_inputs_) {
+            for (int32_t il = 0; il < n_layer; ++il) llama_set_embeddings_layer_inp(ctx, (uint32_t) il, true);
+        }
+
+        llama_batch batch = llama_batch_init(n, 0, 1);
+        struct BatchGuard { llama_batch b; ~BatchGuard() { llama_batch_free(b); } } bguard{batch};
+        for (int32_t i = 0; i < n; ++i) {
+            batch.token[i] = tokens_[i];
+            batch.pos[i] = i;
+            batch.n_seq_id[i] = 1;
+            batch.seq_id[i][0] = 0;
+            batch.logits[i] = 1;
+        }
+        batch.n_tokens = n;
+        int32_t rc = llama_decode(ctx, batch);
+        if (rc != 0) throw error_with_log("llama_decode failed with code " + std::to_string(rc), log);
+
+        hidden_.resize((size_t) n * n_embd_);
+        for (int32_t i = 0; i < n; ++i) {
+            const float * e = llama_get_embeddings_ith(ctx, i);
+            if (!e) throw error_with_log("llama.cpp returned no embeddings for position " + std::to_string(i), log);
+            std::copy(e, e + n_embd_, hidden_.begin() + (size_t) i * n_embd_);
+        }
+        const float * lg = llama_get_logits_ith(ctx, n - 1);
+        if (!lg) throw error_with_log("llama.cpp returned no logits", log);
+        logits_.assign(lg, lg + n_vocab_);
+        if (layer_inputs_) {
+            layers_.resize(n_layer);
+            for (int32_t il = 0; il < n_layer; ++il) {
+                const float * li = llama_get_embeddings_layer_inp(ctx, (uint32_t) il);
+                layers_[il].assign(li, li + (size_t) n * n_embd_);
+            }
+        }
+    }
+
+    Napi::Value Result(Napi::Env env) override {
+        auto o = Napi::Object::New(env);
+        o.Set("hidden", to_float32_array(env, hidden_.data(), hidden_.size()));
+        o.Set("logits", to_float32_array(env, logits_.data(), logits_.size()));
+        if (layer_inputs_) {
+            auto arr = Napi::Array::New(env, layers_.size());
+            for (size_t i = 0; i < layers_.size(); ++i) arr.Set(i, to_float32_array(env, layers_[i].data(), layers_[i].size()));
+            o.Set("layerInputs", arr);
+        } else {
+            o.Set("layerInputs", env.Null());
+        }
+        return o;
+    }
+
+  private:
+    ModelUse use_;
+    llama_model * model_;
+    std::vector<llama_token> tokens_;
+    bool layer_inputs_;
+    int threads_;
+    int32_t n_embd_ = 0, n_vocab_ = 0;
+    std::vector<float> hidden_, logits_;
+    std::vector<std::vector<float>> layers_;
+};
+
+// referenceForward(tokens: Int32Array, { layerInputs?: boolean, threads?: number }) -> Promise
+Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llama_model * m = get(env);
+    const llama_vocab * vocab = llama_model_get_vocab(m);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+        throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+    }
+    auto arr = info[0].As<Napi::Int32Array>();
+    std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+    if (tokens.empty()) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                                              " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+        }
+    }
+    const int32_t n_ctx_train = llama_model_n_ctx_train(m);
+    if ((int64_t) tokens.size() > n_ctx_train) {
+        throw Napi::RangeError::New(env, "the prompt has " + std::to_string(tokens.size()) +
+                                          " tokens, more than the model's context of " + std::to_string(n_ctx_train));
+    }
+    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    bool layer_inputs = get_bool(opts, "layerInputs", true) && records_layer_inputs(m);
+    int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
+    if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");
+    auto * w = new ReferenceForwardWorker(env, this, Value(), m, std::move(tokens), layer_inputs, threads);
+    w->Queue();
+    return w->Promise();
+}
+
+}  // namespace llj
