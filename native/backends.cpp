@@ -37,10 +37,15 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
 
     LogCapture log;
     if (!cpu_dir.empty()) ggml_backend_load_all_from_path(cpu_dir.c_str());
+    // GPU libraries in order of preference: the first one that brings a device wins, so
+    // that one GPU is not driven by two backends (CUDA and Vulkan) at once.
     for (const auto & lib : gpu_libs) {
         ggml_backend_reg_t reg = ggml_backend_load(lib.c_str());
-        if (reg) loaded.Set(loaded.Length(), Napi::String::New(env, ggml_backend_reg_name(reg)));
-        else failed.Set(failed.Length(), Napi::String::New(env, lib));
+        if (reg && ggml_backend_reg_dev_count(reg) > 0) {
+            loaded.Set(loaded.Length(), Napi::String::New(env, ggml_backend_reg_name(reg)));
+            break;
+        }
+        failed.Set(failed.Length(), Napi::String::New(env, lib));
     }
     if (ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) == nullptr) {
         throw Napi::Error::New(env, error_with_log("no CPU backend could be loaded from '" + cpu_dir + "'", log).what());

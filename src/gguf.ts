@@ -1,0 +1,154 @@
+// Reading a GGUF's metadata in JS before llama.cpp sees the file (node-llama-cpp's GGUF
+// reader): clear errors for bad files, the architecture check, and the hyper-parameters.
+import { stat } from "node:fs/promises";
+import { readGgufFileInfo } from "node-llama-cpp";
+import { LljError } from "./errors.js";
+
+/** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
+export const SUPPORTED_ARCHITECTURES = ["llama"] as const;
+export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+export interface RopeParameters {
+  /** Rotated dimensions per head. */
+  dimensionCount: number;
+  freqBase: number;
+  /** "none", "linear", "yarn", "llama3", ... as the GGUF says (default "none"). */
+  scalingType: string;
+  scalingFactor: number;
+  originalContextLength: number | undefined;
+  /** Whether the file carries `rope_freqs.weight` (per-dimension frequency factors). */
+  hasFreqFactors: boolean;
+}
+
+export interface HyperParameters {
+  architecture: string;
+  /** Model (residual stream) width d. */
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  /** Feed-forward (MLP hidden) width. */
+  nFf: number;
+  nVocab: number;
+  /** Training context length (`<arch>.context_length`). */
+  contextLength: number;
+  normEps: number;
+  rope: RopeParameters;
+  /** True when there is no `output.weight`: the LM head is `token_embd`. */
+  tiedEmbeddings: boolean;
+}
+
+export interface GgufTensorEntry {
+  name: string;
+  shape: number[];
+  ggmlType: number;
+}
+
+export interface GgufSummary {
+  path: string;
+  fileSize: number;
+  architecture: string;
+  supported: boolean;
+  hparams: HyperParameters;
+  tensors: GgufTensorEntry[];
+  /** The raw metadata tree as node-llama-cpp reads it. */
+  metadata: Record<string, unknown>;
+}
+
+type Tree = Record<string, unknown>;
+
+function lookup(tree: Tree, key: string): unknown {
+  let node: unknown = tree;
+  for (const part of key.split(".")) {
+    if (node === null || typeof node !== "object") return undefined;
+    node = (node as Tree)[part];
+  }
+  return node;
+}
+
+function num(tree: Tree, key: string): number | undefined {
+  const v = lookup(tree, key);
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint") return Number(v);
+  return undefined;
+}
+
+function required(tree: Tree, key: string): number {
+  const v = num(tree, key);
+  if (v === undefined) throw new LljError(`the GGUF lacks the required key ${key}`);
+  return v;
+}
+
+/**
+ * Reads and checks a GGUF's header: missing files, non-GGUF files and files cut short
+ * before their tensor data get a clear error here; the data itself is checked by llama.cpp.
+ */
+export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
+  let size: number;
+  try {
+    const s = await stat(modelPath);
+    if (!s.isFile()) throw new LljError(`not a file: ${modelPath}`);
+    size = s.size;
+  } catch (e) {
+    if (e instanceof LljError) throw e;
+    throw new LljError(`model file not found: ${modelPath}`, { cause: e });
+  }
+  let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
+  try {
+    info = await readGgufFileInfo(modelPath, { readTensorInfo: true });
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (/magic/i.test(msg)) throw new LljError(`not a GGUF file: ${modelPath} (${msg})`, { cause: e });
+    throw new LljError(`cannot read the GGUF header of ${modelPath}: ${msg} (is the file truncated or corrupt?)`, { cause: e });
+  }
+  const metadata = info.metadata as unknown as Tree;
+  const architecture = String(lookup(metadata, "general.architecture") ?? "");
+  if (!architecture) throw new LljError(`${modelPath} has no general.architecture key`);
+
+  const tensors: GgufTensorEntry[] = (info.fullTensorInfo ?? info.tensorInfo ?? []).map((t) => ({
+    name: t.name,
+    shape: t.dimensions.map((d) => Number(d)),
+    ggmlType: Number(t.ggmlType),
+  }));
+  const lastOffset = Math.max(0, ...(info.fullTensorInfo ?? []).map((t) => Number(t.fileOffset)));
+  if (lastOffset > size) {
+    throw new LljError(`${modelPath} is truncated: its tensor data ends before offset ${lastOffset} (file size ${size})`);
+  }
+
+  const supported = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture);
+  const a = architecture;
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const nEmbd = required(metadata, `${a}.embedding_length`);
+  const nHead = num(metadata, `${a}.attention.head_count`) ?? 0;
+  const headDim = num(metadata, `${a}.attention.key_length`) ?? (nHead ? nEmbd / nHead : 0);
+  const hparams: HyperParameters = {
+    architecture,
+    nEmbd,
+    nLayer: required(metadata, `${a}.block_count`),
+    nHead,
+    nHeadKv: num(metadata, `${a}.attention.head_count_kv`) ?? nHead,
+    headDim,
+    nFf: num(metadata, `${a}.feed_forward_length`) ?? 0,
+    nVocab: byName.get("token_embd.weight")?.shape[1] ?? num(metadata, `${a}.vocab_size`) ?? 0,
+    contextLength: num(metadata, `${a}.context_length`) ?? 0,
+    normEps: num(metadata, `${a}.attention.layer_norm_rms_epsilon`) ?? num(metadata, `${a}.attention.layer_norm_epsilon`) ?? 1e-5,
+    rope: {
+      dimensionCount: num(metadata, `${a}.rope.dimension_count`) ?? headDim,
+      freqBase: num(metadata, `${a}.rope.freq_base`) ?? 10000,
+      scalingType: String(lookup(metadata, `${a}.rope.scaling.type`) ?? "none"),
+      scalingFactor: num(metadata, `${a}.rope.scaling.factor`) ?? 1,
+      originalContextLength: num(metadata, `${a}.rope.scaling.original_context_length`),
+      hasFreqFactors: byName.has("rope_freqs.weight"),
+    },
+    tiedEmbeddings: !byName.has("output.weight"),
+  };
+  return { path: modelPath, fileSize: size, architecture, supported, hparams, tensors, metadata };
+}
+
+export function assertSupported(summary: GgufSummary): void {
+  if (!summary.supported) {
+    throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf ` +
+      `(supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`);
+  }
+}

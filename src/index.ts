@@ -1,0 +1,10 @@
+// Public API of llj-gguf.
+export { loadModel, Model } from "./model.js";
+export type { LoadModelOptions, TensorInfo, TokenizeOptions, ReferenceForward, ReferenceForwardOptions } from "./model.js";
+export { initBackends, getBackendInfo } from "./backends.js";
+export type { GpuOption, BackendInfo } from "./backends.js";
+export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";
+export type { HyperParameters, RopeParameters, GgufSummary } from "./gguf.js";
+export { syntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
+export type { SyntheticLlamaSpec, QuantType } from "./synthetic.js";
+export { LljError } from "./errors.js";

@@ -1,0 +1,224 @@
+// The loaded model: llama.cpp holds the weights (mmap, device placement) and tokenizes;
+// metadata comes from the GGUF header. Every heavy call runs off the JS thread.
+import os from "node:os";
+import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
+import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
+import { readGgufSummary, assertSupported, type HyperParameters, type GgufSummary } from "./gguf.js";
+import { LljError } from "./errors.js";
+
+export interface LoadModelOptions {
+  modelPath: string;
+  /** Layers to offload to the GPU: a number, "max" (all), or "auto" (all when a GPU is in use, else none). Default "auto". */
+  gpuLayers?: number | "max" | "auto";
+  /** Backend choice for this process (see initBackends); default "auto". */
+  gpu?: GpuOption;
+  /** Called with the load progress in [0, 1]. */
+  onLoadProgress?: (progress: number) => void;
+  /** Aborts loading; the promise then rejects. */
+  signal?: AbortSignal;
+  /** Memory-map the file (default true). */
+  useMmap?: boolean;
+}
+
+/** A tensor of the model, named as in the GGUF, with where llama.cpp placed it. */
+export type TensorInfo = NativeTensor;
+
+export interface TokenizeOptions {
+  /** Add the BOS/EOS tokens the model asks for (default true). */
+  addSpecial?: boolean;
+  /** Parse special-token text such as "<s>" into special tokens (default false). */
+  parseSpecial?: boolean;
+}
+
+export interface ReferenceForwardOptions {
+  /** Also return llama.cpp's per-layer inputs (default true, where the architecture records them). */
+  layerInputs?: boolean;
+  threads?: number;
+  signal?: AbortSignal;
+}
+
+/** llama.cpp's own forward pass for one prompt (F32 KV cache, flash attention off). */
+export interface ReferenceForward {
+  tokens: number[];
+  nTokens: number;
+  nEmbd: number;
+  /** Final hidden state (after the output norm) of every position, row-major [nTokens × nEmbd]. */
+  hidden: Float32Array;
+  /** The last position's final hidden state, the vector the LM head multiplies. */
+  lastHidden: Float32Array;
+  /** Logits of the last position [nVocab]. */
+  logits: Float32Array;
+  /** Argmax of `logits`, and its text. */
+  topToken: number;
+  topTokenText: string;
+  /**
+   * Input of each layer l (the residual stream entering block l), row-major [nTokens × nEmbd]
+   * each; layer 0's input is the token embeddings. Null where llama.cpp's graph for the
+   * architecture does not record them.
+   */
+  layerInputs: Float32Array[] | null;
+}
+
+function toInt32(tokens: ArrayLike<number>): Int32Array {
+  const out = Int32Array.from(tokens);
+  for (let i = 0; i < tokens.length; i++) {
+    if (!Number.isInteger(tokens[i])) throw new LljError(`token at position ${i} is not an integer: ${tokens[i]}`);
+  }
+  return out;
+}
+
+export class Model {
+  readonly path: string;
+  readonly architecture: string;
+  readonly hparams: HyperParameters;
+  /** GGUF metadata as llama.cpp read it, key → value string. */
+  readonly metadata: Record<string, string>;
+  readonly description: string;
+  readonly nParams: number;
+  readonly sizeBytes: number;
+  readonly tensors: readonly TensorInfo[];
+  readonly layerInputsSupported: boolean;
+  readonly backends: BackendInfo;
+  readonly gguf: GgufSummary;
+
+  #native: NativeModel | undefined;
+  #pending = new Set<Promise<unknown>>();
+
+  /** @internal use loadModel() */
+  constructor(native: NativeModel, gguf: GgufSummary, backends: BackendInfo) {
+    this.#native = native;
+    const info = native.info();
+    this.path = gguf.path;
+    this.gguf = gguf;
+    this.architecture = gguf.architecture;
+    this.hparams = gguf.hparams;
+    this.metadata = info.metadata;
+    this.description = info.description;
+    this.nParams = info.nParams;
+    this.sizeBytes = info.sizeBytes;
+    this.layerInputsSupported = info.layerInputsSupported;
+    this.tensors = native.tensors();
+    this.backends = backends;
+    // llama.cpp's view and the GGUF header must agree; a mismatch means our metadata reading is wrong.
+    if (info.nEmbd !== this.hparams.nEmbd || info.nLayer !== this.hparams.nLayer || info.nVocab !== this.hparams.nVocab) {
+      throw new LljError(`metadata mismatch between the GGUF header and llama.cpp for ${gguf.path}`);
+    }
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  #get(): NativeModel {
+    if (!this.#native) throw new LljError("the model has been disposed");
+    return this.#native;
+  }
+
+  async #track<T>(p: Promise<T>): Promise<T> {
+    this.#pending.add(p);
+    try {
+      return await p;
+    } finally {
+      this.#pending.delete(p);
+    }
+  }
+
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    if (typeof text !== "string") throw new LljError("tokenize expects a string");
+    return Array.from(this.#get().tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+  }
+
+  detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
+    return this.#get().detokenize(toInt32(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false);
+  }
+
+  /** The text of each token on its own. */
+  tokenPieces(tokens: ArrayLike<number>): string[] {
+    return this.#get().tokenPieces(toInt32(tokens));
+  }
+
+  /** Tokens of a prompt given as text (tokenized with BOS) or as token ids. */
+  toTokens(prompt: string | ArrayLike<number>): number[] {
+    const tokens = typeof prompt === "string" ? this.tokenize(prompt) : Array.from(toInt32(prompt));
+    if (tokens.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
+    return tokens;
+  }
+
+  /** Runs llama.cpp's own forward on a prompt; the reference every linearization is checked against. */
+  async referenceForward(prompt: string | ArrayLike<number>, options: ReferenceForwardOptions = {}): Promise<ReferenceForward> {
+    const tokens = this.toTokens(prompt);
+    options.signal?.throwIfAborted();
+    const native = this.#get();
+    const r = await this.#track(native.referenceForward(Int32Array.from(tokens), {
+      layerInputs: options.layerInputs ?? true,
+      threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
+    }));
+    options.signal?.throwIfAborted();
+    const d = this.hparams.nEmbd;
+    let top = 0;
+    for (let i = 1; i < r.logits.length; i++) if (r.logits[i] > r.logits[top]) top = i;
+    return {
+      tokens,
+      nTokens: tokens.length,
+      nEmbd: d,
+      hidden: r.hidden,
+      lastHidden: r.hidden.slice((tokens.length - 1) * d, tokens.length * d),
+      logits: r.logits,
+      topToken: top,
+      topTokenText: this.tokenPieces([top])[0],
+      layerInputs: r.layerInputs,
+    };
+  }
+
+  /** Frees the model once running operations have finished. Safe to call twice. */
+  async dispose(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/**
+ * Loads a GGUF model through llama.cpp. Rejects with an LljError naming the problem for a
+ * missing file, a non-GGUF or truncated file, or an unsupported architecture.
+ */
+export async function loadModel(options: LoadModelOptions): Promise<Model> {
+  if (!options || typeof options.modelPath !== "string" || options.modelPath === "") {
+    throw new LljError("loadModel needs { modelPath }");
+  }
+  options.signal?.throwIfAborted();
+  const backends = initBackends(options.gpu ?? "auto");
+  const gguf = await readGgufSummary(options.modelPath);
+  assertSupported(gguf);
+  const hasGpu = backends.gpuBackends.length > 0;
+  const gl = options.gpuLayers ?? "auto";
+  let gpuLayers: number;
+  if (gl === "max") gpuLayers = 999999;
+  else if (gl === "auto") gpuLayers = hasGpu ? 999999 : 0;
+  else if (Number.isInteger(gl) && gl >= 0) gpuLayers = gl;
+  else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
+
+  const abortFlag = new Int32Array(new SharedArrayBuffer(4));
+  const onAbort = () => Atomics.store(abortFlag, 0, 1);
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true },
+      options.onLoadProgress, abortFlag);
+    try {
+      options.signal?.throwIfAborted();
+      return new Model(native, gguf, backends);
+    } catch (e) {
+      native.dispose();
+      throw e;
+    }
+  } catch (e) {
+    if (e instanceof LljError || (e as Error)?.name === "AbortError") throw e;
+    throw new LljError((e as Error).message, { cause: e });
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+}

@@ -1,0 +1,130 @@
+// Loads the native addon and types its surface. Everything native goes through here.
+import { createRequire } from "node:module";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { LljError } from "./errors.js";
+
+/** Root of the llj-gguf package (the folder holding package.json). */
+export const packageRoot = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new LljError("llj-gguf: cannot find the package root");
+    dir = up;
+  }
+  return dir;
+})();
+
+export interface NativeTensor {
+  name: string;
+  type: string;
+  shape: number[];
+  bytes: number;
+  buffer: string;
+  device: string;
+}
+
+export interface NativeModelInfo {
+  description: string;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  nCtxTrain: number;
+  nVocab: number;
+  nParams: number;
+  sizeBytes: number;
+  vocabType: number;
+  bos: number;
+  eos: number;
+  layerInputsSupported: boolean;
+  metadata: Record<string, string>;
+}
+
+export interface NativeForward {
+  hidden: Float32Array;
+  logits: Float32Array;
+  layerInputs: Float32Array[] | null;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  tensors(): NativeTensor[];
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string;
+  tokenPieces(tokens: Int32Array): string[];
+  referenceForward(tokens: Int32Array, options: { layerInputs?: boolean; threads?: number }): Promise<NativeForward>;
+  dispose(): void;
+}
+
+export interface NativeDevice {
+  name: string;
+  description: string;
+  type: "cpu" | "gpu" | "igpu" | "accel" | "other";
+  backend: string;
+  memoryFree: number;
+  memoryTotal: number;
+}
+
+export type GgufKvType = "str" | "u32" | "i32" | "f32" | "bool" | "str[]" | "f32[]" | "i32[]" | "u32[]" | "remove";
+export interface GgufKv {
+  key: string;
+  type: GgufKvType;
+  value?: string | number | boolean | Array<string | number>;
+}
+export type TensorInit =
+  | { kind: "normal"; a: number; b: number; seed: number } // mean a, std b
+  | { kind: "uniform"; a: number; b: number; seed: number } // [a, b)
+  | { kind: "constant"; a: number }
+  | { kind: "data"; data: Float32Array };
+export interface GgufTensorSpec {
+  name: string;
+  shape: number[];
+  init: TensorInit;
+}
+
+export interface NativeAddon {
+  llamaCppTag: string;
+  initBackends(options: { cpuDir: string; gpuLibraries: string[] }): { loaded: string[]; failed: string[]; log: string };
+  backendDevices(): NativeDevice[];
+  loadModel(path: string, options: { gpuLayers: number; useMmap: boolean },
+    onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeModel>;
+  writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
+  quantize(input: string, output: string, type: string): Promise<string>;
+}
+
+/** What scripts/build-native.mjs recorded about the llama.cpp the addon was built against. */
+export interface BuildRecord {
+  llamaCppTag: string;
+  libDir: string;
+  custom: boolean;
+  source: string;
+}
+
+let addon: NativeAddon | undefined;
+let buildRecord: BuildRecord | undefined;
+
+export function getBuildRecord(): BuildRecord {
+  if (!buildRecord) {
+    const file = path.join(packageRoot, "build", "Release", "llj-build.json");
+    if (!existsSync(file)) {
+      throw new LljError("the llj-gguf native addon is not built: run `npm run build:native` (or `npm ci`) in " + packageRoot);
+    }
+    buildRecord = JSON.parse(readFileSync(file, "utf8")) as BuildRecord;
+  }
+  return buildRecord;
+}
+
+export function getAddon(): NativeAddon {
+  if (!addon) {
+    getBuildRecord();
+    const require = createRequire(import.meta.url);
+    try {
+      addon = require(path.join(packageRoot, "build", "Release", "llj_gguf.node")) as NativeAddon;
+    } catch (e) {
+      throw new LljError(`cannot load the llj-gguf native addon: ${(e as Error).message}. Rebuild it with \`npm run build:native\`.`, { cause: e });
+    }
+  }
+  return addon;
+}

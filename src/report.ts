@@ -1,0 +1,56 @@
+// Human-readable text for the CLI. Pure functions of API results, so they are testable.
+import type { Model, ReferenceForward } from "./model.js";
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function countBy<T>(items: readonly T[], key: (t: T) => string): string {
+  const m = new Map<string, number>();
+  for (const it of items) m.set(key(it), (m.get(key(it)) ?? 0) + 1);
+  return [...m].map(([k, v]) => `${k} ×${v}`).join(", ");
+}
+
+export function formatModelInfo(model: Model, options: { tensors?: boolean } = {}): string {
+  const h = model.hparams;
+  const lines = [
+    `model         ${model.path} (${formatBytes(model.gguf.fileSize)})`,
+    `architecture  ${h.architecture} — supported by llj-gguf`,
+    `description   ${model.description}, ${model.nParams.toLocaleString("en-US")} parameters`,
+    `shape         ${h.nLayer} layers, d=${h.nEmbd}, ${h.nHead} heads, ${h.nHeadKv} KV heads (head dim ${h.headDim}), ` +
+      `FFN ${h.nFf}, vocab ${h.nVocab}, context ${h.contextLength}`,
+    `rope          ${h.rope.dimensionCount} dims, base ${h.rope.freqBase}, scaling ${h.rope.scalingType}` +
+      (h.rope.hasFreqFactors ? ", frequency factors" : ""),
+    `norm          RMSNorm, eps ${h.normEps.toExponential(2)}`,
+    `LM head       ${h.tiedEmbeddings ? "tied to token_embd" : "output.weight (untied)"}`,
+    `tensors       ${model.tensors.length}: ${countBy(model.tensors, (t) => t.type)}`,
+    `placement     ${countBy(model.tensors, (t) => t.device)}`,
+    `llama.cpp     ${model.backends.llamaCppTag} (${model.backends.customBuild ? "custom build" : "prebuilt"}, ${model.backends.libDir})`,
+    `devices       ${model.backends.devices.map((d) => `${d.name} [${d.type}] ${d.description}`).join("; ")}`,
+    `GPU backend   ${model.backends.gpuBackends.length ? model.backends.gpuBackends.join(", ") : "none (CPU only)"}`,
+  ];
+  if (options.tensors) {
+    const w = Math.max(...model.tensors.map((t) => t.name.length));
+    lines.push("", "tensor".padEnd(w) + "  type    shape                device");
+    for (const t of model.tensors) {
+      lines.push(`${t.name.padEnd(w)}  ${t.type.padEnd(6)}  ${`[${t.shape.join(", ")}]`.padEnd(20)} ${t.device}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+export function formatForward(model: Model, f: ReferenceForward): string {
+  const order = Array.from(f.logits.keys()).sort((a, b) => f.logits[b] - f.logits[a]).slice(0, 5);
+  const pieces = model.tokenPieces(order);
+  return [
+    `prompt        ${JSON.stringify(model.detokenize(f.tokens))} (${f.nTokens} tokens)`,
+    `next token    ${JSON.stringify(f.topTokenText)} (id ${f.topToken})`,
+    `top logits    ${order.map((t, i) => `${JSON.stringify(pieces[i])} ${f.logits[t].toFixed(2)}`).join(", ")}`,
+  ].join("\n");
+}

@@ -1,0 +1,171 @@
+// Synthetic test models: tiny random-weight GGUFs with a real tokenizer (from the
+// llama.cpp bundle's models/ggml-vocab-*.gguf), deterministic per seed, and quantized
+// copies made by llama.cpp itself. Generated into a cache outside git and reused.
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import path from "node:path";
+import { getAddon, getBuildRecord, packageRoot, type GgufKv, type GgufTensorSpec } from "./native.js";
+import { initBackends } from "./backends.js";
+import { LljError } from "./errors.js";
+
+/** Bump when the generated files change for the same spec. */
+const GENERATOR_VERSION = 1;
+
+export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
+
+export interface SyntheticLlamaSpec {
+  architecture: "llama";
+  seed: number;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  /** Per-head width; default nEmbd / nHead. */
+  headDim?: number;
+  nFf: number;
+  /** Tokenizer taken from the bundle's models/ggml-vocab-<vocab>.gguf. */
+  vocab: string;
+  /** Share token_embd as the LM head (no output.weight). */
+  tiedEmbeddings: boolean;
+  contextLength: number;
+  ropeFreqBase: number;
+  normEps: number;
+}
+
+/** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
+export const TINY_LLAMA: SyntheticLlamaSpec = {
+  architecture: "llama",
+  seed: 1,
+  nEmbd: 256,
+  nLayer: 2,
+  nHead: 4,
+  nHeadKv: 2,
+  nFf: 512,
+  vocab: "llama-spm",
+  tiedEmbeddings: false,
+  contextLength: 512,
+  ropeFreqBase: 10000,
+  normEps: 1e-5,
+};
+
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** Keys and tensors of a llama-architecture GGUF as llama.cpp's loader expects them. */
+export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors: GgufTensorSpec[] } {
+  const { nEmbd: d, nHead, nHeadKv, nFf, nLayer } = spec;
+  const hd = spec.headDim ?? d / nHead;
+  if (!Number.isInteger(hd) || hd <= 0 || hd % 2 !== 0) throw new LljError("headDim must be a positive even integer");
+  if (nHead % nHeadKv !== 0) throw new LljError("nHead must be a multiple of nHeadKv");
+  const kv: GgufKv[] = [
+    { key: "general.architecture", type: "str", value: "llama" },
+    { key: "general.name", type: "str", value: `llj-synthetic-llama-${spec.seed}` },
+    { key: "general.file_type", type: "u32", value: 0 },
+    { key: "llama.block_count", type: "u32", value: nLayer },
+    { key: "llama.context_length", type: "u32", value: spec.contextLength },
+    { key: "llama.embedding_length", type: "u32", value: d },
+    { key: "llama.feed_forward_length", type: "u32", value: nFf },
+    { key: "llama.attention.head_count", type: "u32", value: nHead },
+    { key: "llama.attention.head_count_kv", type: "u32", value: nHeadKv },
+    { key: "llama.attention.key_length", type: "u32", value: hd },
+    { key: "llama.attention.value_length", type: "u32", value: hd },
+    { key: "llama.attention.layer_norm_rms_epsilon", type: "f32", value: spec.normEps },
+    { key: "llama.rope.dimension_count", type: "u32", value: hd },
+    { key: "llama.rope.freq_base", type: "f32", value: spec.ropeFreqBase },
+    { key: "llama.vocab_size", type: "remove" },
+  ];
+  const tensors: GgufTensorSpec[] = [];
+  const seedOf = (name: string) => spec.seed * 2 ** 32 + fnv1a(name);
+  // Matrices ~ N(0, 1/fan_in) keep activations O(1) through the layers; norm weights
+  // around 1 (not exactly 1) so that a graph that forgot one would be caught.
+  const matrix = (name: string, fanIn: number, fanOut: number) =>
+    tensors.push({ name, shape: [fanIn, fanOut], init: { kind: "normal", a: 0, b: 1 / Math.sqrt(fanIn), seed: seedOf(name) } });
+  const norm = (name: string) =>
+    tensors.push({ name, shape: [d], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(name) } });
+  tensors.push({ name: "token_embd.weight", shape: [d, -1], init: { kind: "normal", a: 0, b: 1, seed: seedOf("token_embd.weight") } });
+  norm("output_norm.weight");
+  if (!spec.tiedEmbeddings) matrix("output.weight", d, -1);
+  for (let l = 0; l < nLayer; l++) {
+    norm(`blk.${l}.attn_norm.weight`);
+    matrix(`blk.${l}.attn_q.weight`, d, nHead * hd);
+    matrix(`blk.${l}.attn_k.weight`, d, nHeadKv * hd);
+    matrix(`blk.${l}.attn_v.weight`, d, nHeadKv * hd);
+    matrix(`blk.${l}.attn_output.weight`, nHead * hd, d);
+    norm(`blk.${l}.ffn_norm.weight`);
+    matrix(`blk.${l}.ffn_gate.weight`, d, nFf);
+    matrix(`blk.${l}.ffn_up.weight`, d, nFf);
+    matrix(`blk.${l}.ffn_down.weight`, nFf, d);
+  }
+  // -1 stands for the vocabulary size, known once the tokenizer file is read.
+  return { kv, tensors };
+}
+
+export function vocabFile(vocab: string): string {
+  const file = path.join(getBuildRecord().source, "models", `ggml-vocab-${vocab}.gguf`);
+  if (!existsSync(file)) throw new LljError(`no tokenizer file ${file} (vocab "${vocab}")`);
+  return file;
+}
+
+export function syntheticCacheDir(): string {
+  return process.env.LLJ_GGUF_CACHE ? path.resolve(process.env.LLJ_GGUF_CACHE) : path.join(packageRoot, ".cache", "models");
+}
+
+/** Writes one synthetic model to `outPath` (F32), atomically. */
+export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaSpec): Promise<string> {
+  if (spec.architecture !== "llama") throw new LljError(`no synthetic generator for architecture "${spec.architecture}"`);
+  initBackends("auto");
+  const addon = getAddon();
+  const vocabPath = vocabFile(spec.vocab);
+  // The vocabulary size is the tokenizer's: read it from the tokenizer file.
+  const { readGgufFileInfo } = await import("node-llama-cpp");
+  const vinfo = await readGgufFileInfo(vocabPath);
+  const nVocab = (vinfo.metadata as unknown as { tokenizer: { ggml: { tokens: string[] } } }).tokenizer.ggml.tokens.length;
+  const { kv, tensors } = llamaGgufSpec(spec);
+  for (const t of tensors) t.shape = t.shape.map((n) => (n === -1 ? nVocab : n));
+  const tmp = `${outPath}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    await addon.writeGguf(tmp, { copyKvFrom: vocabPath, kv, tensors });
+    renameSync(tmp, outPath);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return outPath;
+}
+
+/** Quantizes a GGUF with llama.cpp's own quantizer, atomically. */
+export async function quantizeModel(input: string, output: string, type: Exclude<QuantType, "F32">): Promise<string> {
+  initBackends("auto");
+  const tmp = `${output}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    await getAddon().quantize(input, tmp, type);
+    renameSync(tmp, output);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return output;
+}
+
+/**
+ * Path of a cached synthetic model of the given type, generating (and quantizing) it on
+ * first use. Concurrent callers are safe: files appear atomically.
+ */
+export async function syntheticModel(spec: SyntheticLlamaSpec = TINY_LLAMA, type: QuantType = "F32"): Promise<string> {
+  const dir = syntheticCacheDir();
+  mkdirSync(dir, { recursive: true });
+  const key = createHash("sha256")
+    .update(JSON.stringify({ spec, tag: getBuildRecord().llamaCppTag, v: GENERATOR_VERSION }))
+    .digest("hex").slice(0, 16);
+  const base = path.join(dir, `${spec.architecture}-${key}`);
+  const f32 = `${base}-F32.gguf`;
+  if (!existsSync(f32)) await writeSyntheticModel(f32, spec);
+  if (type === "F32") return f32;
+  const out = `${base}-${type}.gguf`;
+  if (!existsSync(out)) await quantizeModel(f32, out, type);
+  return out;
+}
