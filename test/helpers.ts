@@ -1,0 +1,55 @@
+// Shared test helpers: where the test data lives, and reading raw F32 tensors from a GGUF
+// in JS (independently of llama.cpp) to check what llama.cpp computes.
+import { existsSync, openSync, readSync, closeSync } from "node:fs";
+import path from "node:path";
+import { readGgufFileInfo } from "node-llama-cpp";
+import { packageRoot } from "../src/native.js";
+
+/** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
+export const STORIES = process.env.LLJ_TEST_STORIES ?? path.resolve(packageRoot, "..", "shared", "models", "stories260K.gguf");
+if (!existsSync(STORIES)) throw new Error(`test model not found at ${STORIES} (set LLJ_TEST_STORIES)`);
+
+/** Reads an F32 tensor's data straight from the file: [ne1 rows × ne0 columns] row-major. */
+export async function readF32Tensor(file: string, name: string): Promise<{ data: Float32Array; shape: number[] }> {
+  const info = await readGgufFileInfo(file, { readTensorInfo: true });
+  const t = (info.fullTensorInfo ?? []).find((x) => x.name === name);
+  if (!t) throw new Error(`no tensor ${name} in ${file}`);
+  if (Number(t.ggmlType) !== 0) throw new Error(`tensor ${name} is not F32`);
+  const shape = t.dimensions.map(Number);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const buf = Buffer.alloc(n * 4);
+  const fd = openSync(file, "r");
+  try {
+    readSync(fd, buf, 0, buf.length, Number(t.fileOffset));
+  } finally {
+    closeSync(fd);
+  }
+  return { data: new Float32Array(buf.buffer, buf.byteOffset, n).slice(), shape };
+}
+
+/** y = W x for W stored as [rows × cols] row-major (GGUF [cols, rows]). */
+export function matVec(w: Float32Array, rows: number, cols: number, x: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += w[r * cols + c] * x[c];
+    y[r] = s;
+  }
+  return y;
+}
+
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num) / Math.sqrt(den);
+}
+
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
