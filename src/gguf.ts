@@ -102,6 +102,10 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
     if (/magic/i.test(msg)) throw new LljError(`not a GGUF file: ${modelPath} (${msg})`, { cause: e });
     throw new LljError(`cannot read the GGUF header of ${modelPath}: ${msg} (is the file truncated or corrupt?)`, { cause: e });
   }
+  // The reader does not notice a file that ends inside its header; compare the offsets.
+  if (Number(info.infoEndOffset) > size) {
+    throw new LljError(`${modelPath} is truncated: its header needs ${Number(info.infoEndOffset)} bytes but the file has ${size}`);
+  }
   const metadata = info.metadata as unknown as Tree;
   const architecture = String(lookup(metadata, "general.architecture") ?? "");
   if (!architecture) throw new LljError(`${modelPath} has no general.architecture key`);

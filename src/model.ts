@@ -139,6 +139,7 @@ export class Model {
 
   /** Tokens of a prompt given as text (tokenized with BOS) or as token ids. */
   toTokens(prompt: string | ArrayLike<number>): number[] {
+    if (typeof prompt === "string" && prompt.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
     const tokens = typeof prompt === "string" ? this.tokenize(prompt) : Array.from(toInt32(prompt));
     if (tokens.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
     return tokens;

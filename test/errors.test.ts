@@ -1,0 +1,87 @@
+// Bad input never crashes the process: each case rejects with an error that names the
+// problem, and the process goes on to load and run a good model afterwards.
+import { mkdtempSync, writeFileSync, readFileSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { loadModel, LljError } from "../src/index.js";
+import { getAddon } from "../src/native.js";
+import { initBackends } from "../src/backends.js";
+import { STORIES } from "./helpers.js";
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "llj-errors-"));
+
+test("a missing file", async () => {
+  await expect(loadModel({ modelPath: path.join(tmp, "nope.gguf"), gpu: false })).rejects.toThrow(/model file not found: .*nope\.gguf/);
+});
+
+test("a directory", async () => {
+  await expect(loadModel({ modelPath: tmp, gpu: false })).rejects.toThrow(/not a file/);
+});
+
+test("a file that is not GGUF", async () => {
+  const f = path.join(tmp, "text.gguf");
+  writeFileSync(f, "this is not a model\n".repeat(100));
+  const err = await loadModel({ modelPath: f, gpu: false }).catch((e) => e);
+  expect(err).toBeInstanceOf(LljError);
+  expect(err.message).toMatch(/not a GGUF file/);
+});
+
+test("a GGUF truncated inside its tensor data", async () => {
+  const f = path.join(tmp, "truncated.gguf");
+  const full = readFileSync(STORIES);
+  writeFileSync(f, full.subarray(0, Math.floor(full.length * 0.6)));
+  await expect(loadModel({ modelPath: f, gpu: false })).rejects.toThrow(/truncated|out of bounds|not within the file bounds|could not load/);
+});
+
+test("a GGUF truncated inside its header", async () => {
+  const f = path.join(tmp, "header.gguf");
+  writeFileSync(f, readFileSync(STORIES).subarray(0, 3000));
+  await expect(loadModel({ modelPath: f, gpu: false })).rejects.toThrow(/cannot read the GGUF header|truncated/);
+});
+
+test("a GGUF of an unsupported architecture", async () => {
+  initBackends(false);
+  const f = path.join(tmp, "mamba.gguf");
+  await getAddon().writeGguf(f, {
+    kv: [
+      { key: "general.architecture", type: "str", value: "mamba" },
+      { key: "mamba.embedding_length", type: "u32", value: 16 },
+      { key: "mamba.block_count", type: "u32", value: 1 },
+    ],
+    tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
+  });
+  expect(statSync(f).size).toBeGreaterThan(16 * 8 * 4);
+  await expect(loadModel({ modelPath: f, gpu: false })).rejects.toThrow(/architecture "mamba" .* is not supported by llj-gguf \(supported: llama\)/);
+});
+
+test("bad options", async () => {
+  await expect(loadModel({ modelPath: STORIES, gpu: false, gpuLayers: -1 })).rejects.toThrow(/gpuLayers/);
+  await expect(loadModel({ modelPath: "" })).rejects.toThrow(/modelPath/);
+  await expect(loadModel({ modelPath: STORIES, gpu: "tpu" as never })).rejects.toThrow(/gpu must be|already initialized/);
+});
+
+test("an aborted load rejects", async () => {
+  const ac = new AbortController();
+  ac.abort();
+  await expect(loadModel({ modelPath: STORIES, gpu: false, signal: ac.signal })).rejects.toThrow(/abort/i);
+  const ac2 = new AbortController();
+  const p = loadModel({ modelPath: STORIES, gpu: false, signal: ac2.signal, onLoadProgress: () => ac2.abort() });
+  await expect(p).rejects.toThrow(/abort/i);
+});
+
+test("bad prompts are refused before llama.cpp sees them, and the process survives", async () => {
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    await expect(model.referenceForward("")).rejects.toThrow(/empty/);
+    await expect(model.referenceForward([])).rejects.toThrow(/empty/);
+    await expect(model.referenceForward([1, 99999])).rejects.toThrow(/token id 99999 at position 1 is outside the vocabulary \[0, 512\)/);
+    await expect(model.referenceForward([1, -3])).rejects.toThrow(/outside the vocabulary/);
+    await expect(model.referenceForward([1, 2.5])).rejects.toThrow(/not an integer/);
+    await expect(model.referenceForward(new Array(2049).fill(1))).rejects.toThrow(/2049 tokens, more than the model's context of 2048/);
+    // Still healthy.
+    const f = await model.referenceForward("Once upon a time,");
+    expect(f.topTokenText).toBe(" there");
+  } finally {
+    await model.dispose();
+  }
+});
