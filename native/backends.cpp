@@ -33,7 +33,16 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto loaded = Napi::Array::New(env);
     auto failed = Napi::Array::New(env);
-    if (g_ready) throw Napi::Error::New(env, "backends are already initialized in this process");
+    if (g_ready) {
+        // Another JS context of this process (a worker, a test file) initialized them: the
+        // registered devices are the state; the caller reads them with backendDevices().
+        auto result = Napi::Object::New(env);
+        result.Set("loaded", loaded);
+        result.Set("failed", failed);
+        result.Set("log", "");
+        result.Set("alreadyInitialized", true);
+        return result;
+    }
 
     LogCapture log;
     if (!cpu_dir.empty()) ggml_backend_load_all_from_path(cpu_dir.c_str());
@@ -57,6 +66,7 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
     result.Set("loaded", loaded);
     result.Set("failed", failed);
     result.Set("log", log.text());
+    result.Set("alreadyInitialized", false);
     return result;
 }
 

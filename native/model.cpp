@@ -202,10 +202,10 @@ Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
 
 class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
   public:
-    LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap,
+    LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap, bool cpu_only,
                     Napi::Value on_progress, Napi::Value abort)
         : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)),
-          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), abort_(abort) {
+          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), cpu_only_(cpu_only), abort_(abort) {
         if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
     }
     Napi::Promise Promise() { return deferred_.Promise(); }
@@ -214,6 +214,9 @@ class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
         LogCapture log;
         llama_model_params mp = llama_model_default_params();
         mp.n_gpu_layers = gpu_layers_;
+        // An empty device list keeps every weight and op on the CPU even when GPUs are loaded.
+        ggml_backend_dev_t no_devices[1] = {nullptr};
+        if (cpu_only_) mp.devices = no_devices;
         mp.load_mode = use_mmap_ ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
         // Lazily read tensors are only materialized by llama.cpp's own graphs.
         mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
@@ -253,6 +256,7 @@ class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
     std::string path_;
     int32_t gpu_layers_;
     bool use_mmap_;
+    bool cpu_only_;
     AbortFlag abort_;
     Napi::FunctionReference on_progress_;
     const ExecutionProgress * progress_ = nullptr;
@@ -266,6 +270,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
     auto * w = new LoadModelWorker(env, info[0].As<Napi::String>().Utf8Value(),
                                    (int32_t) get_number(opts, "gpuLayers", 0), get_bool(opts, "useMmap", true),
+                                   get_bool(opts, "cpuOnly", false),
                                    info[2], info[3]);
     w->Queue();
     return w->Promise();

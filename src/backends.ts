@@ -61,7 +61,8 @@ function gpuLibraries(kind: "cuda" | "vulkan"): string[] {
  */
 export function initBackends(gpu: GpuOption = "auto"): BackendInfo {
   if (current) {
-    if (gpu !== current.gpu && !(gpu === "auto")) {
+    // "auto" takes what is there; false (CPU only) is always possible; a named GPU must match.
+    if (gpu !== current.gpu && gpu !== "auto" && gpu !== false) {
       throw new LljError(`backends were already initialized with gpu: ${JSON.stringify(current.gpu)}; ` +
         `one process uses one choice (asked for ${JSON.stringify(gpu)})`);
     }

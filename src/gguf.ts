@@ -117,7 +117,7 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
   }));
   const lastOffset = Math.max(0, ...(info.fullTensorInfo ?? []).map((t) => Number(t.fileOffset)));
   if (lastOffset > size) {
-    throw new LljError(`${modelPath} is truncated: its tensor data ends before offset ${lastOffset} (file size ${size})`);
+    throw new LljError(`${modelPath} is truncated: a tensor starts at byte ${lastOffset} but the file has only ${size} bytes`);
   }
 
   const supported = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture);

@@ -195,9 +195,11 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const backends = initBackends(options.gpu ?? "auto");
   const gguf = await readGgufSummary(options.modelPath);
   assertSupported(gguf);
-  const hasGpu = backends.gpuBackends.length > 0;
+  const cpuOnly = options.gpu === false;
+  const hasGpu = !cpuOnly && backends.gpuBackends.length > 0;
   const gl = options.gpuLayers ?? "auto";
   let gpuLayers: number;
+  if (cpuOnly && gl !== "auto" && gl !== 0) throw new LljError(`gpuLayers ${JSON.stringify(gl)} needs a GPU, but gpu is false`);
   if (gl === "max") gpuLayers = 999999;
   else if (gl === "auto") gpuLayers = hasGpu ? 999999 : 0;
   else if (Number.isInteger(gl) && gl >= 0) gpuLayers = gl;
@@ -207,7 +209,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const onAbort = () => Atomics.store(abortFlag, 0, 1);
   options.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true },
+    const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
       options.onLoadProgress, abortFlag);
     try {
       options.signal?.throwIfAborted();

@@ -86,9 +86,9 @@ export interface GgufTensorSpec {
 
 export interface NativeAddon {
   llamaCppTag: string;
-  initBackends(options: { cpuDir: string; gpuLibraries: string[] }): { loaded: string[]; failed: string[]; log: string };
+  initBackends(options: { cpuDir: string; gpuLibraries: string[] }): { loaded: string[]; failed: string[]; log: string; alreadyInitialized: boolean };
   backendDevices(): NativeDevice[];
-  loadModel(path: string, options: { gpuLayers: number; useMmap: boolean },
+  loadModel(path: string, options: { gpuLayers: number; useMmap: boolean; cpuOnly: boolean },
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeModel>;
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;

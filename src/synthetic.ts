@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
 import { getAddon, getBuildRecord, packageRoot, type GgufKv, type GgufTensorSpec } from "./native.js";
-import { initBackends } from "./backends.js";
+import { getBackendInfo } from "./backends.js";
 import { LljError } from "./errors.js";
 
 /** Bump when the generated files change for the same spec. */
@@ -119,7 +119,7 @@ export function syntheticCacheDir(): string {
 /** Writes one synthetic model to `outPath` (F32), atomically. */
 export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaSpec): Promise<string> {
   if (spec.architecture !== "llama") throw new LljError(`no synthetic generator for architecture "${spec.architecture}"`);
-  initBackends("auto");
+  getBackendInfo();
   const addon = getAddon();
   const vocabPath = vocabFile(spec.vocab);
   // The vocabulary size is the tokenizer's: read it from the tokenizer file.
@@ -140,7 +140,7 @@ export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaS
 
 /** Quantizes a GGUF with llama.cpp's own quantizer, atomically. */
 export async function quantizeModel(input: string, output: string, type: Exclude<QuantType, "F32">): Promise<string> {
-  initBackends("auto");
+  getBackendInfo();
   const tmp = `${output}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
     await getAddon().quantize(input, tmp, type);
