@@ -8,10 +8,13 @@
 namespace llj {
 Napi::Value WriteGguf(const Napi::CallbackInfo & info);
 Napi::Value Quantize(const Napi::CallbackInfo & info);
+Napi::Value Linearize(const Napi::CallbackInfo & info);
+Napi::Function DefineLinearization(Napi::Env env);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     llj::install_log_callback();
+    env.SetInstanceData<llj::AddonData>(new llj::AddonData());
     exports.Set("llamaCppTag", LLJ_LLAMA_CPP_TAG);
     exports.Set("initBackends", Napi::Function::New(env, llj::InitBackends));
     exports.Set("backendDevices", Napi::Function::New(env, llj::BackendDevices));
@@ -19,6 +22,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("writeGguf", Napi::Function::New(env, llj::WriteGguf));
     exports.Set("quantize", Napi::Function::New(env, llj::Quantize));
     exports.Set("NativeModel", llj::NativeModel::Define(env));
+    exports.Set("NativeLinearization", llj::DefineLinearization(env));
+    exports.Set("linearize", Napi::Function::New(env, llj::Linearize));
     return exports;
 }
 

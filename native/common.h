@@ -12,6 +12,12 @@
 
 namespace llj {
 
+// Per-JS-context state of the addon (constructors of the wrapped classes).
+struct AddonData {
+    Napi::FunctionReference model_ctor;
+    Napi::FunctionReference linearization_ctor;
+};
+
 // Collects llama.cpp/ggml warnings and errors logged on the current thread while alive,
 // so that an operation that fails can say why in its exception.
 class LogCapture {

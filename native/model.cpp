@@ -22,7 +22,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
         InstanceMethod("referenceForward", &NativeModel::ReferenceForward),
         InstanceMethod("dispose", &NativeModel::Dispose),
     });
-    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(ctor)));
+    env.GetInstanceData<AddonData>()->model_ctor = Napi::Persistent(ctor);
     return ctor;
 }
 
@@ -38,8 +38,7 @@ NativeModel::~NativeModel() {
 }
 
 Napi::Object NativeModel::Wrap(Napi::Env env, llama_model * model) {
-    auto * ctor = env.GetInstanceData<Napi::FunctionReference>();
-    return ctor->New({Napi::External<llama_model>::New(env, model)});
+    return env.GetInstanceData<AddonData>()->model_ctor.New({Napi::External<llama_model>::New(env, model)});
 }
 
 llama_model * NativeModel::get(Napi::Env env) const {

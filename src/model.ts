@@ -5,6 +5,7 @@ import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, type HyperParameters, type GgufSummary } from "./gguf.js";
 import { LljError } from "./errors.js";
+import { Linearization, type LinearizeOptions } from "./linearization.js";
 
 export interface LoadModelOptions {
   modelPath: string;
@@ -83,6 +84,7 @@ export class Model {
 
   #native: NativeModel | undefined;
   #pending = new Set<Promise<unknown>>();
+  #linearizations = new Set<Linearization>();
 
   /** @internal use loadModel() */
   constructor(native: NativeModel, gguf: GgufSummary, backends: BackendInfo) {
@@ -171,9 +173,46 @@ export class Model {
     };
   }
 
-  /** Frees the model once running operations have finished. Safe to call twice. */
+  /**
+   * The exact linear system the model computes for a prompt (text, token ids, or input
+   * embeddings [n × d] row-major to linearize around arbitrary inputs).
+   */
+  async linearize(prompt: string | ArrayLike<number> | { embeddings: Float32Array }, options: LinearizeOptions = {}): Promise<Linearization> {
+    const precision = options.precision ?? "exact";
+    if (precision !== "exact" && precision !== "fast") throw new LljError(`precision must be "exact" or "fast", not ${JSON.stringify(precision)}`);
+    let tokens: number[] | null = null;
+    let embeddings: Float32Array | null = null;
+    if (typeof prompt === "object" && prompt !== null && "embeddings" in prompt) {
+      embeddings = prompt.embeddings;
+      if (!(embeddings instanceof Float32Array)) throw new LljError("embeddings must be a Float32Array [n × d]");
+      if (embeddings.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
+      if (embeddings.length % this.hparams.nEmbd !== 0) {
+        throw new LljError(`embeddings must hold n·d values with d = ${this.hparams.nEmbd}, got ${embeddings.length}`);
+      }
+    } else {
+      tokens = this.toTokens(prompt as string | ArrayLike<number>);
+    }
+    options.signal?.throwIfAborted();
+    const native = await this.#track(getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings, {
+      threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
+      exact: precision === "exact",
+      batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
+    }).catch((e: Error) => {
+      throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
+    }));
+    const lin = new Linearization(native, tokens, () => this.#linearizations.delete(lin));
+    this.#linearizations.add(lin);
+    if (options.signal?.aborted) {
+      await lin.dispose();
+      options.signal.throwIfAborted();
+    }
+    return lin;
+  }
+
+  /** Frees the model (and its linearizations) once running operations have finished. Safe to call twice. */
   async dispose(): Promise<void> {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    for (const lin of [...this.#linearizations]) await lin.dispose();
     this.#native?.dispose();
     this.#native = undefined;
   }

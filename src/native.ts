@@ -58,6 +58,27 @@ export interface NativeModel {
   dispose(): void;
 }
 
+export interface NativeLinearizationInfo {
+  nTokens: number;
+  nEmbd: number;
+  nLayer: number;
+  nVocab: number;
+  affine: boolean;
+  exact: boolean;
+  maxBatch: number;
+  ignoredTensors: string[];
+}
+
+export interface NativeLinearization {
+  info(): NativeLinearizationInfo;
+  primal(): { embeddings: Float32Array; hidden: Float32Array; logits: Float32Array; layerInputs: Float32Array[]; biasTerm: Float32Array | null };
+  jvp(tangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
+  vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
+  jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
+  forward(embeddings: Float32Array): Promise<Float32Array>;
+  dispose(): void;
+}
+
 export interface NativeDevice {
   name: string;
   description: string;
@@ -92,6 +113,8 @@ export interface NativeAddon {
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeModel>;
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
+  linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
+    options: { threads: number; exact: boolean; batchMemoryBytes: number }): Promise<NativeLinearization>;
 }
 
 /** What scripts/build-native.mjs recorded about the llama.cpp the addon was built against. */

@@ -1,0 +1,53 @@
+// The graph builders of the linearization, over ggml:
+//   build_forward   — the network with every nonlinear coefficient either computed (primal
+//                     pass, which records them) or read back frozen (the linear map L, JVP),
+//                     over a batch of B input sequences at once;
+//   build_transpose — the transpose Lᵀ (VJP), the same frozen structure walked backwards.
+// Both share the layout [d, n, B] (ggml order): B sequences of n positions of width d.
+#pragma once
+
+#include "arch.h"
+#include "ggml.h"
+
+#include <vector>
+
+namespace llj {
+
+// The frozen coefficients of DESIGN.md §2, one set per layer, as graph tensors.
+struct FrozenTensors {
+    std::vector<ggml_tensor *> r_attn;    // [1, n]       1/rms of the attention-norm input
+    std::vector<ggml_tensor *> probs;     // [n, n, H]    attention probabilities (key, query, head)
+    std::vector<ggml_tensor *> r_ffn;     // [1, n]       1/rms of the FFN-norm input
+    std::vector<ggml_tensor *> gate_act;  // [n_ff, n]    act(gate(h)), the frozen SwiGLU factor
+    ggml_tensor * r_out = nullptr;        // [1, n]       1/rms before the output norm
+};
+
+struct GraphInputs {
+    ggml_tensor * pos = nullptr;   // [n] i32 positions (primal only)
+    ggml_tensor * mask = nullptr;  // [n, n] causal mask (primal only)
+    ggml_tensor * ones = nullptr;  // [1, n] of 1 (primal only, for 1/rms)
+};
+
+struct BuildOptions {
+    bool primal = false;  // compute and record the frozen values (B must be 1)
+    bool bias = false;    // include the bias terms (primal, and the constant term c)
+    bool exact = true;    // dequantize weights to F32 for every product (DESIGN.md §3)
+};
+
+// x: [d, n, B]. Returns the output of the final norm at every position, [d, n, B].
+// In primal mode, fills `frozen` and, if given, `layer_inputs` (the residual stream
+// entering each layer).
+ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & frozen,
+                            const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt,
+                            std::vector<ggml_tensor *> * layer_inputs);
+
+// u: cotangent on the output of the final norm at every position, [d, n, B].
+// Returns the cotangent on the input embeddings, [d, n, B].
+ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & frozen,
+                              ggml_tensor * u, bool exact);
+
+// A weight ready for an F32 product: dequantized in the graph in exact mode (per layer,
+// never the whole model at once).
+ggml_tensor * weight_f32(ggml_context * ctx, ggml_tensor * w, bool exact);
+
+}  // namespace llj

@@ -1,0 +1,530 @@
+// The linearization of one prompt: the primal pass records the frozen coefficients, then
+// the linear map L (jvp) and its transpose (vjp) run over batches, and the full detached
+// Jacobian is assembled from VJPs. One NativeLinearization per prompt; its passes are
+// serialized (one graph scheduler), and each runs on a worker thread.
+#include "arch.h"
+#include "common.h"
+#include "graphs.h"
+#include "model.h"
+#include "runner.h"
+
+#include "llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace llj {
+
+struct LinState {
+    const llama_model * model = nullptr;
+    ModelSpec spec;
+    std::unique_ptr<GraphRunner> runner;
+    bool exact = true;
+    int n = 0, d = 0;
+    size_t max_batch = 1;
+    std::mutex mu;
+
+    std::vector<int32_t> tokens;           // empty when built from embeddings
+    std::vector<float> x;                  // [n, d] input embeddings
+    std::vector<float> hidden;             // [n, d] output of the final norm, every position
+    std::vector<float> logits;             // [n_vocab], last position
+    std::vector<std::vector<float>> layer_inputs;  // [n, d] each
+    std::vector<float> bias_term;          // [d], empty for a linear (bias-free) model
+    // frozen coefficients (host copies)
+    std::vector<std::vector<float>> r_attn, probs, r_ffn, gate_act;
+    std::vector<float> r_out;
+
+    size_t graph_size() const { return (size_t) (160 * spec.n_layer + 8 * spec.n_layer * (spec.n_head / spec.n_head_kv) + 512); }
+};
+
+static ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1) {
+    ggml_tensor * t = ggml_new_tensor_3d(ctx, type, ne0, ne1, ne2);
+    ggml_set_input(t);
+    return t;
+}
+
+static void read_all(const ggml_tensor * t, std::vector<float> & out) {
+    out.resize((size_t) ggml_nelements(t));
+    tensor_get(t, out.data(), out.size() * sizeof(float));
+}
+
+// The primal pass: the real network on the prompt. With `record`, stores the frozen
+// coefficients, the embeddings, the per-layer inputs and the logits into `s`; otherwise
+// only returns the final hidden states of the given embeddings (the non-detached forward).
+static void run_primal(LinState & s, const std::vector<float> * embeddings, bool record, std::vector<float> & hidden_out) {
+    const ModelSpec & sp = s.spec;
+    const int n = s.n, d = s.d;
+    ggml_context * ctx = s.runner->begin(s.graph_size());
+    GraphInputs in;
+    in.pos = new_input(ctx, GGML_TYPE_I32, n);
+    in.mask = new_input(ctx, GGML_TYPE_F32, n, n);
+    in.ones = new_input(ctx, GGML_TYPE_F32, 1, n);
+    ggml_tensor * ids = nullptr;
+    ggml_tensor * x;
+    if (embeddings) {
+        x = new_input(ctx, GGML_TYPE_F32, d, n, 1);
+    } else {
+        ids = new_input(ctx, GGML_TYPE_I32, n);
+        x = ggml_get_rows(ctx, sp.tok_embd, ids);
+        if (sp.arch.embd_scale != 1.0f) x = ggml_scale(ctx, x, sp.arch.embd_scale);
+        x = ggml_reshape_3d(ctx, x, d, n, 1);
+        ggml_set_output(x);
+    }
+    FrozenTensors fz;
+    std::vector<ggml_tensor *> layer_in;
+    BuildOptions opt;
+    opt.primal = true;
+    opt.bias = true;
+    opt.exact = s.exact;
+    ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr);
+    ggml_set_output(y);
+    ggml_tensor * logits = nullptr;
+    if (record) {
+        ggml_tensor * last = ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1));
+        logits = ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
+        ggml_set_output(logits);
+    }
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
+    ggml_build_forward_expand(gf, y);
+    if (logits) ggml_build_forward_expand(gf, logits);
+    for (auto * t : fz.r_attn) ggml_build_forward_expand(gf, t);
+    for (auto * t : fz.probs) ggml_build_forward_expand(gf, t);
+
+    s.runner->compute(gf, [&] {
+        std::vector<int32_t> pos((size_t) n);
+        for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
+        tensor_set(in.pos, pos.data(), pos.size() * sizeof(int32_t));
+        std::vector<float> mask((size_t) n * n);
+        for (int q = 0; q < n; ++q)
+            for (int k = 0; k < n; ++k) mask[(size_t) q * n + k] = k <= q ? 0.0f : -INFINITY;
+        tensor_set(in.mask, mask.data(), mask.size() * sizeof(float));
+        std::vector<float> ones((size_t) n, 1.0f);
+        tensor_set(in.ones, ones.data(), ones.size() * sizeof(float));
+        if (embeddings) tensor_set(x, embeddings->data(), embeddings->size() * sizeof(float));
+        else tensor_set(ids, s.tokens.data(), s.tokens.size() * sizeof(int32_t));
+    });
+
+    read_all(y, hidden_out);
+    if (!record) return;
+    read_all(x, s.x);
+    read_all(logits, s.logits);
+    const size_t L = (size_t) sp.n_layer;
+    s.r_attn.resize(L); s.probs.resize(L); s.r_ffn.resize(L); s.gate_act.resize(L); s.layer_inputs.resize(L);
+    for (size_t l = 0; l < L; ++l) {
+        read_all(fz.r_attn[l], s.r_attn[l]);
+        read_all(fz.probs[l], s.probs[l]);
+        read_all(fz.r_ffn[l], s.r_ffn[l]);
+        read_all(fz.gate_act[l], s.gate_act[l]);
+        read_all(layer_in[l], s.layer_inputs[l]);
+    }
+    read_all(fz.r_out, s.r_out);
+}
+
+// Input tensors holding the frozen coefficients, for the linear passes.
+struct FrozenInputs {
+    FrozenTensors fz;
+    void create(ggml_context * ctx, const LinState & s) {
+        const ModelSpec & sp = s.spec;
+        const size_t L = (size_t) sp.n_layer;
+        fz.r_attn.resize(L); fz.probs.resize(L); fz.r_ffn.resize(L); fz.gate_act.resize(L);
+        for (size_t l = 0; l < L; ++l) {
+            fz.r_attn[l] = new_input(ctx, GGML_TYPE_F32, 1, s.n);
+            fz.probs[l] = new_input(ctx, GGML_TYPE_F32, s.n, s.n, sp.n_head);
+            fz.r_ffn[l] = new_input(ctx, GGML_TYPE_F32, 1, s.n);
+            fz.gate_act[l] = new_input(ctx, GGML_TYPE_F32, sp.n_ff, s.n);
+        }
+        fz.r_out = new_input(ctx, GGML_TYPE_F32, 1, s.n);
+    }
+    void set(const LinState & s) const {
+        auto put = [](ggml_tensor * t, const std::vector<float> & v) { tensor_set(t, v.data(), v.size() * sizeof(float)); };
+        for (size_t l = 0; l < fz.r_attn.size(); ++l) {
+            put(fz.r_attn[l], s.r_attn[l]);
+            put(fz.probs[l], s.probs[l]);
+            put(fz.r_ffn[l], s.r_ffn[l]);
+            put(fz.gate_act[l], s.gate_act[l]);
+        }
+        put(fz.r_out, s.r_out);
+    }
+};
+
+// L applied to B tangent sequences v [B, n, d]: the output at every position [B, n, d],
+// or at the last position [B, d]. With `bias`, the affine map instead (used for c = map(0)).
+static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out) {
+    const int n = s.n, d = s.d;
+    ggml_context * ctx = s.runner->begin(s.graph_size());
+    FrozenInputs fi;
+    fi.create(ctx, s);
+    ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, n, B);
+    BuildOptions opt;
+    opt.bias = bias;
+    opt.exact = s.exact;
+    GraphInputs in;
+    ggml_tensor * y = build_forward(ctx, s.spec, fi.fz, in, x, opt, nullptr);
+    if (!all_positions) y = ggml_cont(ctx, ggml_view_2d(ctx, y, d, B, y->nb[2], y->nb[1] * (n - 1)));
+    ggml_set_output(y);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
+    ggml_build_forward_expand(gf, y);
+    s.runner->compute(gf, [&] {
+        fi.set(s);
+        tensor_set(x, v, (size_t) B * n * d * sizeof(float));
+    });
+    tensor_get(y, out, (size_t) B * (all_positions ? n : 1) * d * sizeof(float));
+}
+
+// Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
+// position): the cotangent on the input embeddings [B, n, d].
+static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out) {
+    const int n = s.n, d = s.d;
+    ggml_context * ctx = s.runner->begin(s.graph_size());
+    FrozenInputs fi;
+    fi.create(ctx, s);
+    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, n, B);
+    ggml_tensor * dx = build_transpose(ctx, s.spec, fi.fz, ut, s.exact);
+    ggml_set_output(dx);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
+    ggml_build_forward_expand(gf, dx);
+    s.runner->compute(gf, [&] {
+        fi.set(s);
+        if (all_positions) {
+            tensor_set(ut, u, (size_t) B * n * d * sizeof(float));
+        } else {
+            std::vector<float> full((size_t) B * n * d, 0.0f);
+            for (int b = 0; b < B; ++b) std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * n + n - 1) * d);
+            tensor_set(ut, full.data(), full.size() * sizeof(float));
+        }
+    });
+    tensor_get(dx, out, (size_t) B * n * d * sizeof(float));
+}
+
+// ---------------------------------------------------------------------------------------
+// N-API surface
+
+class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
+  public:
+    static Napi::Function Define(Napi::Env env) {
+        Napi::Function f = DefineClass(env, "NativeLinearization", {
+            InstanceMethod("info", &NativeLinearization::Info),
+            InstanceMethod("primal", &NativeLinearization::Primal),
+            InstanceMethod("jvp", &NativeLinearization::Jvp),
+            InstanceMethod("vjp", &NativeLinearization::Vjp),
+            InstanceMethod("jacobian", &NativeLinearization::Jacobian),
+            InstanceMethod("forward", &NativeLinearization::Forward),
+            InstanceMethod("dispose", &NativeLinearization::Dispose),
+        });
+        env.GetInstanceData<AddonData>()->linearization_ctor = Napi::Persistent(f);
+        return f;
+    }
+    explicit NativeLinearization(const Napi::CallbackInfo & info) : Napi::ObjectWrap<NativeLinearization>(info) {
+        if (info.Length() != 2 || !info[0].IsExternal() || !info[1].IsObject()) {
+            throw Napi::TypeError::New(info.Env(), "NativeLinearization is created by linearize()");
+        }
+        state_.reset(info[0].As<Napi::External<LinState>>().Data());
+        model_obj_ = Napi::Persistent(info[1].As<Napi::Object>());
+        model_ = NativeModel::Unwrap(info[1].As<Napi::Object>());
+        model_->acquire();  // the model may not be freed under a live linearization
+    }
+    ~NativeLinearization() override { release(); }
+
+    std::shared_ptr<LinState> state(Napi::Env env) {
+        if (!state_) throw Napi::Error::New(env, "the linearization has been disposed");
+        return state_;
+    }
+
+  private:
+    void release() {
+        if (model_) {
+            model_->release();
+            model_ = nullptr;
+        }
+        state_.reset();
+    }
+
+    Napi::Value Info(const Napi::CallbackInfo & info);
+    Napi::Value Primal(const Napi::CallbackInfo & info);
+    Napi::Value Jvp(const Napi::CallbackInfo & info);
+    Napi::Value Vjp(const Napi::CallbackInfo & info);
+    Napi::Value Jacobian(const Napi::CallbackInfo & info);
+    Napi::Value Forward(const Napi::CallbackInfo & info);
+    Napi::Value Dispose(const Napi::CallbackInfo & info) {
+        release();
+        return info.Env().Undefined();
+    }
+
+    std::shared_ptr<LinState> state_;
+    Napi::ObjectReference model_obj_;
+    NativeModel * model_ = nullptr;
+};
+
+Napi::Value NativeLinearization::Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    auto o = Napi::Object::New(env);
+    o.Set("nTokens", s->n);
+    o.Set("nEmbd", s->d);
+    o.Set("nLayer", s->spec.n_layer);
+    o.Set("nVocab", s->spec.n_vocab);
+    o.Set("affine", s->spec.affine);
+    o.Set("exact", s->exact);
+    o.Set("maxBatch", Napi::Number::New(env, (double) s->max_batch));
+    auto ignored = Napi::Array::New(env);
+    for (const auto & name : s->spec.ignored) ignored.Set(ignored.Length(), name);
+    o.Set("ignoredTensors", ignored);
+    return o;
+}
+
+Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::lock_guard<std::mutex> lock(s->mu);
+    auto o = Napi::Object::New(env);
+    o.Set("embeddings", to_float32_array(env, s->x.data(), s->x.size()));
+    o.Set("hidden", to_float32_array(env, s->hidden.data(), s->hidden.size()));
+    o.Set("logits", to_float32_array(env, s->logits.data(), s->logits.size()));
+    auto layers = Napi::Array::New(env, s->layer_inputs.size());
+    for (size_t l = 0; l < s->layer_inputs.size(); ++l) layers.Set(l, to_float32_array(env, s->layer_inputs[l].data(), s->layer_inputs[l].size()));
+    o.Set("layerInputs", layers);
+    o.Set("biasTerm", s->bias_term.empty() ? env.Null() : (Napi::Value) to_float32_array(env, s->bias_term.data(), s->bias_term.size()));
+    return o;
+}
+
+// Runs fn(state) on a worker thread with the state locked; resolves with a Float32Array.
+class LinearWorker : public Napi::AsyncProgressWorker<float> {
+  public:
+    using Fn = std::function<void(LinState &, std::vector<float> &, const std::function<bool(float)> &)>;
+    LinearWorker(Napi::Env env, std::shared_ptr<LinState> s, const Napi::Object & self, Fn fn, Napi::Value on_progress, Napi::Value abort)
+        : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)), s_(std::move(s)),
+          self_(Napi::Persistent(self)), fn_(std::move(fn)), abort_(abort) {
+        if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute(const ExecutionProgress & progress) override {
+        LogCapture log;
+        std::lock_guard<std::mutex> lock(s_->mu);
+        try {
+            fn_(*s_, out_, [&](float p) {
+                progress.Send(&p, 1);
+                return !abort_.aborted();
+            });
+        } catch (const std::exception & e) {
+            throw error_with_log(e.what(), log);
+        }
+    }
+    void OnProgress(const float * data, size_t count) override {
+        if (!on_progress_.IsEmpty() && count > 0) on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
+    }
+    void OnOK() override { deferred_.Resolve(to_float32_array(Env(), out_.data(), out_.size())); }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+  private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<LinState> s_;
+    Napi::ObjectReference self_;
+    Fn fn_;
+    AbortFlag abort_;
+    Napi::FunctionReference on_progress_;
+    std::vector<float> out_;
+};
+
+static std::vector<float> float_array_arg(Napi::Env env, const Napi::Value & v, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
+    }
+    auto a = v.As<Napi::Float32Array>();
+    std::vector<float> out(a.Data(), a.Data() + a.ElementLength());
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (!std::isfinite(out[i])) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value at index " + std::to_string(i));
+    }
+    return out;
+}
+
+// Runs `pass` over the B columns in chunks of at most max_batch, reporting progress.
+static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, const float * in, float * out,
+                    const std::function<void(const float *, int, float *)> & pass, const std::function<bool(float)> & progress) {
+    for (int b0 = 0; b0 < B; b0 += (int) s.max_batch) {
+        int nb = std::min(B - b0, (int) s.max_batch);
+        pass(in + (size_t) b0 * in_stride, nb, out + (size_t) b0 * out_stride);
+        if (!progress((float) (b0 + nb) / (float) B)) throw std::runtime_error("aborted");
+    }
+}
+
+// jvp(V: Float32Array [B·n·d], B, allPositions, onProgress?, abortFlag?)
+Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::vector<float> v = float_array_arg(env, info[0], "tangents");
+    int B = info[1].As<Napi::Number>().Int32Value();
+    bool all = info[2].ToBoolean();
+    if (B < 1 || v.size() != (size_t) B * s->n * s->d) {
+        throw Napi::RangeError::New(env, "tangents must hold B·n·d = " + std::to_string(B) + "·" + std::to_string(s->n) + "·" +
+                                             std::to_string(s->d) + " values, got " + std::to_string(v.size()));
+    }
+    auto fn = [v = std::move(v), B, all](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+        const size_t in_stride = (size_t) st.n * st.d, out_stride = (size_t) (all ? st.n : 1) * st.d;
+        out.assign((size_t) B * out_stride, 0.0f);
+        chunked(st, B, in_stride, out_stride, v.data(), out.data(),
+                [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, false, o); }, progress);
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
+    w->Queue();
+    return w->Promise();
+}
+
+// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?)
+Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::vector<float> u = float_array_arg(env, info[0], "cotangents");
+    int B = info[1].As<Napi::Number>().Int32Value();
+    bool all = info[2].ToBoolean();
+    const size_t per = (size_t) (all ? s->n : 1) * s->d;
+    if (B < 1 || u.size() != (size_t) B * per) {
+        throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·n·d" : "B·d") + " = " + std::to_string(B * per) +
+                                             " values, got " + std::to_string(u.size()));
+    }
+    auto fn = [u = std::move(u), B, all, per](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+        const size_t out_stride = (size_t) st.n * st.d;
+        out.assign((size_t) B * out_stride, 0.0f);
+        chunked(st, B, per, out_stride, u.data(), out.data(),
+                [&](const float * in, int nb, float * o) { run_vjp(st, in, nb, all, o); }, progress);
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
+    w->Queue();
+    return w->Promise();
+}
+
+// jacobian(onProgress?, abortFlag?) -> Float32Array [n·d·d]: block J_i (row-major [d × d],
+// J_i[k][c] = ∂y_k/∂x_{i,c}) at offset i·d·d. Reverse mode: d VJPs of the unit vectors.
+Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    auto fn = [](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+        const int n = st.n, d = st.d;
+        out.assign((size_t) n * d * d, 0.0f);
+        std::vector<float> rows;
+        for (int k0 = 0; k0 < d; k0 += (int) st.max_batch) {
+            const int nb = std::min(d - k0, (int) st.max_batch);
+            std::vector<float> eye((size_t) nb * d, 0.0f);
+            for (int b = 0; b < nb; ++b) eye[(size_t) b * d + k0 + b] = 1.0f;
+            rows.assign((size_t) nb * n * d, 0.0f);
+            run_vjp(st, eye.data(), nb, false, rows.data());
+            for (int b = 0; b < nb; ++b)
+                for (int i = 0; i < n; ++i)
+                    std::copy(rows.begin() + ((size_t) b * n + i) * d, rows.begin() + ((size_t) b * n + i + 1) * d,
+                              out.begin() + (size_t) i * d * d + (size_t) (k0 + b) * d);
+            if (!progress((float) (k0 + nb) / (float) d)) throw std::runtime_error("aborted");
+        }
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, info[0], info[1]);
+    w->Queue();
+    return w->Promise();
+}
+
+// forward(embeddings [n·d]) -> hidden [n·d]: the real (non-detached) network at other
+// input embeddings, with the same positions; the linearization is unchanged.
+Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::vector<float> e = float_array_arg(env, info[0], "embeddings");
+    if (e.size() != (size_t) s->n * s->d) throw Napi::RangeError::New(env, "embeddings must hold n·d values");
+    auto fn = [e = std::move(e)](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
+        run_primal(st, &e, false, out);
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
+    w->Queue();
+    return w->Promise();
+}
+
+// ---------------------------------------------------------------------------------------
+
+class LinearizeWorker : public PromiseWorker {
+  public:
+    LinearizeWorker(Napi::Env env, const Napi::Object & model_obj, std::unique_ptr<LinState> s, std::vector<float> embeddings,
+                    int threads, size_t budget)
+        : PromiseWorker(env), model_obj_(Napi::Persistent(model_obj)), use_(NativeModel::Unwrap(model_obj), model_obj),
+          s_(std::move(s)), embeddings_(std::move(embeddings)), threads_(threads), budget_(budget) {}
+
+    void Execute() override {
+        LogCapture log;
+        try {
+            LinState & s = *s_;
+            s.spec = resolve_model(s.model);
+            s.d = s.spec.n_embd;
+            s.runner = std::make_unique<GraphRunner>(s.model, threads_);
+            // Batch width from the memory budget: a column costs about its activations in
+            // one layer (the scheduler reuses buffers across layers), counted generously.
+            const size_t col_bytes = sizeof(float) * (size_t) s.n *
+                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head);
+            s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget_ / std::max<size_t>(1, col_bytes)));
+            run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden);
+            if (!embeddings_.empty()) s.x = embeddings_;
+            if (s.spec.affine) {
+                std::vector<float> zeros((size_t) s.n * s.d, 0.0f);
+                s.bias_term.assign((size_t) s.d, 0.0f);
+                run_jvp(s, zeros.data(), 1, false, true, s.bias_term.data());
+            }
+        } catch (const std::exception & e) {
+            throw error_with_log(e.what(), log);
+        }
+    }
+    Napi::Value Result(Napi::Env env) override {
+        return env.GetInstanceData<AddonData>()->linearization_ctor.New({Napi::External<LinState>::New(env, s_.release()), model_obj_.Value()});
+    }
+
+  private:
+    Napi::ObjectReference model_obj_;
+    ModelUse use_;
+    std::unique_ptr<LinState> s_;
+    std::vector<float> embeddings_;
+    int threads_;
+    size_t budget_;
+};
+
+// linearize(model, tokens: Int32Array | null, embeddings: Float32Array | null,
+//           { threads, exact, batchMemoryBytes }) -> Promise<NativeLinearization>
+Napi::Value Linearize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "linearize(model, tokens, embeddings, options)");
+    auto model_obj = info[0].As<Napi::Object>();
+    NativeModel * nm = NativeModel::Unwrap(model_obj);
+    llama_model * model = nm->get(env);
+    auto opts = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
+    auto s = std::make_unique<LinState>();
+    s->model = model;
+    s->exact = get_bool(opts, "exact", true);
+    if (!s->exact) throw Napi::Error::New(env, "precision 'fast' is not implemented yet; use 'exact'");
+    const int n_embd = llama_model_n_embd(model);
+    std::vector<float> embeddings;
+    if (info[1].IsTypedArray()) {
+        auto t = info[1].As<Napi::Int32Array>();
+        s->tokens.assign(t.Data(), t.Data() + t.ElementLength());
+        const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
+        for (size_t i = 0; i < s->tokens.size(); ++i)
+            if (s->tokens[i] < 0 || s->tokens[i] >= n_vocab) throw Napi::RangeError::New(env, "token id " + std::to_string(s->tokens[i]) + " is outside the vocabulary");
+        s->n = (int) s->tokens.size();
+    } else {
+        embeddings = float_array_arg(env, info[2], "embeddings");
+        if (embeddings.empty() || embeddings.size() % (size_t) n_embd != 0) {
+            throw Napi::RangeError::New(env, "embeddings must hold n·d values with d = " + std::to_string(n_embd));
+        }
+        s->n = (int) (embeddings.size() / (size_t) n_embd);
+    }
+    if (s->n < 1) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
+    if (s->n > llama_model_n_ctx_train(model)) {
+        throw Napi::RangeError::New(env, "the prompt has " + std::to_string(s->n) + " tokens, more than the model's context of " +
+                                          std::to_string(llama_model_n_ctx_train(model)));
+    }
+    int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
+    size_t budget = (size_t) get_number(opts, "batchMemoryBytes", 512.0 * 1024 * 1024);
+    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget);
+    w->Queue();
+    return w->Promise();
+}
+
+Napi::Function DefineLinearization(Napi::Env env) {
+    return NativeLinearization::Define(env);
+}
+
+}  // namespace llj

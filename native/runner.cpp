@@ -1,0 +1,65 @@
+#include "runner.h"
+
+#include "llama-ext.h"  // llama_model_n_devices / llama_model_get_device
+
+#include <stdexcept>
+#include <string>
+
+namespace llj {
+
+GraphRunner::GraphRunner(const llama_model * model, int n_threads) {
+    for (int i = 0; i < llama_model_n_devices(model); ++i) {
+        ggml_backend_dev_t dev = llama_model_get_device(model, i);
+        if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) continue;
+        ggml_backend_t b = ggml_backend_dev_init(dev, nullptr);
+        if (!b) throw std::runtime_error(std::string("cannot initialize device ") + ggml_backend_dev_name(dev));
+        backends_.push_back(b);
+    }
+    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!cpu) throw std::runtime_error("cannot initialize the CPU backend");
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    if (set_threads) set_threads(cpu, n_threads);
+    backends_.push_back(cpu);  // the scheduler wants the CPU last
+}
+
+GraphRunner::~GraphRunner() {
+    if (ctx_) ggml_free(ctx_);
+    if (sched_) ggml_backend_sched_free(sched_);
+    for (auto * b : backends_) ggml_backend_free(b);
+}
+
+ggml_context * GraphRunner::begin(size_t graph_size) {
+    if (ctx_) ggml_free(ctx_);
+    ggml_init_params p = {ggml_tensor_overhead() * graph_size * 2 + ggml_graph_overhead_custom(graph_size, false), nullptr, true};
+    ctx_ = ggml_init(p);
+    if (!ctx_) throw std::runtime_error("cannot allocate a graph context");
+    if (graph_size > sched_graph_size_) {
+        if (sched_) ggml_backend_sched_free(sched_);
+        sched_ = ggml_backend_sched_new(backends_.data(), nullptr, (int) backends_.size(), graph_size, false, true);
+        if (!sched_) throw std::runtime_error("cannot create the graph scheduler");
+        sched_graph_size_ = graph_size;
+    }
+    return ctx_;
+}
+
+void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_inputs) {
+    ggml_backend_sched_reset(sched_);
+    if (!ggml_backend_sched_alloc_graph(sched_, gf)) throw std::runtime_error("cannot allocate the graph (out of memory?)");
+    set_inputs();
+    ggml_status st = ggml_backend_sched_graph_compute(sched_, gf);
+    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error("graph computation failed (status " + std::to_string((int) st) + ")");
+    ggml_backend_sched_synchronize(sched_);
+}
+
+void tensor_set(ggml_tensor * t, const void * data, size_t bytes) {
+    if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch setting ") + ggml_get_name(t));
+    ggml_backend_tensor_set(t, data, 0, bytes);
+}
+
+void tensor_get(const ggml_tensor * t, void * data, size_t bytes) {
+    if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch reading ") + ggml_get_name(t));
+    ggml_backend_tensor_get(t, data, 0, bytes);
+}
+
+}  // namespace llj

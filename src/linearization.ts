@@ -1,0 +1,242 @@
+// The exact linear system of one prompt (DESIGN.md §2): y = Σ_i J_i x_i (+ c), with the
+// linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
+// built on those products.
+import type { NativeLinearization } from "./native.js";
+import { LljError } from "./errors.js";
+
+export interface LinearizeOptions {
+  /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
+  precision?: "exact" | "fast";
+  threads?: number;
+  /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
+  batchMemoryBytes?: number;
+  signal?: AbortSignal;
+}
+
+export interface PassOptions {
+  /** Tangents/cotangents at every position ([B, n, d]) instead of the last one ([B, d]). */
+  allPositions?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (progress: number) => void;
+}
+
+export interface Jacobian {
+  nTokens: number;
+  nEmbd: number;
+  /** Blocks J_i, i-major: J_i[k][c] = ∂y_k/∂x_{i,c} at offset i·d·d + k·d + c. */
+  data: Float32Array;
+  /** J_i as a row-major [d × d] view. */
+  block(i: number): Float32Array;
+}
+
+export interface Reconstruction {
+  /** Σ_i J_i x_i (+ c) [d]. */
+  reconstructed: Float32Array;
+  /** The model's output y [d]. */
+  output: Float32Array;
+  relativeError: number;
+  maxAbsError: number;
+  /** J_i x_i per input position, row-major [n × d]. */
+  contributions: Float32Array;
+  /** ‖J_i x_i‖ per position. */
+  contributionNorms: number[];
+  /** The bias term c for affine models, else null. */
+  biasTerm: Float32Array | null;
+}
+
+export interface NonlinearReconstruction {
+  /** f'(x)·x, the ordinary Jacobian applied to the input (central difference along x). */
+  reconstructed: Float32Array;
+  output: Float32Array;
+  relativeError: number;
+  maxAbsError: number;
+  epsilon: number;
+}
+
+function abortFlagFor(signal: AbortSignal | undefined): { flag: Int32Array; done: () => void } {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  if (!signal) return { flag, done: () => {} };
+  signal.throwIfAborted();
+  const onAbort = () => Atomics.store(flag, 0, 1);
+  signal.addEventListener("abort", onAbort, { once: true });
+  return { flag, done: () => signal.removeEventListener("abort", onAbort) };
+}
+
+function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxAbsError: number } {
+  let num = 0, den = 0, max = 0;
+  for (let k = 0; k < y.length; k++) {
+    const e = a[k] - y[k];
+    num += e * e;
+    den += y[k] * y[k];
+    max = Math.max(max, Math.abs(e));
+  }
+  return { relativeError: Math.sqrt(num / den), maxAbsError: max };
+}
+
+export class Linearization {
+  /** Prompt tokens, or null when linearized around given embeddings. */
+  readonly tokens: number[] | null;
+  readonly nTokens: number;
+  readonly nEmbd: number;
+  /** x: the input embeddings, row-major [n × d]. */
+  readonly inputEmbeddings: Float32Array;
+  /** y: the last position's output of the final norm [d]. */
+  readonly output: Float32Array;
+  /** The output of the final norm at every position, row-major [n × d]. */
+  readonly hidden: Float32Array;
+  /** Logits of the last position (W_U y). */
+  readonly logits: Float32Array;
+  readonly predictedToken: number;
+  /** The residual stream entering each layer, row-major [n × d] each, from our primal pass. */
+  readonly layerInputs: Float32Array[];
+  /** True when biases make the map affine: y = Σ J_i x_i + c. */
+  readonly affine: boolean;
+  readonly biasTerm: Float32Array | null;
+  readonly precision: "exact" | "fast";
+  /** Columns per native pass, from the memory budget. */
+  readonly maxBatch: number;
+  /** Tensors llama.cpp loads but its graph never applies (ignored here too). */
+  readonly ignoredTensors: string[];
+
+  #native: NativeLinearization | undefined;
+  #pending = new Set<Promise<unknown>>();
+  #onDispose: (() => void) | undefined;
+
+  /** @internal created by Model.linearize() */
+  constructor(native: NativeLinearization, tokens: number[] | null, onDispose?: () => void) {
+    this.#native = native;
+    this.#onDispose = onDispose;
+    const info = native.info();
+    const p = native.primal();
+    this.tokens = tokens;
+    this.nTokens = info.nTokens;
+    this.nEmbd = info.nEmbd;
+    this.inputEmbeddings = p.embeddings;
+    this.hidden = p.hidden;
+    this.output = p.hidden.slice((info.nTokens - 1) * info.nEmbd);
+    this.logits = p.logits;
+    let top = 0;
+    for (let i = 1; i < p.logits.length; i++) if (p.logits[i] > p.logits[top]) top = i;
+    this.predictedToken = top;
+    this.layerInputs = p.layerInputs;
+    this.affine = info.affine;
+    this.biasTerm = p.biasTerm;
+    this.precision = info.exact ? "exact" : "fast";
+    this.maxBatch = info.maxBatch;
+    this.ignoredTensors = info.ignoredTensors;
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  #get(): NativeLinearization {
+    if (!this.#native) throw new LljError("the linearization has been disposed");
+    return this.#native;
+  }
+
+  async #run<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array) => Promise<T>): Promise<T> {
+    const native = this.#get();
+    const { flag, done } = abortFlagFor(signal);
+    const p = call(native, flag);
+    this.#pending.add(p);
+    try {
+      return await p;
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason ?? new LljError("aborted");
+      throw e instanceof LljError ? e : new LljError((e as Error).message, { cause: e });
+    } finally {
+      this.#pending.delete(p);
+      done();
+    }
+  }
+
+  /**
+   * L v for a batch of tangent sequences, v row-major [B, n, d] (B inferred from the
+   * length). Returns [B, d] (last position) or [B, n, d] with allPositions.
+   */
+  async jvp(tangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
+    const per = this.nTokens * this.nEmbd;
+    if (!(tangents instanceof Float32Array)) throw new LljError("tangents must be a Float32Array");
+    if (tangents.length === 0 || tangents.length % per !== 0) {
+      throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.nTokens}·${this.nEmbd} = ${per}), got ${tangents.length}`);
+    }
+    return this.#run(options.signal, (n, flag) => n.jvp(tangents, tangents.length / per, options.allPositions ?? false, options.onProgress, flag));
+  }
+
+  /**
+   * Lᵀ u for a batch of cotangents, u row-major [B, d] (on the last position) or [B, n, d]
+   * with allPositions. Returns the cotangents on the input embeddings, [B, n, d].
+   */
+  async vjp(cotangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
+    const per = (options.allPositions ? this.nTokens : 1) * this.nEmbd;
+    if (!(cotangents instanceof Float32Array)) throw new LljError("cotangents must be a Float32Array");
+    if (cotangents.length === 0 || cotangents.length % per !== 0) {
+      throw new LljError(`cotangents must be a Float32Array of ${options.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
+    }
+    return this.#run(options.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, options.allPositions ?? false, options.onProgress, flag));
+  }
+
+  /** The full detached Jacobian, n blocks [d × d], assembled from d VJPs (reverse mode). */
+  async jacobian(options: { signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
+    const data = await this.#run(options.signal, (n, flag) => n.jacobian(options.onProgress, flag));
+    const d = this.nEmbd;
+    return { nTokens: this.nTokens, nEmbd: d, data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
+  }
+
+  /**
+   * Σ_i J_i x_i (+ c) against y: each J_i x_i is L applied to x restricted to position i
+   * (one batched JVP), so the contributions are exact per-token attributions.
+   */
+  async reconstruction(options: { signal?: AbortSignal } = {}): Promise<Reconstruction> {
+    const n = this.nTokens, d = this.nEmbd;
+    const tangents = new Float32Array(n * n * d);
+    for (let i = 0; i < n; i++) tangents.set(this.inputEmbeddings.subarray(i * d, (i + 1) * d), (i * n + i) * d);
+    const contributions = await this.jvp(tangents, { signal: options.signal });
+    const reconstructed = new Float32Array(d);
+    const norms: number[] = [];
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let k = 0; k < d; k++) {
+        const v = contributions[i * d + k];
+        reconstructed[k] += v;
+        s += v * v;
+      }
+      norms.push(Math.sqrt(s));
+    }
+    if (this.biasTerm) for (let k = 0; k < d; k++) reconstructed[k] += this.biasTerm[k];
+    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), contributions,
+      contributionNorms: norms, biasTerm: this.biasTerm };
+  }
+
+  /**
+   * The contrast: the ordinary (non-detached) Jacobian applied to x, f'(x)·x, as a central
+   * difference of the real forward along x. Unlike the detached map it does not give y.
+   */
+  async nonlinearReconstruction(options: { epsilon?: number; signal?: AbortSignal } = {}): Promise<NonlinearReconstruction> {
+    const eps = options.epsilon ?? 1e-3;
+    const x = this.inputEmbeddings;
+    const plus = new Float32Array(x.length), minus = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) {
+      plus[i] = x[i] * (1 + eps);
+      minus[i] = x[i] * (1 - eps);
+    }
+    const [hp, hm] = [await this.#run(options.signal, (n) => n.forward(plus)), await this.#run(options.signal, (n) => n.forward(minus))];
+    const d = this.nEmbd, off = (this.nTokens - 1) * d;
+    const reconstructed = new Float32Array(d);
+    for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);
+    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), epsilon: eps };
+  }
+
+  async dispose(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    this.#native?.dispose();
+    this.#native = undefined;
+    this.#onDispose?.();
+    this.#onDispose = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
