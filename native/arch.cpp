@@ -88,6 +88,7 @@ ModelSpec resolve_model(const llama_model * model) {
         if (name == "token_embd.weight") { s.tok_embd = t; continue; }
         if (name == "output_norm.weight") { s.output_norm = t; continue; }
         if (name == "output.weight") { s.output = t; continue; }
+        if (name == "output.scale") { s.output_scale = t; continue; }
         if (name == "rope_freqs.weight") { for (auto & l : s.layers) l.rope_freqs = t; continue; }
         if (std::regex_match(name, ignored_re)) { s.ignored.push_back(name); continue; }
         std::smatch m;

@@ -48,6 +48,7 @@ struct ModelSpec {
     ggml_tensor * tok_embd = nullptr;
     ggml_tensor * output_norm = nullptr;
     ggml_tensor * output = nullptr;  // token_embd when tied
+    ggml_tensor * output_scale = nullptr;  // optional `output.scale`: multiplies the logits only
     std::vector<LayerWeights> layers;
     bool affine = false;                 // some bias is present: y = L(x) + c
     std::vector<std::string> ignored;    // loaded by llama.cpp, not applied by its graph

@@ -212,7 +212,7 @@ Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
 }
 
 static const std::map<std::string, llama_ftype> k_ftypes = {
-    {"F16", LLAMA_FTYPE_MOSTLY_F16},       {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
+    {"F32", LLAMA_FTYPE_ALL_F32},          {"F16", LLAMA_FTYPE_MOSTLY_F16},       {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
     {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},     {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M},
     {"Q4_K_S", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},
     {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"Q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},
@@ -226,6 +226,8 @@ class QuantizeWorker : public PromiseWorker {
         LogCapture log;
         llama_model_quantize_params qp = llama_model_quantize_default_params();
         qp.ftype = ftype_;
+        // F32 from a quantized file dequantizes it: the exact network of the quantized weights.
+        qp.allow_requantize = ftype_ == LLAMA_FTYPE_ALL_F32;
         qp.nthread = (int32_t) std::max(1u, std::thread::hardware_concurrency());
         if (llama_model_quantize(in_.c_str(), out_.c_str(), &qp) != 0) {
             throw error_with_log("quantizing '" + in_ + "' failed", log);

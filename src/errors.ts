@@ -5,3 +5,8 @@ export class LljError extends Error {
     this.name = "LljError";
   }
 }
+
+/** True for a Float32Array from any realm (native results, worker threads, test sandboxes). */
+export function isFloat32Array(x: unknown): x is Float32Array {
+  return ArrayBuffer.isView(x) && Object.prototype.toString.call(x) === "[object Float32Array]";
+}

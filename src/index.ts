@@ -7,6 +7,6 @@ export { initBackends, getBackendInfo } from "./backends.js";
 export type { GpuOption, BackendInfo } from "./backends.js";
 export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";
 export type { HyperParameters, RopeParameters, GgufSummary } from "./gguf.js";
-export { syntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
+export { syntheticModel, dequantizedSyntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
 export type { SyntheticLlamaSpec, QuantType } from "./synthetic.js";
 export { LljError } from "./errors.js";

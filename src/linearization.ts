@@ -2,7 +2,7 @@
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
 import type { NativeLinearization } from "./native.js";
-import { LljError } from "./errors.js";
+import { LljError, isFloat32Array } from "./errors.js";
 
 export interface LinearizeOptions {
   /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
@@ -157,7 +157,7 @@ export class Linearization {
    */
   async jvp(tangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
     const per = this.nTokens * this.nEmbd;
-    if (!(tangents instanceof Float32Array)) throw new LljError("tangents must be a Float32Array");
+    if (!isFloat32Array(tangents)) throw new LljError("tangents must be a Float32Array");
     if (tangents.length === 0 || tangents.length % per !== 0) {
       throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.nTokens}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
@@ -170,7 +170,7 @@ export class Linearization {
    */
   async vjp(cotangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
     const per = (options.allPositions ? this.nTokens : 1) * this.nEmbd;
-    if (!(cotangents instanceof Float32Array)) throw new LljError("cotangents must be a Float32Array");
+    if (!isFloat32Array(cotangents)) throw new LljError("cotangents must be a Float32Array");
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
       throw new LljError(`cotangents must be a Float32Array of ${options.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
     }

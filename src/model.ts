@@ -4,7 +4,7 @@ import os from "node:os";
 import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, type HyperParameters, type GgufSummary } from "./gguf.js";
-import { LljError } from "./errors.js";
+import { LljError, isFloat32Array } from "./errors.js";
 import { Linearization, type LinearizeOptions } from "./linearization.js";
 
 export interface LoadModelOptions {
@@ -184,7 +184,7 @@ export class Model {
     let embeddings: Float32Array | null = null;
     if (typeof prompt === "object" && prompt !== null && "embeddings" in prompt) {
       embeddings = prompt.embeddings;
-      if (!(embeddings instanceof Float32Array)) throw new LljError("embeddings must be a Float32Array [n × d]");
+      if (!isFloat32Array(embeddings)) throw new LljError("embeddings must be a Float32Array [n × d]");
       if (embeddings.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
       if (embeddings.length % this.hparams.nEmbd !== 0) {
         throw new LljError(`embeddings must hold n·d values with d = ${this.hparams.nEmbd}, got ${embeddings.length}`);

@@ -30,6 +30,12 @@ export interface SyntheticLlamaSpec {
   contextLength: number;
   ropeFreqBase: number;
   normEps: number;
+  /** Biases on every projection (q, k, v, output, gate, up, down): an affine model. */
+  biases?: boolean;
+  /** Per-tensor weight scales (`<proj>.scale`, shape [1]) on every projection. */
+  scales?: boolean;
+  /** llama3-style rope frequency factors (`rope_freqs.weight`). */
+  ropeFreqs?: boolean;
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -88,19 +94,28 @@ export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors
     tensors.push({ name, shape: [fanIn, fanOut], init: { kind: "normal", a: 0, b: 1 / Math.sqrt(fanIn), seed: seedOf(name) } });
   const norm = (name: string) =>
     tensors.push({ name, shape: [d], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(name) } });
+  // A projection with its optional bias and per-tensor scale.
+  const proj = (prefix: string, fanIn: number, fanOut: number) => {
+    matrix(`${prefix}.weight`, fanIn, fanOut);
+    if (spec.biases) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
+    if (spec.scales) tensors.push({ name: `${prefix}.scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.scale`) } });
+  };
   tensors.push({ name: "token_embd.weight", shape: [d, -1], init: { kind: "normal", a: 0, b: 1, seed: seedOf("token_embd.weight") } });
   norm("output_norm.weight");
   if (!spec.tiedEmbeddings) matrix("output.weight", d, -1);
+  if (spec.ropeFreqs) {
+    tensors.push({ name: "rope_freqs.weight", shape: [hd / 2], init: { kind: "uniform", a: 1, b: 8, seed: seedOf("rope_freqs.weight") } });
+  }
   for (let l = 0; l < nLayer; l++) {
     norm(`blk.${l}.attn_norm.weight`);
-    matrix(`blk.${l}.attn_q.weight`, d, nHead * hd);
-    matrix(`blk.${l}.attn_k.weight`, d, nHeadKv * hd);
-    matrix(`blk.${l}.attn_v.weight`, d, nHeadKv * hd);
-    matrix(`blk.${l}.attn_output.weight`, nHead * hd, d);
+    proj(`blk.${l}.attn_q`, d, nHead * hd);
+    proj(`blk.${l}.attn_k`, d, nHeadKv * hd);
+    proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
+    proj(`blk.${l}.attn_output`, nHead * hd, d);
     norm(`blk.${l}.ffn_norm.weight`);
-    matrix(`blk.${l}.ffn_gate.weight`, d, nFf);
-    matrix(`blk.${l}.ffn_up.weight`, d, nFf);
-    matrix(`blk.${l}.ffn_down.weight`, nFf, d);
+    proj(`blk.${l}.ffn_gate`, d, nFf);
+    proj(`blk.${l}.ffn_up`, d, nFf);
+    proj(`blk.${l}.ffn_down`, nFf, d);
   }
   // -1 stands for the vocabulary size, known once the tokenizer file is read.
   return { kv, tensors };
@@ -139,7 +154,7 @@ export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaS
 }
 
 /** Quantizes a GGUF with llama.cpp's own quantizer, atomically. */
-export async function quantizeModel(input: string, output: string, type: Exclude<QuantType, "F32">): Promise<string> {
+export async function quantizeModel(input: string, output: string, type: QuantType): Promise<string> {
   getBackendInfo();
   const tmp = `${output}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
@@ -167,5 +182,16 @@ export async function syntheticModel(spec: SyntheticLlamaSpec = TINY_LLAMA, type
   if (type === "F32") return f32;
   const out = `${base}-${type}.gguf`;
   if (!existsSync(out)) await quantizeModel(f32, out, type);
+  return out;
+}
+
+/**
+ * The quantized synthetic model dequantized back to F32 by llama.cpp: the same network as
+ * the quantized file, for llama.cpp's own F32 forward to check exact mode against.
+ */
+export async function dequantizedSyntheticModel(spec: SyntheticLlamaSpec, type: Exclude<QuantType, "F32">): Promise<string> {
+  const quantized = await syntheticModel(spec, type);
+  const out = quantized.replace(/\.gguf$/, "-dequantized.gguf");
+  if (!existsSync(out)) await quantizeModel(quantized, out, "F32");
   return out;
 }
