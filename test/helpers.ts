@@ -4,6 +4,7 @@ import { existsSync, openSync, readSync, closeSync } from "node:fs";
 import path from "node:path";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { packageRoot } from "../src/native.js";
+import type { Linearization } from "../src/index.js";
 
 /** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
 export const STORIES = process.env.LLJ_TEST_STORIES ?? path.resolve(packageRoot, "..", "shared", "models", "stories260K.gguf");
@@ -53,3 +54,23 @@ export function argmax(x: ArrayLike<number>): number {
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;
 }
+
+export const PROMPT = "Once upon a time, there was a little";
+
+export function randn(n: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+  return out;
+}
+export const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
+export const norm = (a: ArrayLike<number>) => Math.sqrt(dot(a, a));
+
+/** ⟨L v, u⟩ against ⟨v, Lᵀ u⟩ for fresh random u, v; returns the error relative to ‖Lv‖‖u‖. */
+export async function adjointError(lin: Linearization, allPositions = false): Promise<number> {
+  const n = lin.nTokens, d = lin.nEmbd;
+  const v = randn(n * d), u = randn((allPositions ? n : 1) * d);
+  const lv = await lin.jvp(v, { allPositions });
+  const ltu = await lin.vjp(u, { allPositions });
+  return Math.abs(dot(lv, u) - dot(v, ltu)) / (norm(lv) * norm(u));
+}
+
