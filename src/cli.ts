@@ -2,9 +2,9 @@
 // The llj-gguf command line: a thin layer over the API. Errors print one line and exit 1.
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { loadModel } from "./model.js";
+import { loadModel, type Model } from "./model.js";
 import { syntheticModel, TINY_LLAMA } from "./synthetic.js";
-import { formatModelInfo, formatForward } from "./report.js";
+import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } from "./report.js";
 import type { GpuOption } from "./backends.js";
 
 function gpuOption(v: string | undefined): GpuOption {
@@ -35,8 +35,52 @@ async function demo(argv: { gpu?: string; prompt: string }) {
   try {
     console.log(formatModelInfo(model));
     console.log("");
-    console.log("llama.cpp's reference forward (random weights: the prediction is noise):");
+    console.log("llama.cpp's own forward (random weights: the prediction is noise):");
     console.log(formatForward(model, await model.referenceForward(argv.prompt)));
+    console.log("");
+    console.log("The exact linear system of that prompt (`llj-gguf analyze <model> <prompt>` on your own GGUF):");
+    console.log(formatAnalysis(await summarize(model, argv.prompt, "exact")));
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function summarize(model: Model, prompt: string, precision: "exact" | "fast"): Promise<AnalysisSummary> {
+  const t0 = performance.now();
+  const lin = await model.linearize(prompt, { precision });
+  try {
+    const rec = await lin.reconstruction();
+    const nonlin = await lin.nonlinearReconstruction();
+    let yy = 0, cc = 0;
+    for (let k = 0; k < lin.nEmbd; k++) {
+      yy += lin.output[k] ** 2;
+      cc += (lin.biasTerm?.[k] ?? 0) ** 2;
+    }
+    return {
+      prompt,
+      tokens: lin.tokens ?? [],
+      tokenTexts: model.tokenPieces(lin.tokens ?? []),
+      predictedToken: lin.predictedToken,
+      predictedTokenText: model.tokenPieces([lin.predictedToken])[0],
+      predictedLogit: lin.logits[lin.predictedToken],
+      precision: lin.precision,
+      affine: lin.affine,
+      detached: { relativeError: rec.relativeError, maxAbsError: rec.maxAbsError },
+      nonDetached: { relativeError: nonlin.relativeError, maxAbsError: nonlin.maxAbsError, epsilon: nonlin.epsilon },
+      biasTermRelativeNorm: lin.biasTerm ? Math.sqrt(cc / yy) : null,
+      contributionNorms: rec.contributionNorms,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await lin.dispose();
+  }
+}
+
+async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: boolean }) {
+  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
+  try {
+    const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast");
+    console.log(argv.json ? JSON.stringify(summary, null, 2) : formatAnalysis(summary));
   } finally {
     await model.dispose();
   }
@@ -52,6 +96,12 @@ async function main() {
         .option("tensors", { type: "boolean", describe: "list every tensor" })
         .option("json", { type: "boolean", describe: "print JSON" }),
       (argv) => info(argv as { model: string; gpu?: string; tensors?: boolean; json?: boolean }))
+    .command("analyze <model> <prompt>", "linearize the model on a prompt: prediction, exact reconstruction, token contributions",
+      (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
+        .positional("prompt", { type: "string", demandOption: true })
+        .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
+        .option("json", { type: "boolean", describe: "print JSON" }),
+      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: boolean }))
     .command("demo", "generate a tiny synthetic model (no download) and show it",
       (y) => y.option("prompt", { type: "string", default: "Once upon a time," }),
       (argv) => demo(argv as { gpu?: string; prompt: string }))

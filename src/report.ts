@@ -49,8 +49,51 @@ export function formatForward(model: Model, f: ReferenceForward): string {
   const order = Array.from(f.logits.keys()).sort((a, b) => f.logits[b] - f.logits[a]).slice(0, 5);
   const pieces = model.tokenPieces(order);
   return [
-    `prompt        ${JSON.stringify(model.detokenize(f.tokens))} (${f.nTokens} tokens)`,
+    `prompt        ${JSON.stringify(model.detokenize(f.tokens, { removeSpecial: true }).replace(/^ /, ""))} (${f.nTokens} tokens)`,
     `next token    ${JSON.stringify(f.topTokenText)} (id ${f.topToken})`,
     `top logits    ${order.map((t, i) => `${JSON.stringify(pieces[i])} ${f.logits[t].toFixed(2)}`).join(", ")}`,
   ].join("\n");
+}
+
+export interface AnalysisSummary {
+  prompt: string;
+  tokens: number[];
+  tokenTexts: string[];
+  predictedToken: number;
+  predictedTokenText: string;
+  predictedLogit: number;
+  precision: string;
+  affine: boolean;
+  detached: { relativeError: number; maxAbsError: number };
+  nonDetached: { relativeError: number; maxAbsError: number; epsilon: number };
+  biasTermRelativeNorm: number | null;
+  contributionNorms: number[];
+  seconds: number;
+}
+
+function bar(value: number, max: number, width = 24): string {
+  const n = max > 0 ? Math.round((value / max) * width) : 0;
+  return "█".repeat(n) + " ".repeat(width - n);
+}
+
+export function formatAnalysis(a: AnalysisSummary): string {
+  const lines = [
+    `prompt        ${JSON.stringify(a.prompt)} (${a.tokens.length} tokens)`,
+    `predicted     ${JSON.stringify(a.predictedTokenText)} (id ${a.predictedToken}, logit ${a.predictedLogit.toFixed(3)})`,
+    `detached      ‖Σᵢ Jᵢxᵢ${a.affine ? " + c" : ""} − y‖/‖y‖ = ${a.detached.relativeError.toExponential(2)}` +
+      `  (max abs ${a.detached.maxAbsError.toExponential(2)}, ${a.precision})  the linear system reproduces the output`,
+    `non-detached  ‖f′(x)·x − y‖/‖y‖ = ${a.nonDetached.relativeError.toExponential(2)}` +
+      `  the ordinary Jacobian does not`,
+    `bias term     ${a.biasTermRelativeNorm === null ? "none: the map is linear" : `‖c‖/‖y‖ = ${a.biasTermRelativeNorm.toExponential(2)} (affine model)`}`,
+    "",
+    "contribution of each input token to y: ‖Jᵢxᵢ‖",
+  ];
+  const max = Math.max(...a.contributionNorms);
+  const w = Math.min(24, Math.max(8, ...a.tokenTexts.map((t) => JSON.stringify(t).length)));
+  a.contributionNorms.forEach((v, i) => {
+    const t = JSON.stringify(a.tokenTexts[i]);
+    lines.push(`  ${String(i).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  ${v.toFixed(4).padStart(10)}  ${bar(v, max)}`);
+  });
+  lines.push("", `(${a.seconds.toFixed(2)} s)`);
+  return lines.join("\n");
 }

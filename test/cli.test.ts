@@ -49,4 +49,33 @@ test("demo runs on a generated model without any download", () => {
   expect(r.status).toBe(0);
   expect(r.stdout).toContain("2 layers, d=256, 4 heads, 2 KV heads");
   expect(r.stdout).toMatch(/next token\s+".*" \(id \d+\)/);
+  expect(Number(/detached\s+‖[^=]+= ([0-9.e+-]+)/.exec(r.stdout)![1])).toBeLessThan(1e-5);
+});
+
+test("analyze prints the prediction, the exact reconstruction, the contrast and a token table", () => {
+  const r = run("analyze", STORIES, "Once upon a time, there was a little", "--gpu", "false");
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/predicted\s+" g" \(id 298/);
+  const detached = Number(/detached\s+‖[^=]+= ([0-9.e+-]+)/.exec(r.stdout)![1]);
+  const ordinary = Number(/non-detached\s+‖[^=]+= ([0-9.e+-]+)/.exec(r.stdout)![1]);
+  expect(detached).toBeLessThan(1e-5);
+  expect(ordinary).toBeGreaterThan(100 * detached);
+  const rows = r.stdout.split("\n").filter((l) => /^\s+\d+\s+".*"\s+[0-9.]+\s/.test(l));
+  expect(rows).toHaveLength(10);
+  expect(rows[9]).toContain('" little"');
+});
+
+test("analyze --json", () => {
+  const j = JSON.parse(run("analyze", STORIES, "One day", "--json").stdout);
+  expect(j.tokens).toHaveLength(3);
+  expect(j.detached.relativeError).toBeLessThan(1e-5);
+  expect(j.contributionNorms).toHaveLength(3);
+  expect(j.biasTermRelativeNorm).toBeNull();
+});
+
+test("analyze with an empty prompt fails cleanly", () => {
+  const r = run("analyze", STORIES, "");
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/the prompt is empty/);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
 });
