@@ -495,7 +495,6 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     auto s = std::make_unique<LinState>();
     s->model = model;
     s->exact = get_bool(opts, "exact", true);
-    if (!s->exact) throw Napi::Error::New(env, "precision 'fast' is not implemented yet; use 'exact'");
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

@@ -61,3 +61,22 @@ describe("synthetic llama models: every weight type and optional tensor", () => 
     }
   });
 });
+
+test("fast precision uses llama.cpp's quantized kernels and reports the error it reaches", async () => {
+  const model = await loadModel({ modelPath: await syntheticModel(TINY_LLAMA, "Q8_0"), gpu: false });
+  try {
+    const ref = await model.referenceForward(PROMPT);
+    const fast = await model.linearize(PROMPT, { precision: "fast" });
+    const exact = await model.linearize(PROMPT, { precision: "exact" });
+    expect(fast.precision).toBe("fast");
+    // Its primal pass is llama.cpp's own quantized network...
+    expect(relErr(fast.hidden, ref.hidden)).toBeLessThan(1e-5);
+    // ...whose kernels quantize activations too, so the linear system is only approximate:
+    const [rf, re] = [await fast.reconstruction(), await exact.reconstruction()];
+    expect(rf.relativeError).toBeGreaterThan(1e-4);
+    expect(rf.relativeError).toBeLessThan(0.1);
+    expect(re.relativeError).toBeLessThan(1e-5);
+  } finally {
+    await model.dispose();
+  }
+});
