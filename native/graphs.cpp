@@ -9,15 +9,22 @@ ggml_tensor * weight_f32(ggml_context * ctx, ggml_tensor * w, bool exact) {
     return ggml_cast(ctx, w, GGML_TYPE_F32);
 }
 
-// W x for x [in, n, B]; the weight is broadcast over positions and batch.
+// W x for x [in, n, B], as ONE product with n·B columns: ggml would otherwise run a
+// separate small GEMM for each of the B sequences (broadcast over dimension 2).
+static ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+    if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    ggml_tensor * y = ggml_mul_mat(ctx, w, ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * x->ne[2]));
+    return ggml_reshape_3d(ctx, y, y->ne[0], x->ne[1], x->ne[2]);
+}
+
 static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, bool exact) {
-    return ggml_mul_mat(ctx, weight_f32(ctx, w, exact), x);
+    return product(ctx, weight_f32(ctx, w, exact), x);
 }
 
 // Wᵀ z: the weight transposed to a contiguous F32 copy, then an ordinary product.
 static ggml_tensor * matmul_t(ggml_context * ctx, ggml_tensor * w, ggml_tensor * z) {
     ggml_tensor * wt = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, w, true)));
-    return ggml_mul_mat(ctx, wt, z);
+    return product(ctx, wt, z);
 }
 
 // 1/sqrt(mean(h²) + eps) per position: the RMSNorm coefficient frozen by detaching.

@@ -68,6 +68,15 @@ function toInt32(tokens: ArrayLike<number>): Int32Array {
   return out;
 }
 
+const nativeOfModel = new WeakMap<Model, () => NativeModel>();
+
+/** @internal The native handle of a model, for bench/ and tests; not part of the API. */
+export function nativeModelOf(model: Model): NativeModel {
+  const get = nativeOfModel.get(model);
+  if (!get) throw new LljError("not a loaded model");
+  return get();
+}
+
 export class Model {
   readonly path: string;
   readonly architecture: string;
@@ -89,6 +98,7 @@ export class Model {
   /** @internal use loadModel() */
   constructor(native: NativeModel, gguf: GgufSummary, backends: BackendInfo) {
     this.#native = native;
+    nativeOfModel.set(this, () => this.#get());
     const info = native.info();
     this.path = gguf.path;
     this.gguf = gguf;

@@ -115,6 +115,10 @@ export interface NativeAddon {
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
     options: { threads: number; exact: boolean; batchMemoryBytes: number }): Promise<NativeLinearization>;
+  /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
+  benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
+  /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */
+  benchForward(model: NativeModel, tokens: Int32Array, threads: number, reps: number): Promise<number>;
 }
 
 /** What scripts/build-native.mjs recorded about the llama.cpp the addon was built against. */

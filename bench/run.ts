@@ -1,0 +1,211 @@
+// Benchmark of the linearization engine on this machine (DESIGN.md / issue #4), every
+// number measured side by side in one run:
+//   1. full detached Jacobian of a synthetic Llama (d=512, 8 layers, 16 tokens, exact):
+//      time and peak memory;
+//   2. the GFLOP/s of its linear passes against ggml's own F32 matmul and the machine's
+//      best sgemm (NumPy/OpenBLAS) on the same shapes, and the GEMM floor;
+//   3. the naive route with llama.cpp alone (one finite-difference forward per column);
+//   4. the method's reference route (PyTorch autograd jacobian, same weights, same threads);
+//   5. peak RSS against the file size for a Q4_K model large enough to show that weights
+//      are dequantized layer by layer, never whole.
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch]
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { readGgufFileInfo } from "node-llama-cpp";
+import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticLlamaSpec } from "../src/index.js";
+import { getAddon } from "../src/native.js";
+import { nativeModelOf } from "../src/model.js";
+
+const here = fileURLToPath(import.meta.url);
+const srcDir = path.resolve(path.dirname(here), "..", "..", "bench");
+const args = process.argv.slice(2);
+const threads = Number(args[args.indexOf("--threads") + 1]) > 0 && args.includes("--threads")
+  ? Number(args[args.indexOf("--threads") + 1]) : os.availableParallelism();
+
+export const BENCH_LLAMA: SyntheticLlamaSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
+export const LARGE_LLAMA: SyntheticLlamaSpec = { ...TINY_LLAMA, seed: 22, nEmbd: 2048, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 5632, contextLength: 512 };
+const N_TOKENS = 16;
+const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog and her friends.";
+
+async function promptTokens(modelPath: string, n: number): Promise<number[]> {
+  const m = await loadModel({ modelPath, gpu: false });
+  const t = m.tokenize(STORY).slice(0, n);
+  await m.dispose();
+  if (t.length < n) throw new Error("story too short");
+  return t;
+}
+
+/** Child mode: one measurement in a fresh process, so that its peak RSS is its own. */
+async function child(kind: string, modelPath: string, tokens: number[]) {
+  const model = await loadModel({ modelPath, gpu: false });
+  const t0 = performance.now();
+  const lin = await model.linearize(tokens, { threads });
+  const tLin = performance.now();
+  let columns = 0;
+  if (kind === "jacobian") {
+    await lin.jacobian();
+    columns = lin.nEmbd;
+  } else {
+    const u = new Float32Array(64 * lin.nEmbd).map(() => Math.random() - 0.5);
+    await lin.vjp(u);
+    columns = 64;
+  }
+  const tEnd = performance.now();
+  const rec = await lin.reconstruction();
+  process.stdout.write(JSON.stringify({
+    linearizeSeconds: (tLin - t0) / 1000, passSeconds: (tEnd - tLin) / 1000, columns, maxBatch: lin.maxBatch,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024, reconstruction: rec.relativeError,
+  }));
+  await model.dispose();
+}
+
+function runChild(kind: string, modelPath: string, tokens: number[]) {
+  const r = spawnSync(process.execPath, [here, "--child", kind, modelPath, JSON.stringify(tokens), "--threads", String(threads)],
+    { encoding: "utf8", maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`child ${kind} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** FLOPs of one VJP column (transpose products V, O, up, down and the attention mixing). */
+function vjpFlopsPerColumn(s: SyntheticLlamaSpec, n: number): number {
+  const hd = s.nEmbd / s.nHead;
+  const perPosition = 4 * s.nEmbd * s.nFf + 2 * s.nEmbd * s.nHead * hd + 2 * s.nEmbd * s.nHeadKv * hd + 2 * n * s.nHead * hd;
+  return perPosition * n * s.nLayer;
+}
+
+function gemmShapes(s: SyntheticLlamaSpec, cols: number): Array<[number, number, number, number]> {
+  // [m, k, n, weight in the FLOP count]: the transposed products of one VJP layer
+  const hd = s.nEmbd / s.nHead;
+  return [[s.nFf, s.nEmbd, cols, 1], [s.nEmbd, s.nFf, cols, 1], [s.nHead * hd, s.nEmbd, cols, 1], [s.nEmbd, s.nHeadKv * hd, cols, 1]];
+}
+
+function python(): string | undefined {
+  for (const p of ["python3", "/usr/bin/python3"]) {
+    const r = spawnSync(p, ["-c", "import numpy"], { encoding: "utf8" });
+    if (r.status === 0) return p;
+  }
+  return undefined;
+}
+
+async function exportForTorch(modelPath: string, x: Float32Array, s: SyntheticLlamaSpec): Promise<string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "llj-bench-torch-"));
+  const info = await readGgufFileInfo(modelPath, { readTensorInfo: true });
+  const tensors: Record<string, number[]> = {};
+  const fd = openSync(modelPath, "r");
+  for (const t of info.fullTensorInfo ?? []) {
+    if (t.name === "token_embd.weight" || t.name === "output.weight") continue;
+    const shape = t.dimensions.map(Number);
+    const buf = Buffer.alloc(shape.reduce((a, b) => a * b, 1) * 4);
+    readSync(fd, buf, 0, buf.length, Number(t.fileOffset));
+    writeFileSync(path.join(dir, `${t.name}.bin`), buf);
+    tensors[t.name] = shape;
+  }
+  closeSync(fd);
+  writeFileSync(path.join(dir, "x.bin"), Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+  writeFileSync(path.join(dir, "manifest.json"), JSON.stringify({ d: s.nEmbd, n_layer: s.nLayer, n_head: s.nHead, n_head_kv: s.nHeadKv,
+    head_dim: s.nEmbd / s.nHead, eps: s.normEps, rope_base: s.ropeFreqBase, tensors }));
+  return dir;
+}
+
+const fmt = (x: number, d = 2) => x.toFixed(d);
+
+async function main() {
+  if (args[0] === "--child") return child(args[1], args[2], JSON.parse(args[3]));
+  const addon = getAddon();
+  console.log(`llj-gguf benchmark — ${os.cpus()[0]?.model ?? "cpu"}, ${threads} threads, node ${process.version}`);
+
+  // 1. Full Jacobian, d=512, 8 layers, 16 tokens, exact
+  const s = BENCH_LLAMA;
+  const modelPath = await syntheticModel(s, "F32");
+  const tokens = await promptTokens(modelPath, N_TOKENS);
+  const jac = runChild("jacobian", modelPath, tokens);
+  const flops = vjpFlopsPerColumn(s, N_TOKENS) * s.nEmbd;
+  const achieved = flops / jac.passSeconds / 1e9;
+  console.log(`\n1. Full detached Jacobian, synthetic Llama d=${s.nEmbd}, ${s.nLayer} layers, ${N_TOKENS} tokens, exact (F32)`);
+  console.log(`   linearize (primal pass)   ${fmt(jac.linearizeSeconds, 3)} s`);
+  console.log(`   Jacobian (${s.nEmbd} VJP columns, batch ${jac.maxBatch})   ${fmt(jac.passSeconds, 3)} s    peak RSS ${fmt(jac.maxRssBytes / 2 ** 20, 0)} MiB    reconstruction ${jac.reconstruction.toExponential(1)}`);
+
+  // 2. GEMM rates on the same shapes
+  const cols = N_TOKENS * jac.maxBatch;
+  const shapes = gemmShapes(s, cols);
+  let ggmlTime = 0, blasTime = 0, shapeFlops = 0;
+  const py = python();
+  const blas: Array<{ gflops: number }> = py ? JSON.parse(spawnSync(py, [path.join(srcDir, "sgemm.py")], {
+    input: JSON.stringify({ threads, shapes: shapes.map(([m, k, n]) => [m, k, n]) }), encoding: "utf8" }).stdout || "[]") : [];
+  for (let i = 0; i < shapes.length; i++) {
+    const [m, k, n] = shapes[i];
+    const f = 2 * m * k * n;
+    const g = await addon.benchGemm(m, k, n, threads, 5);
+    shapeFlops += f;
+    ggmlTime += f / (g.gflops * 1e9);
+    if (blas[i]) blasTime += f / (blas[i].gflops * 1e9);
+  }
+  const ggmlRate = shapeFlops / ggmlTime / 1e9;
+  const blasRate = blas.length ? shapeFlops / blasTime / 1e9 : NaN;
+  const best = Math.max(ggmlRate, Number.isNaN(blasRate) ? 0 : blasRate);
+  console.log(`\n2. GFLOP/s on the linear passes' shapes (${shapes.map(([m, k, n]) => `${m}×${k}·${k}×${n}`).join(", ")})`);
+  console.log(`   llj-gguf linear passes     ${fmt(achieved, 1)} GFLOP/s  (${(flops / 1e9).toFixed(2)} GFLOP in the Jacobian)`);
+  console.log(`   ggml F32 mul_mat           ${fmt(ggmlRate, 1)} GFLOP/s`);
+  console.log(`   best sgemm (NumPy BLAS)    ${blas.length ? fmt(blasRate, 1) + " GFLOP/s" : "n/a (no python3 with numpy)"}`);
+  console.log(`   ratio to the better        ${fmt(achieved / best)}   (target ≥ 0.6)`);
+  console.log(`   GEMM floor for the Jacobian ${fmt(flops / best / 1e9, 3)} s → llj-gguf is ${fmt(jac.passSeconds / (flops / best / 1e9))}× the floor`);
+
+  // 3. Naive route: one llama.cpp forward per Jacobian column (finite differences)
+  const model = await loadModel({ modelPath, gpu: false });
+  const perForward = await addon.benchForward(nativeModelOf(model), Int32Array.from(tokens), threads, 5);
+  const naive = perForward * (N_TOKENS * s.nEmbd + 1);
+  console.log(`\n3. Naive route with llama.cpp alone: ${N_TOKENS * s.nEmbd + 1} forwards × ${fmt(perForward * 1000, 2)} ms = ${fmt(naive, 1)} s`);
+  console.log(`   speed-up of llj-gguf       ${fmt(naive / (jac.linearizeSeconds + jac.passSeconds), 0)}×`);
+
+  // 4. The reference route: PyTorch autograd jacobian on the same weights
+  if (!args.includes("--skip-torch")) {
+    const lin = await model.linearize(tokens, { threads });
+    const torchPy = ["/usr/bin/python3", "python3"].find((p) => spawnSync(p, ["-c", "import torch"]).status === 0);
+    if (!torchPy) {
+      console.log("\n4. PyTorch reference: n/a (install Debian's python3-torch)");
+    } else {
+      const dir = await exportForTorch(modelPath, lin.inputEmbeddings, s);
+      const r = spawnSync(torchPy, [path.join(srcDir, "torch_reference.py"), dir, String(threads)], { encoding: "utf8", maxBuffer: 1 << 26 });
+      if (r.status !== 0) {
+        console.log(`\n4. PyTorch reference failed: ${r.stderr.split("\n").slice(-3).join(" ")}`);
+      } else {
+        const t = JSON.parse(r.stdout);
+        const tj = new Float32Array(readFileSync(t.jacobian_file).buffer.slice(0));
+        const J = await lin.jacobian();
+        // torch: [k, i, c]; ours: [i, k, c]
+        const d = s.nEmbd;
+        let num = 0, den = 0;
+        for (let i = 0; i < N_TOKENS; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) {
+          const a = J.data[(i * d + k) * d + c], b = tj[(k * N_TOKENS + i) * d + c];
+          num += (a - b) ** 2; den += b * b;
+        }
+        console.log(`\n4. PyTorch ${t.torch} autograd.functional.jacobian(vectorize=True, reverse-mode), same weights, ${threads} threads`);
+        console.log(`   PyTorch                    ${fmt(t.seconds, 3)} s    (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
+        console.log(`   llj-gguf                   ${fmt(jac.linearizeSeconds + jac.passSeconds, 3)} s`);
+        console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / (jac.linearizeSeconds + jac.passSeconds), 1)}×`);
+        console.log(`   Jacobians agree to         ${Math.sqrt(num / den).toExponential(1)} (relative)`);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await lin.dispose();
+  }
+  await model.dispose();
+
+  // 5. Memory: a Q4_K model large enough that whole-model dequantization would show
+  if (!args.includes("--skip-large")) {
+    const L = LARGE_LLAMA;
+    const q4 = await syntheticModel(L, "Q4_K_M");
+    const big = runChild("vjp", q4, await promptTokens(q4, N_TOKENS));
+    const fileBytes = statSync(q4).size;
+    const nParams = L.nLayer * (2 * L.nEmbd * L.nEmbd + 2 * L.nEmbd * (L.nEmbd / L.nHead) * L.nHeadKv + 3 * L.nEmbd * L.nFf);
+    const layerF32 = nParams / L.nLayer * 4;
+    console.log(`\n5. Memory, synthetic Llama d=${L.nEmbd}, ${L.nLayer} layers, Q4_K_M, ${N_TOKENS} tokens, 64 VJP columns, exact`);
+    console.log(`   file ${fmt(fileBytes / 2 ** 30, 2)} GiB   peak RSS ${fmt(big.maxRssBytes / 2 ** 30, 2)} GiB   (layers in F32 would be ${fmt(nParams * 4 / 2 ** 30, 2)} GiB; one layer ${fmt(layerF32 / 2 ** 20, 0)} MiB)`);
+    console.log(`   peak RSS − file = ${fmt((big.maxRssBytes - fileBytes) / 2 ** 20, 0)} MiB    reconstruction ${big.reconstruction.toExponential(1)}    passes ${fmt(big.passSeconds, 2)} s`);
+  }
+}
+
+await main();
