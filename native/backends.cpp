@@ -7,12 +7,33 @@
 #include "ggml-backend.h"
 #include "llama.h"
 
+#include <dlfcn.h>
 #include <mutex>
 
 namespace llj {
 
 static std::mutex g_mutex;
 static bool g_ready = false;
+static ggml_backend_reg_t g_blas_reg = nullptr;
+
+ggml_backend_reg_t blas_backend_reg() {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_blas_reg;
+}
+
+// ggml's BLAS backend built beside the addon (CMakeLists.txt). Loaded with dlopen and kept
+// out of ggml's registry, so that llama.cpp's own forward does not start using it.
+static std::string load_blas(const std::string & path) {
+    if (path.empty()) return "";
+    void * handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) return std::string("cannot load ") + path + ": " + dlerror();
+    auto init = (ggml_backend_reg_t (*)(void)) dlsym(handle, "ggml_backend_init");
+    if (!init) return path + " is not a ggml backend";
+    ggml_backend_reg_t reg = init();
+    if (!reg || ggml_backend_reg_dev_count(reg) == 0) return path + " provides no device";
+    g_blas_reg = reg;
+    return "";
+}
 
 bool backends_ready() {
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -24,6 +45,7 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
     if (!info[0].IsObject()) throw Napi::TypeError::New(env, "initBackends expects an options object");
     auto opts = info[0].As<Napi::Object>();
     std::string cpu_dir = get_string(opts, "cpuDir");
+    std::string blas_library = get_string(opts, "blasLibrary");
     std::vector<std::string> gpu_libs;
     if (opts.Get("gpuLibraries").IsArray()) {
         auto arr = opts.Get("gpuLibraries").As<Napi::Array>();
@@ -60,6 +82,7 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
         throw Napi::Error::New(env, error_with_log("no CPU backend could be loaded from '" + cpu_dir + "'", log).what());
     }
     llama_backend_init();
+    std::string blas_error = load_blas(blas_library);
     g_ready = true;
 
     auto result = Napi::Object::New(env);
@@ -67,6 +90,7 @@ Napi::Value InitBackends(const Napi::CallbackInfo & info) {
     result.Set("failed", failed);
     result.Set("log", log.text());
     result.Set("alreadyInitialized", false);
+    result.Set("blasError", blas_error);
     return result;
 }
 
@@ -83,6 +107,18 @@ static const char * dev_type_name(enum ggml_backend_dev_type t) {
 Napi::Value BackendDevices(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto out = Napi::Array::New(env);
+    if (ggml_backend_reg_t blas = blas_backend_reg()) {
+        // Listed for information; used only by our graphs (see load_blas).
+        ggml_backend_dev_t dev = ggml_backend_reg_dev_get(blas, 0);
+        auto d = Napi::Object::New(env);
+        d.Set("name", ggml_backend_dev_name(dev));
+        d.Set("description", ggml_backend_dev_description(dev));
+        d.Set("type", "accel");
+        d.Set("backend", ggml_backend_reg_name(blas));
+        d.Set("memoryFree", 0);
+        d.Set("memoryTotal", 0);
+        out.Set(out.Length(), d);
+    }
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         size_t free = 0, total = 0;

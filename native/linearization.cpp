@@ -23,6 +23,7 @@ struct LinState {
     ModelSpec spec;
     std::unique_ptr<GraphRunner> runner;
     bool exact = true;
+    bool use_blas = true;
     int n = 0, d = 0;
     size_t max_batch = 1;
     std::mutex mu;
@@ -270,6 +271,7 @@ Napi::Value NativeLinearization::Info(const Napi::CallbackInfo & info) {
     o.Set("affine", s->spec.affine);
     o.Set("exact", s->exact);
     o.Set("maxBatch", Napi::Number::New(env, (double) s->max_batch));
+    o.Set("blas", s->runner && s->runner->uses_blas());
     auto ignored = Napi::Array::New(env);
     for (const auto & name : s->spec.ignored) ignored.Set(ignored.Length(), name);
     o.Set("ignoredTensors", ignored);
@@ -453,7 +455,7 @@ class LinearizeWorker : public PromiseWorker {
             LinState & s = *s_;
             s.spec = resolve_model(s.model);
             s.d = s.spec.n_embd;
-            s.runner = std::make_unique<GraphRunner>(s.model, threads_);
+            s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas);
             // Batch width from the memory budget: a column costs about its activations in
             // one layer (the scheduler reuses buffers across layers), counted generously.
             const size_t col_bytes = sizeof(float) * (size_t) s.n *
@@ -495,6 +497,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     auto s = std::make_unique<LinState>();
     s->model = model;
     s->exact = get_bool(opts, "exact", true);
+    s->use_blas = get_bool(opts, "blas", true);
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

@@ -1,5 +1,6 @@
 #include "runner.h"
 
+#include "backends.h"
 #include "llama-ext.h"  // llama_model_n_devices / llama_model_get_device
 
 #include <stdexcept>
@@ -7,13 +8,22 @@
 
 namespace llj {
 
-GraphRunner::GraphRunner(const llama_model * model, int n_threads) {
+GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas) {
     for (int i = 0; i < llama_model_n_devices(model); ++i) {
         ggml_backend_dev_t dev = llama_model_get_device(model, i);
         if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) continue;
         ggml_backend_t b = ggml_backend_dev_init(dev, nullptr);
         if (!b) throw std::runtime_error(std::string("cannot initialize device ") + ggml_backend_dev_name(dev));
         backends_.push_back(b);
+    }
+    if (ggml_backend_reg_t blas = use_blas ? blas_backend_reg() : nullptr) {
+        ggml_backend_t b = ggml_backend_dev_init(ggml_backend_reg_dev_get(blas, 0), nullptr);
+        if (b) {
+            auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(blas, "ggml_backend_set_n_threads");
+            if (set_threads) set_threads(b, n_threads);
+            backends_.push_back(b);
+            uses_blas_ = true;
+        }
     }
     ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
     if (!cpu) throw std::runtime_error("cannot initialize the CPU backend");

@@ -14,7 +14,9 @@ namespace llj {
 
 class GraphRunner {
   public:
-    GraphRunner(const llama_model * model, int n_threads);
+    // use_blas: run the large products on ggml's BLAS backend when it is available.
+    GraphRunner(const llama_model * model, int n_threads, bool use_blas);
+    bool uses_blas() const { return uses_blas_; }
     ~GraphRunner();
     GraphRunner(const GraphRunner &) = delete;
     GraphRunner & operator=(const GraphRunner &) = delete;
@@ -29,6 +31,7 @@ class GraphRunner {
     ggml_backend_sched_t sched_ = nullptr;
     ggml_context * ctx_ = nullptr;
     size_t sched_graph_size_ = 0;
+    bool uses_blas_ = false;
 };
 
 // Copies a host buffer into a graph tensor / back.

@@ -54,13 +54,15 @@ export function llamaCppSource() {
   const tag = llamaCppTag();
   const dir = path.join(packageRoot, ".cache", `llama.cpp-${tag}`);
   const done = path.join(dir, ".llj-extracted");
-  if (existsSync(done)) return dir;
+  // Bump when the set of extracted paths changes, so that an older extraction is redone.
+  const stamp = `${tag} v2\n`;
+  if (existsSync(done) && readFileSync(done, "utf8") === stamp) return dir;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(path.dirname(dir), { recursive: true });
   const bundle = path.join(nodeLlamaCppDir(), "llama", "gitRelease.bundle");
   execFileSync("git", ["clone", "-q", "--no-checkout", bundle, dir], { stdio: "inherit" });
   execFileSync("git", ["-C", dir, "-c", "advice.detachedHead=false", "checkout", "-q", "HEAD", "--",
-    "include", "ggml/include", "src", "models"], { stdio: "inherit" });
-  writeFileSync(done, tag + "\n");
+    "include", "ggml/include", "ggml/src", "src", "models"], { stdio: "inherit" });
+  writeFileSync(done, stamp);
   return dir;
 }

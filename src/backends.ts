@@ -22,6 +22,8 @@ export interface BackendInfo {
   /** Directory of the llama.cpp libraries the addon uses. */
   libDir: string;
   customBuild: boolean;
+  /** Whether ggml's OpenBLAS backend (built with the addon when OpenBLAS was found) is in use for the linear passes. */
+  blas: boolean;
 }
 
 let current: BackendInfo | undefined;
@@ -84,16 +86,18 @@ export function initBackends(gpu: GpuOption = "auto"): BackendInfo {
       .filter((f) => wanted.some((w) => f.startsWith(`libggml-${w}.`) || f.startsWith(`ggml-${w}.`)))
       .map((f) => path.join(build.libDir, f));
   }
-  const result = addon.initBackends({ cpuDir: build.libDir, gpuLibraries: candidates });
+  const blasLibrary = path.join(packageRoot, "build", "Release", "libllj-ggml-blas.so");
+  const result = addon.initBackends({ cpuDir: build.libDir, gpuLibraries: candidates,
+    blasLibrary: process.env.LLJ_GGUF_BLAS === "0" || !existsSync(blasLibrary) ? "" : blasLibrary });
   const devices = addon.backendDevices();
-  const gpuBackends = [...new Set(devices.filter((d) => d.type !== "cpu").map((d) => d.backend))];
+  const gpuBackends = [...new Set(devices.filter((d) => d.type === "gpu" || d.type === "igpu").map((d) => d.backend))];
   if (gpu !== false && gpu !== "auto" && !gpuBackends.some((b) => b.toLowerCase().startsWith(gpu))) {
     throw new LljError(`gpu: "${gpu}" was requested but no ${gpu} device could be used` +
       (candidates.length ? ` (tried ${candidates.join(", ")}${result.log ? `: ${result.log}` : ""})` :
         " (no prebuilt backend library for this platform is installed)") + `; use gpu: "auto" or false to fall back to the CPU`);
   }
   current = { gpu, gpuBackends, devices, failed: result.failed, llamaCppTag: build.llamaCppTag,
-    libDir: build.libDir, customBuild: build.custom };
+    libDir: build.libDir, customBuild: build.custom, blas: devices.some((d) => d.backend === "BLAS") };
   return current;
 }
 

@@ -10,6 +10,8 @@ export interface LinearizeOptions {
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
   batchMemoryBytes?: number;
+  /** Run the large products on ggml's OpenBLAS backend when it was built (default true). */
+  blas?: boolean;
   signal?: AbortSignal;
 }
 
@@ -95,6 +97,8 @@ export class Linearization {
   readonly precision: "exact" | "fast";
   /** Columns per native pass, from the memory budget. */
   readonly maxBatch: number;
+  /** Whether the large products run on ggml's OpenBLAS backend. */
+  readonly blas: boolean;
   /** Tensors llama.cpp loads but its graph never applies (ignored here too). */
   readonly ignoredTensors: string[];
 
@@ -123,6 +127,7 @@ export class Linearization {
     this.biasTerm = p.biasTerm;
     this.precision = info.exact ? "exact" : "fast";
     this.maxBatch = info.maxBatch;
+    this.blas = info.blas;
     this.ignoredTensors = info.ignoredTensors;
   }
 

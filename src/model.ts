@@ -207,6 +207,7 @@ export class Model {
       threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
       exact: precision === "exact",
       batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
+      blas: options.blas ?? true,
     }).catch((e: Error) => {
       throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
     }));

@@ -66,6 +66,7 @@ export interface NativeLinearizationInfo {
   affine: boolean;
   exact: boolean;
   maxBatch: number;
+  blas: boolean;
   ignoredTensors: string[];
 }
 
@@ -107,14 +108,15 @@ export interface GgufTensorSpec {
 
 export interface NativeAddon {
   llamaCppTag: string;
-  initBackends(options: { cpuDir: string; gpuLibraries: string[] }): { loaded: string[]; failed: string[]; log: string; alreadyInitialized: boolean };
+  initBackends(options: { cpuDir: string; gpuLibraries: string[]; blasLibrary: string }):
+    { loaded: string[]; failed: string[]; log: string; alreadyInitialized: boolean; blasError?: string };
   backendDevices(): NativeDevice[];
   loadModel(path: string, options: { gpuLayers: number; useMmap: boolean; cpuOnly: boolean },
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeModel>;
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
-    options: { threads: number; exact: boolean; batchMemoryBytes: number }): Promise<NativeLinearization>;
+    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean }): Promise<NativeLinearization>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */

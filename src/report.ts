@@ -34,6 +34,7 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
     `llama.cpp     ${model.backends.llamaCppTag} (${model.backends.customBuild ? "custom build" : "prebuilt"}, ${model.backends.libDir})`,
     `devices       ${model.backends.devices.map((d) => `${d.name} [${d.type}] ${d.description}`).join("; ")}`,
     `GPU backend   ${model.backends.gpuBackends.length ? model.backends.gpuBackends.join(", ") : "none (CPU only)"}`,
+    `BLAS          ${model.backends.blas ? "OpenBLAS (ggml BLAS backend) for the linear passes" : "none: the linear passes use ggml's CPU matmul (install libopenblas-dev and rebuild for faster passes)"}`,
   ];
   if (options.tensors) {
     const w = Math.max(...model.tensors.map((t) => t.name.length));
