@@ -109,6 +109,18 @@ describe("stories260K (F32, trained)", () => {
     }
   });
 
+  test("the OpenBLAS path (when built) and ggml's own matmul give the same Jacobian", async () => {
+    const plain = await model.linearize(PROMPT, { blas: false });
+    try {
+      expect(plain.blas).toBe(false);
+      expect(lin.blas).toBe(model.backends.blas);
+      const [a, b] = [await plain.jacobian(), await lin.jacobian()];
+      expect(relErr(a.data, b.data)).toBeLessThan(1e-5);
+    } finally {
+      await plain.dispose();
+    }
+  });
+
   test("contrast: the ordinary Jacobian does not reconstruct y; the detached one does", async () => {
     const detached = (await lin.reconstruction()).relativeError;
     const ordinary = await lin.nonlinearReconstruction();

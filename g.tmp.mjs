@@ -1,0 +1,2 @@
+import { loadModel, syntheticModel } from './dist/src/index.js';
+import { BENCH_LLAMA } from './dist/bench/run.js';
