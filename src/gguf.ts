@@ -156,3 +156,11 @@ export function assertSupported(summary: GgufSummary): void {
       `(supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`);
   }
 }
+
+/**
+ * Tensors llama.cpp loads for every architecture but whose graph never applies them in this
+ * release (DESIGN.md §6): our graphs ignore them the same way, and `info` lists them.
+ */
+export function ignoredTensorNames(names: readonly string[]): string[] {
+  return names.filter((n) => n.endsWith(".input_scale"));
+}

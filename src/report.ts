@@ -1,5 +1,6 @@
 // Human-readable text for the CLI. Pure functions of API results, so they are testable.
 import type { Model, ReferenceForward } from "./model.js";
+import { ignoredTensorNames } from "./gguf.js";
 
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -31,6 +32,10 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
     `LM head       ${h.tiedEmbeddings ? "tied to token_embd" : "output.weight (untied)"}`,
     `tensors       ${model.tensors.length}: ${countBy(model.tensors, (t) => t.type)}`,
     `placement     ${countBy(model.tensors, (t) => t.device)}`,
+    ...(() => {
+      const ignored = ignoredTensorNames(model.tensors.map((t) => t.name));
+      return ignored.length ? [`ignored       ${ignored.length} tensors llama.cpp loads but never applies: ${ignored.slice(0, 3).join(", ")}${ignored.length > 3 ? ", ..." : ""}`] : [];
+    })(),
     `llama.cpp     ${model.backends.llamaCppTag} (${model.backends.customBuild ? "custom build" : "prebuilt"}, ${model.backends.libDir})`,
     `devices       ${model.backends.devices.map((d) => `${d.name} [${d.type}] ${d.description}`).join("; ")}`,
     `GPU backend   ${model.backends.gpuBackends.length ? model.backends.gpuBackends.join(", ") : "none (CPU only)"}`,

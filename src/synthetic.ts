@@ -36,6 +36,10 @@ export interface SyntheticLlamaSpec {
   scales?: boolean;
   /** llama3-style rope frequency factors (`rope_freqs.weight`). */
   ropeFreqs?: boolean;
+  /** `<proj>.input_scale` tensors, which llama.cpp loads but this release never applies. */
+  inputScales?: boolean;
+  /** One fused `attn_qkv.weight` per layer instead of separate q, k, v. */
+  fusedQkv?: boolean;
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -97,6 +101,7 @@ export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors
   // A projection with its optional bias and per-tensor scale.
   const proj = (prefix: string, fanIn: number, fanOut: number) => {
     matrix(`${prefix}.weight`, fanIn, fanOut);
+    if (spec.inputScales) tensors.push({ name: `${prefix}.input_scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.input_scale`) } });
     if (spec.biases) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
     if (spec.scales) tensors.push({ name: `${prefix}.scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.scale`) } });
   };
@@ -108,9 +113,13 @@ export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors
   }
   for (let l = 0; l < nLayer; l++) {
     norm(`blk.${l}.attn_norm.weight`);
-    proj(`blk.${l}.attn_q`, d, nHead * hd);
-    proj(`blk.${l}.attn_k`, d, nHeadKv * hd);
-    proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
+    if (spec.fusedQkv) {
+      proj(`blk.${l}.attn_qkv`, d, (nHead + 2 * nHeadKv) * hd);
+    } else {
+      proj(`blk.${l}.attn_q`, d, nHead * hd);
+      proj(`blk.${l}.attn_k`, d, nHeadKv * hd);
+      proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
+    }
     proj(`blk.${l}.attn_output`, nHead * hd, d);
     norm(`blk.${l}.ffn_norm.weight`);
     proj(`blk.${l}.ffn_gate`, d, nFf);

@@ -79,3 +79,11 @@ test("analyze with an empty prompt fails cleanly", () => {
   expect(r.stderr).toMatch(/the prompt is empty/);
   expect(r.stderr).not.toMatch(/\n\s+at /);
 });
+
+test("info lists tensors llama.cpp loads but never applies", async () => {
+  const { syntheticModel, TINY_LLAMA } = await import("../src/index.js");
+  const file = await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 31, inputScales: true }, "F32");
+  const r = run("info", file);
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/ignored\s+7 tensors llama\.cpp loads but never applies: blk\.0\.attn_k\.input_scale/);
+});

@@ -80,3 +80,25 @@ test("fast precision uses llama.cpp's quantized kernels and reports the error it
     await model.dispose();
   }
 });
+
+test("tensors llama.cpp loads but never applies are ignored and listed; ones it applies but we do not are refused by name", async () => {
+  const withInputScales = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 31, inputScales: true }, "F32"), gpu: false });
+  try {
+    const lin = await withInputScales.linearize(PROMPT);
+    expect(lin.ignoredTensors).toContain("blk.0.attn_q.input_scale");
+    expect(lin.ignoredTensors).toHaveLength(7);
+    expect(relErr(lin.hidden, (await withInputScales.referenceForward(PROMPT)).hidden)).toBeLessThan(1e-5);
+    expect((await lin.reconstruction()).relativeError).toBeLessThan(1e-5);
+  } finally {
+    await withInputScales.dispose();
+  }
+  const fused = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 32, fusedQkv: true }, "F32"), gpu: false });
+  try {
+    // llama.cpp itself runs it...
+    expect((await fused.referenceForward(PROMPT)).topToken).toBeGreaterThanOrEqual(0);
+    // ...our graph does not implement the fused projection yet: refused, naming the tensor.
+    await expect(fused.linearize(PROMPT)).rejects.toThrow(/tensor 'blk\.0\.attn_qkv\.weight' is not applied by llj-gguf's llama graph/);
+  } finally {
+    await fused.dispose();
+  }
+});
