@@ -15,7 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { readGgufFileInfo } from "node-llama-cpp";
-import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticLlamaSpec } from "../src/index.js";
+import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticSpec } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
 
@@ -25,8 +25,8 @@ const args = process.argv.slice(2);
 const threads = Number(args[args.indexOf("--threads") + 1]) > 0 && args.includes("--threads")
   ? Number(args[args.indexOf("--threads") + 1]) : os.availableParallelism();
 
-export const BENCH_LLAMA: SyntheticLlamaSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
-export const LARGE_LLAMA: SyntheticLlamaSpec = { ...TINY_LLAMA, seed: 22, nEmbd: 2048, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 5632, contextLength: 512 };
+export const BENCH_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
+export const LARGE_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 22, nEmbd: 2048, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 5632, contextLength: 512 };
 const N_TOKENS = 16;
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog and her friends.";
 
@@ -70,13 +70,13 @@ function runChild(kind: string, modelPath: string, tokens: number[]) {
 }
 
 /** FLOPs of one VJP column (transpose products V, O, up, down and the attention mixing). */
-function vjpFlopsPerColumn(s: SyntheticLlamaSpec, n: number): number {
+function vjpFlopsPerColumn(s: SyntheticSpec, n: number): number {
   const hd = s.nEmbd / s.nHead;
   const perPosition = 4 * s.nEmbd * s.nFf + 2 * s.nEmbd * s.nHead * hd + 2 * s.nEmbd * s.nHeadKv * hd + 2 * n * s.nHead * hd;
   return perPosition * n * s.nLayer;
 }
 
-function gemmShapes(s: SyntheticLlamaSpec, cols: number): Array<[number, number, number, number]> {
+function gemmShapes(s: SyntheticSpec, cols: number): Array<[number, number, number, number]> {
   // [m, k, n, weight in the FLOP count]: the transposed products of one VJP layer
   const hd = s.nEmbd / s.nHead;
   return [[s.nFf, s.nEmbd, cols, 1], [s.nEmbd, s.nFf, cols, 1], [s.nHead * hd, s.nEmbd, cols, 1], [s.nEmbd, s.nHeadKv * hd, cols, 1]];
@@ -90,7 +90,7 @@ function python(): string | undefined {
   return undefined;
 }
 
-async function exportForTorch(modelPath: string, x: Float32Array, s: SyntheticLlamaSpec): Promise<string> {
+async function exportForTorch(modelPath: string, x: Float32Array, s: SyntheticSpec): Promise<string> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "llj-bench-torch-"));
   const info = await readGgufFileInfo(modelPath, { readTensorInfo: true });
   const tensors: Record<string, number[]> = {};

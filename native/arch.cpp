@@ -44,11 +44,40 @@ static std::string model_arch(const llama_model * m) {
     return n < 0 ? "" : std::string(buf);
 }
 
+// What llama.cpp's graph of each architecture applies (src/models/<arch>.cpp of the pinned
+// release), as flags for our builders.
+const ArchSpec * find_arch(const std::string & name) {
+    static const std::vector<ArchSpec> archs = [] {
+        std::vector<ArchSpec> v;
+        ArchSpec llama;
+        llama.name = "llama";
+        llama.rope_factors = true;
+        llama.kq_scale_from_file = true;
+        llama.ffn_bias = true;
+        llama.ffn_scale = true;
+        v.push_back(llama);
+        ArchSpec qwen2;  // Qwen 2 / 2.5: QKV biases; FFN biases and scales not applied
+        qwen2.name = "qwen2";
+        qwen2.output_bias = true;
+        v.push_back(qwen2);
+        ArchSpec qwen3;  // Qwen 3: per-head Q/K RMSNorm; FFN scales applied, biases not loaded
+        qwen3.name = "qwen3";
+        qwen3.qk_norm = true;
+        qwen3.ffn_scale = true;
+        v.push_back(qwen3);
+        return v;
+    }();
+    for (const auto & a : archs) if (a.name == name) return &a;
+    return nullptr;
+}
+
 ModelSpec resolve_model(const llama_model * model) {
     const llama_hparams & hp = model->hparams;
     ModelSpec s;
-    s.arch.name = model_arch(model);
-    if (s.arch.name != "llama") throw std::runtime_error("architecture '" + s.arch.name + "' has no linearization graph");
+    const std::string arch_name = model_arch(model);
+    const ArchSpec * arch = find_arch(arch_name);
+    if (!arch) throw std::runtime_error("architecture '" + arch_name + "' has no linearization graph");
+    s.arch = *arch;
 
     s.n_embd = llama_model_n_embd(model);
     s.n_layer = llama_model_n_layer(model);
@@ -58,7 +87,7 @@ ModelSpec resolve_model(const llama_model * model) {
     s.n_ff = (int) hp.n_ff(0);
     s.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
     s.norm_eps = hp.f_norm_rms_eps;
-    s.kq_scale = hp.f_attention_scale == 0.0f ? 1.0f / sqrtf((float) s.head_dim) : hp.f_attention_scale;
+    s.kq_scale = s.arch.kq_scale_from_file && hp.f_attention_scale != 0.0f ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
     s.rope = rope_params(model);
 
     // Hyper-parameters the llama graph honours that our graphs do not (yet): refuse.
@@ -68,54 +97,74 @@ ModelSpec resolve_model(const llama_model * model) {
         }
     }
     if (hp.n_embd_head_v(0) != hp.n_embd_head_k(0)) throw std::runtime_error("key and value head widths differ (attention.key_length != attention.value_length)");
-    if (s.rope.n_rot != s.head_dim) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for llama");
+    if (s.rope.n_rot != s.head_dim) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
     if (hp.f_clamp_kqv > 0.0f) throw std::runtime_error("attention.clamp_kqv (a nonlinear clamp on Q/K/V) is not supported yet");
     if (hp.use_kq_norm) throw std::runtime_error("Q/K L2 norm (use_kq_norm) is not supported yet");
     if (hp.n_expert > 0) throw std::runtime_error("mixture-of-experts layers (expert_count " + std::to_string(hp.n_expert) + ") are not supported yet");
-    if (hp.attn_soft_cap) throw std::runtime_error("attention logit softcapping is not supported for llama");
+    if (hp.attn_soft_cap) throw std::runtime_error("attention logit softcapping is not supported for " + arch_name);
     if (hp.f_max_alibi_bias != 0.0f) throw std::runtime_error("ALiBi (attention.max_alibi_bias) is not supported");
-    if (hp.swa_type != LLAMA_SWA_TYPE_NONE) throw std::runtime_error("sliding-window attention is not supported for llama yet");
-    if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_LONGROPE) throw std::runtime_error("LongRoPE scaling is not supported for llama");
+    if (hp.swa_type != LLAMA_SWA_TYPE_NONE) throw std::runtime_error("sliding-window attention is not supported for " + arch_name + " yet");
+    if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_LONGROPE) throw std::runtime_error("LongRoPE scaling is not supported for " + arch_name);
 
     // Every tensor of the file must be one our graph applies, or one llama.cpp loads but
     // never applies for this architecture.
     std::map<std::string, ggml_tensor *> byname;
     for (const auto & [name, t] : llama_internal_get_tensor_map(model)) byname[name] = t;
+    using Role = ggml_tensor * LayerWeights::*;
+    std::map<std::string, Role> roles = {
+        {"attn_norm.weight", &LayerWeights::attn_norm},
+        {"attn_q.weight", &LayerWeights::wq}, {"attn_k.weight", &LayerWeights::wk},
+        {"attn_v.weight", &LayerWeights::wv}, {"attn_output.weight", &LayerWeights::wo},
+        {"attn_q.bias", &LayerWeights::bq}, {"attn_k.bias", &LayerWeights::bk},
+        {"attn_v.bias", &LayerWeights::bv}, {"attn_output.bias", &LayerWeights::bo},
+        {"attn_q.scale", &LayerWeights::sq}, {"attn_k.scale", &LayerWeights::sk},
+        {"attn_v.scale", &LayerWeights::sv}, {"attn_output.scale", &LayerWeights::so},
+        {"ffn_norm.weight", &LayerWeights::ffn_norm},
+        {"ffn_gate.weight", &LayerWeights::gate}, {"ffn_up.weight", &LayerWeights::up},
+        {"ffn_down.weight", &LayerWeights::down},
+    };
+    if (s.arch.ffn_bias) {
+        roles["ffn_gate.bias"] = &LayerWeights::b_gate;
+        roles["ffn_up.bias"] = &LayerWeights::b_up;
+        roles["ffn_down.bias"] = &LayerWeights::b_down;
+    }
+    if (s.arch.ffn_scale) {
+        roles["ffn_gate.scale"] = &LayerWeights::s_gate;
+        roles["ffn_up.scale"] = &LayerWeights::s_up;
+        roles["ffn_down.scale"] = &LayerWeights::s_down;
+    }
+    if (s.arch.qk_norm) {
+        roles["attn_q_norm.weight"] = &LayerWeights::q_norm;
+        roles["attn_k_norm.weight"] = &LayerWeights::k_norm;
+    }
+    // Loaded by llama.cpp for this architecture, never applied by its graph (DESIGN.md §6).
+    auto loaded_not_applied = [&](const std::string & name, const std::string & role) {
+        if (role.size() > 12 && role.compare(role.size() - 12, 12, ".input_scale") == 0) return true;
+        if (name == "cls_out.weight" || name == "cls_out.bias") return true;  // reranker head, unused by the LM graph
+        if (!s.arch.ffn_scale && (role == "ffn_gate.scale" || role == "ffn_up.scale" || role == "ffn_down.scale")) return true;
+        return false;
+    };
     static const std::regex layer_re(R"(^blk\.(\d+)\.(.+)$)");
-    static const std::regex ignored_re(R"(.*\.input_scale$)");
     s.layers.resize((size_t) s.n_layer);
     for (const auto & [name, t] : byname) {
         if (name == "token_embd.weight") { s.tok_embd = t; continue; }
         if (name == "output_norm.weight") { s.output_norm = t; continue; }
         if (name == "output.weight") { s.output = t; continue; }
         if (name == "output.scale") { s.output_scale = t; continue; }
-        if (name == "rope_freqs.weight") { for (auto & l : s.layers) l.rope_freqs = t; continue; }
-        if (std::regex_match(name, ignored_re)) { s.ignored.push_back(name); continue; }
+        if (name == "output.bias" && s.arch.output_bias) { s.output_bias = t; continue; }
+        if (name == "rope_freqs.weight" && s.arch.rope_factors) { for (auto & l : s.layers) l.rope_freqs = t; continue; }
         std::smatch m;
-        if (!std::regex_match(name, m, layer_re)) throw std::runtime_error("tensor '" + name + "' is not applied by llj-gguf's llama graph");
+        const bool in_layer = std::regex_match(name, m, layer_re);
+        const std::string role = in_layer ? m[2].str() : name;
+        if (loaded_not_applied(name, role)) { s.ignored.push_back(name); continue; }
+        auto it = in_layer ? roles.find(role) : roles.end();
+        if (it == roles.end()) {
+            throw std::runtime_error("tensor '" + name + "' is not applied by llj-gguf's " + arch_name +
+                                     " graph (refusing to linearize silently wrong)");
+        }
         int il = std::stoi(m[1].str());
         if (il < 0 || il >= s.n_layer) throw std::runtime_error("tensor '" + name + "' names a layer outside the model");
-        LayerWeights & L = s.layers[(size_t) il];
-        static const std::map<std::string, ggml_tensor * LayerWeights::*> roles = {
-            {"attn_norm.weight", &LayerWeights::attn_norm},
-            {"attn_q.weight", &LayerWeights::wq}, {"attn_k.weight", &LayerWeights::wk},
-            {"attn_v.weight", &LayerWeights::wv}, {"attn_output.weight", &LayerWeights::wo},
-            {"attn_q.bias", &LayerWeights::bq}, {"attn_k.bias", &LayerWeights::bk},
-            {"attn_v.bias", &LayerWeights::bv}, {"attn_output.bias", &LayerWeights::bo},
-            {"attn_q.scale", &LayerWeights::sq}, {"attn_k.scale", &LayerWeights::sk},
-            {"attn_v.scale", &LayerWeights::sv}, {"attn_output.scale", &LayerWeights::so},
-            {"ffn_norm.weight", &LayerWeights::ffn_norm},
-            {"ffn_gate.weight", &LayerWeights::gate}, {"ffn_up.weight", &LayerWeights::up},
-            {"ffn_down.weight", &LayerWeights::down},
-            {"ffn_gate.bias", &LayerWeights::b_gate}, {"ffn_up.bias", &LayerWeights::b_up},
-            {"ffn_down.bias", &LayerWeights::b_down},
-            {"ffn_gate.scale", &LayerWeights::s_gate}, {"ffn_up.scale", &LayerWeights::s_up},
-            {"ffn_down.scale", &LayerWeights::s_down},
-            {"rope_freqs.weight", &LayerWeights::rope_freqs},
-        };
-        auto it = roles.find(m[2].str());
-        if (it == roles.end()) throw std::runtime_error("tensor '" + name + "' is not applied by llj-gguf's llama graph (refusing to linearize silently wrong)");
-        L.*(it->second) = t;
+        s.layers[(size_t) il].*(it->second) = t;
     }
     if (!s.tok_embd || !s.output_norm) throw std::runtime_error("token_embd.weight or output_norm.weight is missing");
     if (!s.output) s.output = s.tok_embd;  // tied LM head, as llama.cpp does
@@ -124,7 +173,9 @@ ModelSpec resolve_model(const llama_model * model) {
         if (!L.attn_norm || !L.wq || !L.wk || !L.wv || !L.wo || !L.ffn_norm || !L.gate || !L.up || !L.down) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
-        if (L.bq || L.bk || L.bv || L.bo || L.b_gate || L.b_up || L.b_down) s.affine = true;
+        if (s.arch.qk_norm && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
+        // Biases of Q, K and the gate act inside the frozen coefficients; the others add a constant.
+        if (L.bv || L.bo || L.b_up || L.b_down) s.affine = true;
     }
     return s;
 }

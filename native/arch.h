@@ -16,8 +16,17 @@ namespace llj {
 // exists today; new families add flags here rather than new copies of the builders.
 struct ArchSpec {
     std::string name;
-    float embd_scale = 1.0f;  // input embeddings are token_embd rows times this
+    float embd_scale = 1.0f;         // input embeddings are token_embd rows times this
+    bool qk_norm = false;            // per-head RMSNorm of Q and K before rope (attn_q_norm / attn_k_norm)
+    bool rope_factors = false;       // rope_freqs.weight divides the rope frequencies
+    bool kq_scale_from_file = false; // attention.scale overrides 1/sqrt(head_dim)
+    bool ffn_bias = false;           // ffn_{gate,up,down}.bias are applied
+    bool ffn_scale = false;          // ffn_{gate,up,down}.scale are applied
+    bool output_bias = false;        // output.bias is added to the logits
 };
+
+// The architectures our graphs implement; nullptr for any other.
+const ArchSpec * find_arch(const std::string & name);
 
 struct LayerWeights {
     ggml_tensor * attn_norm = nullptr;
@@ -29,6 +38,7 @@ struct LayerWeights {
     ggml_tensor * b_gate = nullptr, * b_up = nullptr, * b_down = nullptr;
     ggml_tensor * s_gate = nullptr, * s_up = nullptr, * s_down = nullptr;
     ggml_tensor * rope_freqs = nullptr;
+    ggml_tensor * q_norm = nullptr, * k_norm = nullptr;  // qk_norm architectures
 };
 
 struct RopeParams {
@@ -49,8 +59,9 @@ struct ModelSpec {
     ggml_tensor * output_norm = nullptr;
     ggml_tensor * output = nullptr;  // token_embd when tied
     ggml_tensor * output_scale = nullptr;  // optional `output.scale`: multiplies the logits only
+    ggml_tensor * output_bias = nullptr;   // optional `output.bias` (qwen2): added to the logits only
     std::vector<LayerWeights> layers;
-    bool affine = false;                 // some bias is present: y = L(x) + c
+    bool affine = false;                 // a bias on the linear path (v, o, up, down): y = L(x) + c
     std::vector<std::string> ignored;    // loaded by llama.cpp, not applied by its graph
 };
 

@@ -114,6 +114,10 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         if (opt.primal) {
             ggml_tensor * q = ggml_reshape_3d(ctx, proj_attn(ctx, L.wq, L.sq, L.bq, a, opt), hd, H, n);
             ggml_tensor * k = ggml_reshape_3d(ctx, proj_attn(ctx, L.wk, L.sk, L.bk, a, opt), hd, Hkv, n);
+            if (spec.arch.qk_norm) {  // inside the frozen attention: an ordinary RMSNorm per head
+                q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
+                k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
+            }
             const RopeParams & r = spec.rope;
             q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
                               r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);

@@ -1,4 +1,5 @@
 #include "model.h"
+#include "arch.h"
 #include "backends.h"
 #include "common.h"
 #include "llama_internal.h"
@@ -20,6 +21,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
         InstanceMethod("detokenize", &NativeModel::Detokenize),
         InstanceMethod("tokenPieces", &NativeModel::TokenPieces),
         InstanceMethod("referenceForward", &NativeModel::ReferenceForward),
+        InstanceMethod("graphSupport", &NativeModel::GraphSupport),
         InstanceMethod("dispose", &NativeModel::Dispose),
     });
     env.GetInstanceData<AddonData>()->model_ctor = Napi::Persistent(ctor);
@@ -92,6 +94,25 @@ Napi::Value NativeModel::Info(const Napi::CallbackInfo & info) {
     auto meta = Napi::Object::New(env);
     for (int32_t i = 0; i < llama_model_meta_count(m); ++i) meta.Set(meta_string(m, i, true), meta_string(m, i, false));
     o.Set("metadata", meta);
+    return o;
+}
+
+// Whether our graphs implement this model exactly: { ok, affine, ignored } or { ok: false, reason }.
+Napi::Value NativeModel::GraphSupport(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto o = Napi::Object::New(env);
+    try {
+        ModelSpec s = resolve_model(get(env));
+        o.Set("ok", true);
+        o.Set("affine", s.affine);
+        auto ignored = Napi::Array::New(env);
+        for (const auto & n : s.ignored) ignored.Set(ignored.Length(), n);
+        o.Set("ignored", ignored);
+    } catch (const std::runtime_error & e) {
+        o.Set("ok", false);
+        o.Set("reason", e.what());
+        o.Set("ignored", Napi::Array::New(env));
+    }
     return o;
 }
 

@@ -31,6 +31,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value Detokenize(const Napi::CallbackInfo & info);
     Napi::Value TokenPieces(const Napi::CallbackInfo & info);
     Napi::Value ReferenceForward(const Napi::CallbackInfo & info);
+    Napi::Value GraphSupport(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
     llama_model * model_ = nullptr;

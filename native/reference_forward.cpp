@@ -5,8 +5,11 @@
 #include "llama_internal.h"
 #include "model.h"
 
+#include "ggml-backend.h"
 #include "llama.h"
 
+#include <cstdio>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -51,11 +54,28 @@ class ReferenceForwardWorker : public PromiseWorker {
         cp.n_threads = threads_;
         cp.n_threads_batch = threads_;
         cp.no_perf = true;
+        // Graphs that do not record layer inputs: observe the tensors as they are computed
+        // instead (the token_embd row lookup, and the layer outputs every graph names "l_out-<il>").
+        layers_.assign(layer_inputs_ && !records_layer_inputs(model_) ? (size_t) n_layer : 0, {});
+        if (!layers_.empty()) {
+            cp.cb_eval = [](ggml_tensor * t, bool ask, void * ud) -> bool {
+                auto * self = static_cast<ReferenceForwardWorker *>(ud);
+                int il = self->layer_of(t);
+                if (ask) return il >= 0;
+                if (il >= 0 && ggml_nelements(t) == (int64_t) self->tokens_.size() * self->n_embd_ && t->type == GGML_TYPE_F32) {
+                    auto & dst = self->layers_[(size_t) il];
+                    dst.resize((size_t) ggml_nelements(t));
+                    ggml_backend_tensor_get(t, dst.data(), 0, ggml_nbytes(t));
+                }
+                return true;
+            };
+            cp.cb_eval_user_data = this;
+        }
         llama_context * ctx = llama_init_from_model(model_, cp);
         if (!ctx) throw error_with_log("llama.cpp could not create a context", log);
         struct CtxGuard { llama_context * c; ~CtxGuard() { llama_free(c); } } guard{ctx};
 
-        if (layer_inputs_) {
+        if (layer_inputs_ && records_layer_inputs(model_)) {
             for (int32_t il = 0; il < n_layer; ++il) llama_set_embeddings_layer_inp(ctx, (uint32_t) il, true);
         }
 
@@ -81,13 +101,25 @@ class ReferenceForwardWorker : public PromiseWorker {
         const float * lg = llama_get_logits_ith(ctx, n - 1);
         if (!lg) throw error_with_log("llama.cpp returned no logits", log);
         logits_.assign(lg, lg + n_vocab_);
-        if (layer_inputs_) {
+        if (layer_inputs_ && records_layer_inputs(model_)) {
             layers_.resize(n_layer);
             for (int32_t il = 0; il < n_layer; ++il) {
                 const float * li = llama_get_embeddings_layer_inp(ctx, (uint32_t) il);
                 layers_[il].assign(li, li + (size_t) n * n_embd_);
             }
         }
+        for (size_t il = 0; il < layers_.size(); ++il) {
+            if (layers_[il].size() != (size_t) n * n_embd_) throw std::runtime_error("llama.cpp did not expose the input of layer " + std::to_string(il));
+        }
+    }
+
+    // Layer whose input a tensor is: the token_embd row lookup → 0, l_out-<il> → il + 1; else -1.
+    int layer_of(const ggml_tensor * t) const {
+        const int n_layer = (int) layers_.size();
+        if (t->op == GGML_OP_GET_ROWS && t->src[0] && std::strcmp(ggml_get_name(t->src[0]), "token_embd.weight") == 0) return 0;
+        int il = -1;
+        if (std::sscanf(ggml_get_name(t), "l_out-%d", &il) == 1 && il >= 0 && il + 1 < n_layer) return il + 1;
+        return -1;
     }
 
     Napi::Value Result(Napi::Env env) override {
@@ -139,7 +171,7 @@ Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
                                           " tokens, more than the model's context of " + std::to_string(n_ctx_train));
     }
     auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-    bool layer_inputs = get_bool(opts, "layerInputs", true) && records_layer_inputs(m);
+    bool layer_inputs = get_bool(opts, "layerInputs", true);
     int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
     if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");
     auto * w = new ReferenceForwardWorker(env, this, Value(), m, std::move(tokens), layer_inputs, threads);

@@ -17,7 +17,7 @@ async function info(argv: { model: string; gpu?: string; tensors?: boolean; json
   const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
   try {
     if (argv.json) {
-      console.log(JSON.stringify({ path: model.path, architecture: model.architecture, supported: true,
+      console.log(JSON.stringify({ path: model.path, architecture: model.architecture, linearizability: model.linearizability,
         description: model.description, hparams: model.hparams, nParams: model.nParams, sizeBytes: model.sizeBytes,
         metadata: model.metadata, tensors: model.tensors, backends: model.backends }, null, 2));
     } else {

@@ -5,7 +5,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama"] as const;
+export const SUPPORTED_ARCHITECTURES = ["llama", "qwen2", "qwen3"] as const;
 export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface RopeParameters {
@@ -157,10 +157,3 @@ export function assertSupported(summary: GgufSummary): void {
   }
 }
 
-/**
- * Tensors llama.cpp loads for every architecture but whose graph never applies them in this
- * release (DESIGN.md §6): our graphs ignore them the same way, and `info` lists them.
- */
-export function ignoredTensorNames(names: readonly string[]): string[] {
-  return names.filter((n) => n.endsWith(".input_scale"));
-}

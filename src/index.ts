@@ -8,5 +8,5 @@ export type { GpuOption, BackendInfo } from "./backends.js";
 export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";
 export type { HyperParameters, RopeParameters, GgufSummary } from "./gguf.js";
 export { syntheticModel, dequantizedSyntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
-export type { SyntheticLlamaSpec, QuantType } from "./synthetic.js";
+export type { SyntheticSpec, SyntheticArchitecture, QuantType } from "./synthetic.js";
 export { LljError } from "./errors.js";

@@ -54,8 +54,8 @@ export interface ReferenceForward {
   topTokenText: string;
   /**
    * Input of each layer l (the residual stream entering block l), row-major [nTokens × nEmbd]
-   * each; layer 0's input is the token embeddings. Null where llama.cpp's graph for the
-   * architecture does not record them.
+   * each; layer 0's input is the token embeddings. Recorded by llama.cpp where its graph
+   * does, else observed through its eval callback. Null when not requested.
    */
   layerInputs: Float32Array[] | null;
 }
@@ -77,6 +77,17 @@ export function nativeModelOf(model: Model): NativeModel {
   return get();
 }
 
+/** Whether llj-gguf's graphs implement a loaded model exactly, and how. */
+export interface Linearizability {
+  /** False when the file asks for something our graph does not implement (see `reason`). */
+  ok: boolean;
+  /** "linear" (y = Σ J_i x_i) or "affine" (biases on the linear path: y = Σ J_i x_i + c). */
+  decomposition?: "linear" | "affine";
+  reason?: string;
+  /** Tensors llama.cpp loads but its graph for this architecture never applies (ignored too). */
+  ignoredTensors: string[];
+}
+
 export class Model {
   readonly path: string;
   readonly architecture: string;
@@ -88,6 +99,8 @@ export class Model {
   readonly sizeBytes: number;
   readonly tensors: readonly TensorInfo[];
   readonly layerInputsSupported: boolean;
+  /** Whether `linearize` can represent this model exactly (checked against its tensors and hyper-parameters). */
+  readonly linearizability: Linearizability;
   readonly backends: BackendInfo;
   readonly gguf: GgufSummary;
 
@@ -109,6 +122,9 @@ export class Model {
     this.nParams = info.nParams;
     this.sizeBytes = info.sizeBytes;
     this.layerInputsSupported = info.layerInputsSupported;
+    const support = native.graphSupport();
+    this.linearizability = { ok: support.ok, ignoredTensors: support.ignored, reason: support.reason,
+      decomposition: support.ok ? (support.affine ? "affine" : "linear") : undefined };
     this.tensors = native.tensors();
     this.backends = backends;
     // llama.cpp's view and the GGUF header must agree; a mismatch means our metadata reading is wrong.

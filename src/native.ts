@@ -55,6 +55,7 @@ export interface NativeModel {
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string;
   tokenPieces(tokens: Int32Array): string[];
   referenceForward(tokens: Int32Array, options: { layerInputs?: boolean; threads?: number }): Promise<NativeForward>;
+  graphSupport(): { ok: boolean; affine?: boolean; reason?: string; ignored: string[] };
   dispose(): void;
 }
 

@@ -1,6 +1,5 @@
 // Human-readable text for the CLI. Pure functions of API results, so they are testable.
 import type { Model, ReferenceForward } from "./model.js";
-import { ignoredTensorNames } from "./gguf.js";
 
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -22,7 +21,12 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
   const h = model.hparams;
   const lines = [
     `model         ${model.path} (${formatBytes(model.gguf.fileSize)})`,
-    `architecture  ${h.architecture} — supported by llj-gguf`,
+    `architecture  ${h.architecture}`,
+    `linearization ${model.linearizability.ok
+      ? model.linearizability.decomposition === "affine"
+        ? "exact, affine: y = Σᵢ Jᵢxᵢ + c (biases on the linear path)"
+        : "exact, linear: y = Σᵢ Jᵢxᵢ"
+      : `refused: ${model.linearizability.reason}`}`,
     `description   ${model.description}, ${model.nParams.toLocaleString("en-US")} parameters`,
     `shape         ${h.nLayer} layers, d=${h.nEmbd}, ${h.nHead} heads, ${h.nHeadKv} KV heads (head dim ${h.headDim}), ` +
       `FFN ${h.nFf}, vocab ${h.nVocab}, context ${h.contextLength}`,
@@ -33,7 +37,7 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
     `tensors       ${model.tensors.length}: ${countBy(model.tensors, (t) => t.type)}`,
     `placement     ${countBy(model.tensors, (t) => t.device)}`,
     ...(() => {
-      const ignored = ignoredTensorNames(model.tensors.map((t) => t.name));
+      const ignored = model.linearizability.ignoredTensors;
       return ignored.length ? [`ignored       ${ignored.length} tensors llama.cpp loads but never applies: ${ignored.slice(0, 3).join(", ")}${ignored.length > 3 ? ", ..." : ""}`] : [];
     })(),
     `llama.cpp     ${model.backends.llamaCppTag} (${model.backends.customBuild ? "custom build" : "prebuilt"}, ${model.backends.libDir})`,

@@ -13,8 +13,21 @@ const GENERATOR_VERSION = 1;
 
 export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
-export interface SyntheticLlamaSpec {
-  architecture: "llama";
+/** Architectures the generator writes (llama.cpp's names). */
+export type SyntheticArchitecture = "llama" | "qwen2" | "qwen3";
+
+/**
+ * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
+ * others does not load): the generator only writes those.
+ */
+const ARCH_TENSORS: Record<SyntheticArchitecture, { biases: string[]; qkNorm: boolean; ropeFreqs: boolean }> = {
+  llama: { biases: ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"], qkNorm: false, ropeFreqs: true },
+  qwen2: { biases: ["attn_q", "attn_k", "attn_v"], qkNorm: false, ropeFreqs: false },
+  qwen3: { biases: ["attn_q", "attn_k", "attn_v"], qkNorm: true, ropeFreqs: false },
+};
+
+export interface SyntheticSpec {
+  architecture: SyntheticArchitecture;
   seed: number;
   nEmbd: number;
   nLayer: number;
@@ -30,7 +43,7 @@ export interface SyntheticLlamaSpec {
   contextLength: number;
   ropeFreqBase: number;
   normEps: number;
-  /** Biases on every projection (q, k, v, output, gate, up, down): an affine model. */
+  /** Biases on every projection the architecture's loader accepts (llama: all seven; qwen: q, k, v). */
   biases?: boolean;
   /** Per-tensor weight scales (`<proj>.scale`, shape [1]) on every projection. */
   scales?: boolean;
@@ -43,7 +56,7 @@ export interface SyntheticLlamaSpec {
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
-export const TINY_LLAMA: SyntheticLlamaSpec = {
+export const TINY_LLAMA: SyntheticSpec = {
   architecture: "llama",
   seed: 1,
   nEmbd: 256,
@@ -67,29 +80,38 @@ function fnv1a(s: string): number {
   return h;
 }
 
-/** Keys and tensors of a llama-architecture GGUF as llama.cpp's loader expects them. */
-export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors: GgufTensorSpec[] } {
+/** Keys and tensors of a GGUF of the spec's architecture, as llama.cpp's loader expects them. */
+export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTensorSpec[] } {
+  const a = spec.architecture;
+  const allowed = ARCH_TENSORS[a];
+  if (!allowed) throw new LljError(`no synthetic generator for architecture "${a}"`);
+  if (spec.ropeFreqs && !allowed.ropeFreqs) throw new LljError(`llama.cpp's ${a} graph has no rope frequency factors`);
   const { nEmbd: d, nHead, nHeadKv, nFf, nLayer } = spec;
   const hd = spec.headDim ?? d / nHead;
   if (!Number.isInteger(hd) || hd <= 0 || hd % 2 !== 0) throw new LljError("headDim must be a positive even integer");
   if (nHead % nHeadKv !== 0) throw new LljError("nHead must be a multiple of nHeadKv");
   const kv: GgufKv[] = [
-    { key: "general.architecture", type: "str", value: "llama" },
-    { key: "general.name", type: "str", value: `llj-synthetic-llama-${spec.seed}` },
+    { key: "general.architecture", type: "str", value: a },
+    { key: "general.name", type: "str", value: `llj-synthetic-${a}-${spec.seed}` },
     { key: "general.file_type", type: "u32", value: 0 },
-    { key: "llama.block_count", type: "u32", value: nLayer },
-    { key: "llama.context_length", type: "u32", value: spec.contextLength },
-    { key: "llama.embedding_length", type: "u32", value: d },
-    { key: "llama.feed_forward_length", type: "u32", value: nFf },
-    { key: "llama.attention.head_count", type: "u32", value: nHead },
-    { key: "llama.attention.head_count_kv", type: "u32", value: nHeadKv },
-    { key: "llama.attention.key_length", type: "u32", value: hd },
-    { key: "llama.attention.value_length", type: "u32", value: hd },
-    { key: "llama.attention.layer_norm_rms_epsilon", type: "f32", value: spec.normEps },
-    { key: "llama.rope.dimension_count", type: "u32", value: hd },
-    { key: "llama.rope.freq_base", type: "f32", value: spec.ropeFreqBase },
-    { key: "llama.vocab_size", type: "remove" },
+    { key: `${a}.block_count`, type: "u32", value: nLayer },
+    { key: `${a}.context_length`, type: "u32", value: spec.contextLength },
+    { key: `${a}.embedding_length`, type: "u32", value: d },
+    { key: `${a}.feed_forward_length`, type: "u32", value: nFf },
+    { key: `${a}.attention.head_count`, type: "u32", value: nHead },
+    { key: `${a}.attention.head_count_kv`, type: "u32", value: nHeadKv },
+    { key: `${a}.attention.key_length`, type: "u32", value: hd },
+    { key: `${a}.attention.value_length`, type: "u32", value: hd },
+    { key: `${a}.attention.layer_norm_rms_epsilon`, type: "f32", value: spec.normEps },
+    { key: `${a}.rope.dimension_count`, type: "u32", value: hd },
+    { key: `${a}.rope.freq_base`, type: "f32", value: spec.ropeFreqBase },
   ];
+  // The tokenizer files are llama GGUFs: their own llama.* hyper-parameters must not leak in
+  // (the vocabulary size is the tokenizer's, so llama.vocab_size goes too).
+  const vocabKeys = a === "llama" ? ["vocab_size"] : ["block_count", "context_length", "embedding_length",
+    "feed_forward_length", "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon",
+    "rope.dimension_count", "vocab_size"];
+  for (const k of vocabKeys) kv.push({ key: `llama.${k}`, type: "remove" });
   const tensors: GgufTensorSpec[] = [];
   const seedOf = (name: string) => spec.seed * 2 ** 32 + fnv1a(name);
   // Matrices ~ N(0, 1/fan_in) keep activations O(1) through the layers; norm weights
@@ -102,7 +124,7 @@ export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors
   const proj = (prefix: string, fanIn: number, fanOut: number) => {
     matrix(`${prefix}.weight`, fanIn, fanOut);
     if (spec.inputScales) tensors.push({ name: `${prefix}.input_scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.input_scale`) } });
-    if (spec.biases) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
+    if (spec.biases && allowed.biases.includes(prefix.replace(/^blk\.\d+\./, ""))) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
     if (spec.scales) tensors.push({ name: `${prefix}.scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.scale`) } });
   };
   tensors.push({ name: "token_embd.weight", shape: [d, -1], init: { kind: "normal", a: 0, b: 1, seed: seedOf("token_embd.weight") } });
@@ -121,6 +143,10 @@ export function llamaGgufSpec(spec: SyntheticLlamaSpec): { kv: GgufKv[]; tensors
       proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
     }
     proj(`blk.${l}.attn_output`, nHead * hd, d);
+    if (allowed.qkNorm) {
+      tensors.push({ name: `blk.${l}.attn_q_norm.weight`, shape: [hd], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(`blk.${l}.attn_q_norm.weight`) } });
+      tensors.push({ name: `blk.${l}.attn_k_norm.weight`, shape: [hd], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(`blk.${l}.attn_k_norm.weight`) } });
+    }
     norm(`blk.${l}.ffn_norm.weight`);
     proj(`blk.${l}.ffn_gate`, d, nFf);
     proj(`blk.${l}.ffn_up`, d, nFf);
@@ -141,8 +167,7 @@ export function syntheticCacheDir(): string {
 }
 
 /** Writes one synthetic model to `outPath` (F32), atomically. */
-export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaSpec): Promise<string> {
-  if (spec.architecture !== "llama") throw new LljError(`no synthetic generator for architecture "${spec.architecture}"`);
+export async function writeSyntheticModel(outPath: string, spec: SyntheticSpec): Promise<string> {
   getBackendInfo();
   const addon = getAddon();
   const vocabPath = vocabFile(spec.vocab);
@@ -150,7 +175,7 @@ export async function writeSyntheticModel(outPath: string, spec: SyntheticLlamaS
   const { readGgufFileInfo } = await import("node-llama-cpp");
   const vinfo = await readGgufFileInfo(vocabPath);
   const nVocab = (vinfo.metadata as unknown as { tokenizer: { ggml: { tokens: string[] } } }).tokenizer.ggml.tokens.length;
-  const { kv, tensors } = llamaGgufSpec(spec);
+  const { kv, tensors } = ggufSpec(spec);
   for (const t of tensors) t.shape = t.shape.map((n) => (n === -1 ? nVocab : n));
   const tmp = `${outPath}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
@@ -179,7 +204,7 @@ export async function quantizeModel(input: string, output: string, type: QuantTy
  * Path of a cached synthetic model of the given type, generating (and quantizing) it on
  * first use. Concurrent callers are safe: files appear atomically.
  */
-export async function syntheticModel(spec: SyntheticLlamaSpec = TINY_LLAMA, type: QuantType = "F32"): Promise<string> {
+export async function syntheticModel(spec: SyntheticSpec = TINY_LLAMA, type: QuantType = "F32"): Promise<string> {
   const dir = syntheticCacheDir();
   mkdirSync(dir, { recursive: true });
   const key = createHash("sha256")
@@ -198,7 +223,7 @@ export async function syntheticModel(spec: SyntheticLlamaSpec = TINY_LLAMA, type
  * The quantized synthetic model dequantized back to F32 by llama.cpp: the same network as
  * the quantized file, for llama.cpp's own F32 forward to check exact mode against.
  */
-export async function dequantizedSyntheticModel(spec: SyntheticLlamaSpec, type: Exclude<QuantType, "F32">): Promise<string> {
+export async function dequantizedSyntheticModel(spec: SyntheticSpec, type: Exclude<QuantType, "F32">): Promise<string> {
   const quantized = await syntheticModel(spec, type);
   const out = quantized.replace(/\.gguf$/, "-dequantized.gguf");
   if (!existsSync(out)) await quantizeModel(quantized, out, "F32");

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { loadModel, syntheticModel, writeSyntheticModel, TINY_LLAMA, type SyntheticLlamaSpec, type Model } from "../src/index.js";
+import { loadModel, syntheticModel, writeSyntheticModel, TINY_LLAMA, type SyntheticSpec, type Model } from "../src/index.js";
 import { readF32Tensor, matVec, relErr, argmax } from "./helpers.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "llj-synth-"));
@@ -12,7 +12,7 @@ const sha = (f: string) => createHash("sha256").update(readFileSync(f)).digest("
 const PROMPT = "Once upon a time, there was a little";
 
 test("the generator is deterministic per seed", async () => {
-  const small: SyntheticLlamaSpec = { ...TINY_LLAMA, nLayer: 1, seed: 11 };
+  const small: SyntheticSpec = { ...TINY_LLAMA, nLayer: 1, seed: 11 };
   const a = await writeSyntheticModel(path.join(tmp, "a.gguf"), small);
   const b = await writeSyntheticModel(path.join(tmp, "b.gguf"), small);
   const c = await writeSyntheticModel(path.join(tmp, "c.gguf"), { ...small, seed: 12 });
@@ -80,7 +80,7 @@ describe("the default synthetic llama (F32, GQA, untied LM head)", () => {
 });
 
 test("a tied LM head reuses token_embd", async () => {
-  const spec: SyntheticLlamaSpec = { ...TINY_LLAMA, tiedEmbeddings: true, nLayer: 1, nHeadKv: 4, seed: 5 };
+  const spec: SyntheticSpec = { ...TINY_LLAMA, tiedEmbeddings: true, nLayer: 1, nHeadKv: 4, seed: 5 };
   const file = await syntheticModel(spec, "F32");
   const model = await loadModel({ modelPath: file, gpu: false });
   try {
