@@ -8,6 +8,7 @@
 #include "model.h"
 #include "runner.h"
 
+#include "ggml-alloc.h"
 #include "llama.h"
 
 #include <algorithm>
@@ -34,9 +35,16 @@ struct LinState {
     std::vector<float> logits;             // [n_vocab], last position
     std::vector<std::vector<float>> layer_inputs;  // [n, d] each
     std::vector<float> bias_term;          // [d], empty for a linear (bias-free) model
-    // frozen coefficients (host copies)
-    std::vector<std::vector<float>> r_attn, probs, r_ffn, gate_act;
-    std::vector<float> r_out;
+    // The frozen coefficients, kept in one host backend buffer for the life of the
+    // linearization and read in place by every linear pass (no per-pass copies).
+    FrozenTensors frozen;
+    ggml_context * frozen_ctx = nullptr;
+    ggml_backend_buffer_t frozen_buf = nullptr;
+
+    ~LinState() {
+        if (frozen_buf) ggml_backend_buffer_free(frozen_buf);
+        if (frozen_ctx) ggml_free(frozen_ctx);
+    }
 
     size_t graph_size() const { return (size_t) (160 * spec.n_layer + 8 * spec.n_layer * (spec.n_head / spec.n_head_kv) + 512); }
 };
@@ -50,6 +58,39 @@ static ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, 
 static void read_all(const ggml_tensor * t, std::vector<float> & out) {
     out.resize((size_t) ggml_nelements(t));
     tensor_get(t, out.data(), out.size() * sizeof(float));
+}
+
+// Copies the frozen coefficients computed by the primal graph into their persistent tensors.
+static void store_frozen(LinState & s, const FrozenTensors & computed) {
+    const ModelSpec & sp = s.spec;
+    const size_t L = (size_t) sp.n_layer;
+    const size_t n_tensors = 4 * L + 1;
+    ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
+    s.frozen_ctx = ggml_init(p);
+    FrozenTensors & f = s.frozen;
+    f.r_attn.resize(L); f.probs.resize(L); f.r_ffn.resize(L); f.gate_act.resize(L);
+    auto like = [&](const ggml_tensor * t) { return ggml_dup_tensor(s.frozen_ctx, t); };
+    for (size_t l = 0; l < L; ++l) {
+        f.r_attn[l] = like(computed.r_attn[l]);
+        f.probs[l] = like(computed.probs[l]);
+        f.r_ffn[l] = like(computed.r_ffn[l]);
+        f.gate_act[l] = like(computed.gate_act[l]);
+    }
+    f.r_out = like(computed.r_out);
+    s.frozen_buf = ggml_backend_alloc_ctx_tensors_from_buft(s.frozen_ctx, ggml_backend_cpu_buffer_type());
+    if (!s.frozen_buf) throw std::runtime_error("cannot allocate memory for the frozen coefficients");
+    std::vector<float> tmp;
+    auto copy = [&](const ggml_tensor * from, ggml_tensor * to) {
+        read_all(from, tmp);
+        tensor_set(to, tmp.data(), tmp.size() * sizeof(float));
+    };
+    for (size_t l = 0; l < L; ++l) {
+        copy(computed.r_attn[l], f.r_attn[l]);
+        copy(computed.probs[l], f.probs[l]);
+        copy(computed.r_ffn[l], f.r_ffn[l]);
+        copy(computed.gate_act[l], f.gate_act[l]);
+    }
+    copy(computed.r_out, f.r_out);
 }
 
 // The primal pass: the real network on the prompt. With `record`, stores the frozen
@@ -115,65 +156,27 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     read_all(x, s.x);
     read_all(logits, s.logits);
     const size_t L = (size_t) sp.n_layer;
-    s.r_attn.resize(L); s.probs.resize(L); s.r_ffn.resize(L); s.gate_act.resize(L); s.layer_inputs.resize(L);
-    for (size_t l = 0; l < L; ++l) {
-        read_all(fz.r_attn[l], s.r_attn[l]);
-        read_all(fz.probs[l], s.probs[l]);
-        read_all(fz.r_ffn[l], s.r_ffn[l]);
-        read_all(fz.gate_act[l], s.gate_act[l]);
-        read_all(layer_in[l], s.layer_inputs[l]);
-    }
-    read_all(fz.r_out, s.r_out);
+    s.layer_inputs.resize(L);
+    for (size_t l = 0; l < L; ++l) read_all(layer_in[l], s.layer_inputs[l]);
+    store_frozen(s, fz);
 }
-
-// Input tensors holding the frozen coefficients, for the linear passes.
-struct FrozenInputs {
-    FrozenTensors fz;
-    void create(ggml_context * ctx, const LinState & s) {
-        const ModelSpec & sp = s.spec;
-        const size_t L = (size_t) sp.n_layer;
-        fz.r_attn.resize(L); fz.probs.resize(L); fz.r_ffn.resize(L); fz.gate_act.resize(L);
-        for (size_t l = 0; l < L; ++l) {
-            fz.r_attn[l] = new_input(ctx, GGML_TYPE_F32, 1, s.n);
-            fz.probs[l] = new_input(ctx, GGML_TYPE_F32, s.n, s.n, sp.n_head);
-            fz.r_ffn[l] = new_input(ctx, GGML_TYPE_F32, 1, s.n);
-            fz.gate_act[l] = new_input(ctx, GGML_TYPE_F32, sp.n_ff, s.n);
-        }
-        fz.r_out = new_input(ctx, GGML_TYPE_F32, 1, s.n);
-    }
-    void set(const LinState & s) const {
-        auto put = [](ggml_tensor * t, const std::vector<float> & v) { tensor_set(t, v.data(), v.size() * sizeof(float)); };
-        for (size_t l = 0; l < fz.r_attn.size(); ++l) {
-            put(fz.r_attn[l], s.r_attn[l]);
-            put(fz.probs[l], s.probs[l]);
-            put(fz.r_ffn[l], s.r_ffn[l]);
-            put(fz.gate_act[l], s.gate_act[l]);
-        }
-        put(fz.r_out, s.r_out);
-    }
-};
 
 // L applied to B tangent sequences v [B, n, d]: the output at every position [B, n, d],
 // or at the last position [B, d]. With `bias`, the affine map instead (used for c = map(0)).
 static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out) {
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    FrozenInputs fi;
-    fi.create(ctx, s);
     ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, n, B);
     BuildOptions opt;
     opt.bias = bias;
     opt.exact = s.exact;
     GraphInputs in;
-    ggml_tensor * y = build_forward(ctx, s.spec, fi.fz, in, x, opt, nullptr);
+    ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
     if (!all_positions) y = ggml_cont(ctx, ggml_view_2d(ctx, y, d, B, y->nb[2], y->nb[1] * (n - 1)));
     ggml_set_output(y);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, y);
-    s.runner->compute(gf, [&] {
-        fi.set(s);
-        tensor_set(x, v, (size_t) B * n * d * sizeof(float));
-    });
+    s.runner->compute(gf, [&] { tensor_set(x, v, (size_t) B * n * d * sizeof(float)); });
     tensor_get(y, out, (size_t) B * (all_positions ? n : 1) * d * sizeof(float));
 }
 
@@ -182,15 +185,12 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
 static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out) {
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    FrozenInputs fi;
-    fi.create(ctx, s);
     ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, n, B);
-    ggml_tensor * dx = build_transpose(ctx, s.spec, fi.fz, ut, s.exact);
+    ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, ut, s.exact);
     ggml_set_output(dx);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
-        fi.set(s);
         if (all_positions) {
             tensor_set(ut, u, (size_t) B * n * d * sizeof(float));
         } else {
