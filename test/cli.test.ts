@@ -85,5 +85,5 @@ test("info lists tensors llama.cpp loads but never applies", async () => {
   const file = await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 31, inputScales: true }, "F32");
   const r = run("info", file);
   expect(r.status).toBe(0);
-  expect(r.stdout).toMatch(/ignored\s+7 tensors llama\.cpp loads but never applies: blk\.0\.attn_q\.input_scale/);
+  expect(r.stdout).toMatch(/ignored\s+7 tensors llama\.cpp loads but never applies: blk\.0\.attn_k\.input_scale/);
 });
