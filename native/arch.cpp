@@ -56,19 +56,65 @@ const ArchSpec * find_arch(const std::string & name) {
         llama.ffn_bias = true;
         llama.ffn_scale = true;
         v.push_back(llama);
+        ArchSpec mistral3 = llama;  // Ministral 3: llama plus an optional per-position Q temperature
+        mistral3.name = "mistral3";
+        mistral3.attn_temperature = true;
+        v.push_back(mistral3);
         ArchSpec qwen2;  // Qwen 2 / 2.5: QKV biases; FFN biases and scales not applied
         qwen2.name = "qwen2";
         qwen2.output_bias = true;
         v.push_back(qwen2);
-        ArchSpec qwen3;  // Qwen 3: per-head Q/K RMSNorm; FFN scales applied, biases not loaded
+        ArchSpec qwen3;  // Qwen 3: per-head Q/K RMSNorm; FFN scales applied
         qwen3.name = "qwen3";
-        qwen3.qk_norm = true;
+        qwen3.qk_norm = QkNorm::PerHead;
         qwen3.ffn_scale = true;
         v.push_back(qwen3);
+        ArchSpec gemma3;  // Gemma 3 (text): sqrt(d) input scale, Q/K norm, post-norms, GELU gate, SWA
+        gemma3.name = "gemma3";
+        gemma3.embd_scale_sqrt_d = true;
+        gemma3.post_norms = true;
+        gemma3.qk_norm = QkNorm::PerHead;
+        gemma3.q_scale_after_rope = true;
+        gemma3.sliding_window = true;
+        gemma3.gate_act = GateAct::GeluTanh;
+        gemma3.final_softcap = 2;
+        v.push_back(gemma3);
+        ArchSpec gemma2 = gemma3;  // Gemma 2: no Q/K norm; attention and final logit softcaps; always tied
+        gemma2.name = "gemma2";
+        gemma2.qk_norm = QkNorm::None;
+        gemma2.attn_softcap = true;
+        gemma2.final_softcap = 1;
+        gemma2.tied_output_always = true;
+        v.push_back(gemma2);
+        ArchSpec olmo2;  // OLMo 2: no pre-norms, full-width Q/K norm, post-norms, SWA layers
+        olmo2.name = "olmo2";
+        olmo2.pre_norms = false;
+        olmo2.post_norms = true;
+        olmo2.qk_norm = QkNorm::FullWidth;
+        olmo2.qkv_bias_scale = false;
+        olmo2.sliding_window = true;
+        v.push_back(olmo2);
         return v;
     }();
     for (const auto & a : archs) if (a.name == name) return &a;
     return nullptr;
+}
+
+// Rope of layer il: sliding-window layers of gemma use the file's SWA base and scale; OLMo 2's
+// use the global base with no scaling (src/models/olmo2.cpp).
+static RopeParams layer_rope(const llama_model * model, const ArchSpec & arch, const RopeParams & global, bool swa) {
+    if (!swa) return global;
+    const llama_hparams & hp = model->hparams;
+    RopeParams r = global;
+    if (arch.name == "olmo2") {
+        r.freq_scale = 1.0f;
+        r.ext_factor = 0.0f;
+        r.attn_factor = 1.0f;
+    } else {
+        r.freq_base = hp.rope_freq_base_train_swa;
+        r.freq_scale = hp.rope_freq_scale_train_swa;
+    }
+    return r;
 }
 
 ModelSpec resolve_model(const llama_model * model) {
@@ -88,7 +134,18 @@ ModelSpec resolve_model(const llama_model * model) {
     s.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
     s.norm_eps = hp.f_norm_rms_eps;
     s.kq_scale = s.arch.kq_scale_from_file && hp.f_attention_scale != 0.0f ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
-    s.rope = rope_params(model);
+    if (s.arch.q_scale_after_rope) {
+        s.q_scale = hp.f_attention_scale;
+        s.kq_scale = 1.0f;
+    }
+    if (s.arch.attn_softcap && hp.attn_soft_cap) s.attn_softcap = hp.f_attn_logit_softcapping;
+    if (s.arch.final_softcap == 1 || (s.arch.final_softcap == 2 && hp.f_final_logit_softcapping != 0.0f)) s.final_softcap = hp.f_final_logit_softcapping;
+    if (s.arch.attn_temperature && hp.f_attn_temp_scale != 0.0f) {
+        s.attn_temp_scale = hp.f_attn_temp_scale;
+        s.attn_temp_offset = hp.f_attn_temp_offset;
+        s.attn_temp_floor = (int) hp.n_attn_temp_floor_scale;
+    }
+    const RopeParams global_rope = rope_params(model);
 
     // Hyper-parameters the llama graph honours that our graphs do not (yet): refuse.
     for (int il = 0; il < s.n_layer; ++il) {
@@ -97,13 +154,17 @@ ModelSpec resolve_model(const llama_model * model) {
         }
     }
     if (hp.n_embd_head_v(0) != hp.n_embd_head_k(0)) throw std::runtime_error("key and value head widths differ (attention.key_length != attention.value_length)");
-    if (s.rope.n_rot != s.head_dim) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
+    if (global_rope.n_rot != s.head_dim) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
     if (hp.f_clamp_kqv > 0.0f) throw std::runtime_error("attention.clamp_kqv (a nonlinear clamp on Q/K/V) is not supported yet");
     if (hp.use_kq_norm) throw std::runtime_error("Q/K L2 norm (use_kq_norm) is not supported yet");
     if (hp.n_expert > 0) throw std::runtime_error("mixture-of-experts layers (expert_count " + std::to_string(hp.n_expert) + ") are not supported yet");
-    if (hp.attn_soft_cap) throw std::runtime_error("attention logit softcapping is not supported for " + arch_name);
+    if (hp.attn_soft_cap && !s.arch.attn_softcap) throw std::runtime_error("attention logit softcapping is not supported for " + arch_name);
     if (hp.f_max_alibi_bias != 0.0f) throw std::runtime_error("ALiBi (attention.max_alibi_bias) is not supported");
-    if (hp.swa_type != LLAMA_SWA_TYPE_NONE) throw std::runtime_error("sliding-window attention is not supported for " + arch_name + " yet");
+    if (hp.swa_type != LLAMA_SWA_TYPE_NONE) {
+        if (!s.arch.sliding_window) throw std::runtime_error("sliding-window attention is not supported for " + arch_name + " yet");
+        if (hp.swa_type != LLAMA_SWA_TYPE_STANDARD) throw std::runtime_error("only the standard sliding-window mask is supported");
+        s.n_swa = (int) hp.n_swa;
+    }
     if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_LONGROPE) throw std::runtime_error("LongRoPE scaling is not supported for " + arch_name);
 
     // Every tensor of the file must be one our graph applies, or one llama.cpp loads but
@@ -133,15 +194,26 @@ ModelSpec resolve_model(const llama_model * model) {
         roles["ffn_up.scale"] = &LayerWeights::s_up;
         roles["ffn_down.scale"] = &LayerWeights::s_down;
     }
-    if (s.arch.qk_norm) {
+    if (s.arch.qk_norm != QkNorm::None) {
         roles["attn_q_norm.weight"] = &LayerWeights::q_norm;
         roles["attn_k_norm.weight"] = &LayerWeights::k_norm;
+    }
+    if (s.arch.post_norms) {
+        roles["post_attention_norm.weight"] = &LayerWeights::attn_post_norm;
+        roles["post_ffw_norm.weight"] = &LayerWeights::ffn_post_norm;
+    }
+    if (!s.arch.pre_norms) {
+        roles.erase("attn_norm.weight");
+        roles.erase("ffn_norm.weight");
     }
     // Loaded by llama.cpp for this architecture, never applied by its graph (DESIGN.md §6).
     auto loaded_not_applied = [&](const std::string & name, const std::string & role) {
         if (role.size() > 12 && role.compare(role.size() - 12, 12, ".input_scale") == 0) return true;
         if (name == "cls_out.weight" || name == "cls_out.bias") return true;  // reranker head, unused by the LM graph
         if (!s.arch.ffn_scale && (role == "ffn_gate.scale" || role == "ffn_up.scale" || role == "ffn_down.scale")) return true;
+        if (!s.arch.qkv_bias_scale && (role == "attn_q.bias" || role == "attn_k.bias" || role == "attn_v.bias" ||
+                                       role == "attn_q.scale" || role == "attn_k.scale" || role == "attn_v.scale")) return true;
+        if (s.arch.tied_output_always && name == "output.weight") return true;
         return false;
     };
     static const std::regex layer_re(R"(^blk\.(\d+)\.(.+)$)");
@@ -149,7 +221,7 @@ ModelSpec resolve_model(const llama_model * model) {
     for (const auto & [name, t] : byname) {
         if (name == "token_embd.weight") { s.tok_embd = t; continue; }
         if (name == "output_norm.weight") { s.output_norm = t; continue; }
-        if (name == "output.weight") { s.output = t; continue; }
+        if (name == "output.weight" && !s.arch.tied_output_always) { s.output = t; continue; }
         if (name == "output.scale") { s.output_scale = t; continue; }
         if (name == "output.bias" && s.arch.output_bias) { s.output_bias = t; continue; }
         if (name == "rope_freqs.weight" && s.arch.rope_factors) { for (auto & l : s.layers) l.rope_freqs = t; continue; }
@@ -170,10 +242,14 @@ ModelSpec resolve_model(const llama_model * model) {
     if (!s.output) s.output = s.tok_embd;  // tied LM head, as llama.cpp does
     for (int il = 0; il < s.n_layer; ++il) {
         const LayerWeights & L = s.layers[(size_t) il];
-        if (!L.attn_norm || !L.wq || !L.wk || !L.wv || !L.wo || !L.ffn_norm || !L.gate || !L.up || !L.down) {
+        LayerWeights & Lm = s.layers[(size_t) il];
+        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !L.wq || !L.wk || !L.wv || !L.wo || !L.gate || !L.up || !L.down) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
-        if (s.arch.qk_norm && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
+        if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
+        if (s.arch.post_norms && (!L.attn_post_norm || !L.ffn_post_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its post-norm weights");
+        Lm.swa = s.n_swa > 0 && hp.is_swa((uint32_t) il);
+        Lm.rope = layer_rope(model, s.arch, global_rope, Lm.swa);
         // Biases of Q, K and the gate act inside the frozen coefficients; the others add a constant.
         if (L.bv || L.bo || L.b_up || L.b_down) s.affine = true;
     }

@@ -12,21 +12,42 @@
 
 namespace llj {
 
-// The wiring of one architecture family, read by the graph builders. Only the llama family
-// exists today; new families add flags here rather than new copies of the builders.
+// The wiring of one architecture family, read by the graph builders: each flag mirrors a
+// choice of llama.cpp's graph for that architecture (src/models/<arch>.cpp).
+enum class QkNorm { None, PerHead, FullWidth };
+enum class GateAct { Silu, GeluTanh };
+
 struct ArchSpec {
     std::string name;
-    float embd_scale = 1.0f;         // input embeddings are token_embd rows times this
-    bool qk_norm = false;            // per-head RMSNorm of Q and K before rope (attn_q_norm / attn_k_norm)
+    bool embd_scale_sqrt_d = false;  // input embeddings are token_embd rows times sqrt(n_embd) (gemma)
+    bool pre_norms = true;           // RMSNorm before attention and FFN (olmo2: none)
+    bool post_norms = false;         // RMSNorm of each branch output before its residual add (gemma, olmo2)
+    QkNorm qk_norm = QkNorm::None;   // RMSNorm of Q and K before rope (inside the frozen attention)
+    bool qkv_bias_scale = true;      // q/k/v biases and per-tensor scales applied (olmo2: ignored)
     bool rope_factors = false;       // rope_freqs.weight divides the rope frequencies
     bool kq_scale_from_file = false; // attention.scale overrides 1/sqrt(head_dim)
+    bool q_scale_after_rope = false; // Q times hparams.f_attention_scale after rope, softmax scale 1 (gemma)
+    bool attn_temperature = false;   // Q times a per-position temperature (mistral3, llama4-style)
+    bool attn_softcap = false;       // c·tanh(kq/c) before the softmax when the file asks (gemma2)
+    bool sliding_window = false;     // per-layer sliding-window masks as hparams.is_swa(il) says
     bool ffn_bias = false;           // ffn_{gate,up,down}.bias are applied
     bool ffn_scale = false;          // ffn_{gate,up,down}.scale are applied
     bool output_bias = false;        // output.bias is added to the logits
+    bool tied_output_always = false; // the LM head is token_embd even if output.weight exists (gemma2)
+    GateAct gate_act = GateAct::Silu;
+    int final_softcap = 0;           // 0: none; 1: always (gemma2); 2: when the file's value is non-zero (gemma3)
 };
 
 // The architectures our graphs implement; nullptr for any other.
 const ArchSpec * find_arch(const std::string & name);
+
+struct RopeParams {
+    int n_rot = 0;
+    int mode = 0;
+    int n_ctx_orig = 0;
+    float freq_base = 10000.0f, freq_scale = 1.0f, ext_factor = 0.0f, attn_factor = 1.0f;
+    float beta_fast = 32.0f, beta_slow = 1.0f;
+};
 
 struct LayerWeights {
     ggml_tensor * attn_norm = nullptr;
@@ -39,22 +60,23 @@ struct LayerWeights {
     ggml_tensor * s_gate = nullptr, * s_up = nullptr, * s_down = nullptr;
     ggml_tensor * rope_freqs = nullptr;
     ggml_tensor * q_norm = nullptr, * k_norm = nullptr;  // qk_norm architectures
+    ggml_tensor * attn_post_norm = nullptr, * ffn_post_norm = nullptr;  // post_norms architectures
+    bool swa = false;   // this layer attends through a sliding window
+    RopeParams rope;    // this layer's rope (sliding-window layers may differ)
 };
 
-struct RopeParams {
-    int n_rot = 0;
-    int mode = 0;
-    int n_ctx_orig = 0;
-    float freq_base = 10000.0f, freq_scale = 1.0f, ext_factor = 0.0f, attn_factor = 1.0f;
-    float beta_fast = 32.0f, beta_slow = 1.0f;
-};
 
 struct ModelSpec {
     ArchSpec arch;
     int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
     float norm_eps = 1e-5f;
-    float kq_scale = 1.0f;
-    RopeParams rope;
+    float kq_scale = 1.0f;              // softmax scale
+    float q_scale = 1.0f;               // Q multiplier after rope (q_scale_after_rope)
+    float attn_softcap = 0.0f;          // 0: none
+    float final_softcap = 0.0f;         // 0: none; acts on the logits only
+    int n_swa = 0;                      // sliding window (keys p0 with p1 - p0 >= n_swa are masked)
+    float attn_temp_scale = 0.0f, attn_temp_offset = 0.0f;  // attn_temperature: 0 = off
+    int attn_temp_floor = 0;
     ggml_tensor * tok_embd = nullptr;
     ggml_tensor * output_norm = nullptr;
     ggml_tensor * output = nullptr;  // token_embd when tied

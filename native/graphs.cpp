@@ -84,21 +84,65 @@ static ggml_tensor * proj_ffn(ggml_context * ctx, ggml_tensor * w, ggml_tensor *
     return y;
 }
 
+// The frozen attention probabilities of one layer (primal pass only): Q and K with
+// everything llama.cpp applies to them, then the masked softmax.
+static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                                     ggml_tensor * a, const BuildOptions & opt) {
+    const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
+    const int64_t n = a->ne[1];
+    const bool bs = spec.arch.qkv_bias_scale;
+    ggml_tensor * q = proj_attn(ctx, L.wq, bs ? L.sq : nullptr, bs ? L.bq : nullptr, a, opt);  // [hd·H, n, 1]
+    ggml_tensor * k = proj_attn(ctx, L.wk, bs ? L.sk : nullptr, bs ? L.bk : nullptr, a, opt);
+    if (spec.arch.qk_norm == QkNorm::FullWidth) {  // one RMSNorm over all heads (olmo2)
+        q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
+        k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
+    }
+    q = ggml_reshape_3d(ctx, q, hd, H, n);
+    k = ggml_reshape_3d(ctx, k, hd, Hkv, n);
+    if (spec.arch.qk_norm == QkNorm::PerHead) {  // an RMSNorm per head (qwen3, gemma3)
+        q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
+        k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
+    }
+    const RopeParams & r = L.rope;
+    q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                      r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+    k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                      r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+    if (spec.arch.q_scale_after_rope) q = ggml_scale(ctx, q, spec.q_scale);
+    if (in.attn_temp) q = ggml_mul(ctx, q, in.attn_temp);
+    ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
+    ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
+    if (spec.attn_softcap != 0.0f) {
+        kq = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, kq, 1.0f / spec.attn_softcap)), spec.attn_softcap);
+    }
+    return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, 0.0f);
+}
+
+static ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g) {
+    return arch.gate_act == GateAct::GeluTanh ? ggml_gelu(ctx, g) : ggml_silu(ctx, g);
+}
+
+// h·r·w: an RMSNorm with its 1/rms frozen per position.
+static ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w) {
+    return ggml_mul(ctx, ggml_mul(ctx, h, r), w);
+}
+
 ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & fz, const GraphInputs & in,
                             ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs) {
+    const ArchSpec & arch = spec.arch;
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
-    const int64_t n = x->ne[1];
     if (opt.primal && x->ne[2] != 1) throw std::logic_error("the primal pass runs one sequence");
     if (opt.primal) {
+        const size_t L = (size_t) spec.n_layer;
         fz = FrozenTensors{};
-        fz.r_attn.resize(spec.n_layer); fz.probs.resize(spec.n_layer);
-        fz.r_ffn.resize(spec.n_layer); fz.gate_act.resize(spec.n_layer);
+        for (auto * v : {&fz.r_attn, &fz.probs, &fz.r_attn_post, &fz.r_ffn, &fz.gate_act, &fz.r_ffn_post}) v->assign(L, nullptr);
     }
     auto freeze = [&](ggml_tensor * t, const char * name, int il) {
         ggml_format_name(t, "%s-%d", name, il);
         ggml_set_output(t);
         return t;
     };
+    auto rms = [&](ggml_tensor * t, const char * name, int il) { return freeze(rms_inverse(ctx, t, in.ones, spec.norm_eps), name, il); };
 
     ggml_tensor * h = x;
     for (int il = 0; il < spec.n_layer; ++il) {
@@ -108,62 +152,64 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             layer_inputs->push_back(h);
         }
 
-        // attention branch
-        if (opt.primal) fz.r_attn[il] = freeze(rms_inverse(ctx, h, in.ones, spec.norm_eps), "r_attn", il);
-        ggml_tensor * a = ggml_mul(ctx, ggml_mul(ctx, h, fz.r_attn[il]), L.attn_norm);
-        if (opt.primal) {
-            ggml_tensor * q = ggml_reshape_3d(ctx, proj_attn(ctx, L.wq, L.sq, L.bq, a, opt), hd, H, n);
-            ggml_tensor * k = ggml_reshape_3d(ctx, proj_attn(ctx, L.wk, L.sk, L.bk, a, opt), hd, Hkv, n);
-            if (spec.arch.qk_norm) {  // inside the frozen attention: an ordinary RMSNorm per head
-                q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
-                k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
-            }
-            const RopeParams & r = spec.rope;
-            q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                              r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
-            k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                              r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
-            ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
-            ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
-            fz.probs[il] = freeze(ggml_soft_max_ext(ctx, kq, in.mask, spec.kq_scale, 0.0f), "probs", il);
+        // attention branch: o_proj(P · v(a)), a = pre-norm(h)
+        ggml_tensor * a = h;
+        if (arch.pre_norms) {
+            if (opt.primal) fz.r_attn[il] = rms(h, "r_attn", il);
+            a = scaled(ctx, h, fz.r_attn[il], L.attn_norm);
         }
-        ggml_tensor * v = proj_attn(ctx, L.wv, L.sv, L.bv, a, opt);             // [hd·H_kv, n, B]
-        ggml_tensor * o = attend(ctx, v, fz.probs[il], hd, H, Hkv);             // [hd·H, n, B]
-        h = ggml_add(ctx, h, proj_attn(ctx, L.wo, L.so, L.bo, o, opt));
+        if (opt.primal) fz.probs[il] = freeze(attention_probs(ctx, spec, L, in, a, opt), "probs", il);
+        const bool bs = arch.qkv_bias_scale;
+        ggml_tensor * v = proj_attn(ctx, L.wv, bs ? L.sv : nullptr, bs ? L.bv : nullptr, a, opt);  // [hd·H_kv, n, B]
+        ggml_tensor * attn = proj_attn(ctx, L.wo, L.so, L.bo, attend(ctx, v, fz.probs[il], hd, H, Hkv), opt);
+        if (arch.post_norms) {
+            if (opt.primal) fz.r_attn_post[il] = rms(attn, "r_attn_post", il);
+            attn = scaled(ctx, attn, fz.r_attn_post[il], L.attn_post_norm);
+        }
+        h = ggml_add(ctx, h, attn);
 
         // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen
-        if (opt.primal) fz.r_ffn[il] = freeze(rms_inverse(ctx, h, in.ones, spec.norm_eps), "r_ffn", il);
-        ggml_tensor * m = ggml_mul(ctx, ggml_mul(ctx, h, fz.r_ffn[il]), L.ffn_norm);
-        if (opt.primal) {
-            ggml_tensor * g = proj_ffn(ctx, L.gate, L.b_gate, L.s_gate, m, opt);
-            fz.gate_act[il] = freeze(ggml_silu(ctx, g), "gate_act", il);
+        ggml_tensor * m = h;
+        if (arch.pre_norms) {
+            if (opt.primal) fz.r_ffn[il] = rms(h, "r_ffn", il);
+            m = scaled(ctx, h, fz.r_ffn[il], L.ffn_norm);
         }
+        if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, L.gate, L.b_gate, L.s_gate, m, opt)), "gate_act", il);
         ggml_tensor * u = proj_ffn(ctx, L.up, L.b_up, L.s_up, m, opt);
         ggml_tensor * f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
+        if (arch.post_norms) {
+            if (opt.primal) fz.r_ffn_post[il] = rms(f, "r_ffn_post", il);
+            f = scaled(ctx, f, fz.r_ffn_post[il], L.ffn_post_norm);
+        }
         h = ggml_add(ctx, h, f);
     }
-    if (opt.primal) fz.r_out = freeze(rms_inverse(ctx, h, in.ones, spec.norm_eps), "r_out", -1);
-    return ggml_mul(ctx, ggml_mul(ctx, h, fz.r_out), spec.output_norm);
+    if (opt.primal) fz.r_out = rms(h, "r_out", -1);
+    return scaled(ctx, h, fz.r_out, spec.output_norm);
 }
 
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, ggml_tensor * u, bool exact) {
     (void) exact;  // transposed products always use F32 weights (no transposed quantized kernel)
+    const ArchSpec & arch = spec.arch;
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
-    ggml_tensor * dh = ggml_mul(ctx, ggml_mul(ctx, u, spec.output_norm), fz.r_out);
+    ggml_tensor * dh = scaled(ctx, u, fz.r_out, spec.output_norm);  // diagonal: its own transpose
     for (int il = spec.n_layer - 1; il >= 0; --il) {
         const LayerWeights & L = spec.layers[(size_t) il];
-        // FFN: f = s_down·Wd(G ⊙ s_up·Wu(m)), m = h·r_ffn·g_ffn
-        ggml_tensor * z = L.s_down ? ggml_mul(ctx, dh, L.s_down) : dh;
+        // FFN: f = post(s_down·Wd(G ⊙ s_up·Wu(m))), m = pre(h)
+        ggml_tensor * z = arch.post_norms ? scaled(ctx, dh, fz.r_ffn_post[il], L.ffn_post_norm) : dh;
+        if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
         ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
         if (L.s_up) t = ggml_mul(ctx, t, L.s_up);
         ggml_tensor * dm = matmul_t(ctx, L.up, t);
-        dh = ggml_add(ctx, dh, ggml_mul(ctx, ggml_mul(ctx, dm, L.ffn_norm), fz.r_ffn[il]));
-        // attention: attn = s_o·Wo(P · s_v·Wv(a)), a = h·r_attn·g_attn
-        z = L.so ? ggml_mul(ctx, dh, L.so) : dh;
+        if (arch.pre_norms) dm = scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm);
+        dh = ggml_add(ctx, dh, dm);
+        // attention: attn = post(s_o·Wo(P · s_v·Wv(a))), a = pre(h)
+        z = arch.post_norms ? scaled(ctx, dh, fz.r_attn_post[il], L.attn_post_norm) : dh;
+        if (L.so) z = ggml_mul(ctx, z, L.so);
         ggml_tensor * dv = attend_t(ctx, matmul_t(ctx, L.wo, z), fz.probs[il], hd, H, Hkv);
-        if (L.sv) dv = ggml_mul(ctx, dv, L.sv);
+        if (L.sv && arch.qkv_bias_scale) dv = ggml_mul(ctx, dv, L.sv);
         ggml_tensor * da = matmul_t(ctx, L.wv, dv);
-        dh = ggml_add(ctx, dh, ggml_mul(ctx, ggml_mul(ctx, da, L.attn_norm), fz.r_attn[il]));
+        if (arch.pre_norms) da = scaled(ctx, da, fz.r_attn[il], L.attn_norm);
+        dh = ggml_add(ctx, dh, da);
     }
     return dh;
 }

@@ -14,18 +14,33 @@
 namespace llj {
 
 // The frozen coefficients of DESIGN.md §2, one set per layer, as graph tensors.
+// Entries an architecture does not have (pre- or post-norms) stay null.
 struct FrozenTensors {
-    std::vector<ggml_tensor *> r_attn;    // [1, n]       1/rms of the attention-norm input
-    std::vector<ggml_tensor *> probs;     // [n, n, H]    attention probabilities (key, query, head)
-    std::vector<ggml_tensor *> r_ffn;     // [1, n]       1/rms of the FFN-norm input
-    std::vector<ggml_tensor *> gate_act;  // [n_ff, n]    act(gate(h)), the frozen SwiGLU factor
-    ggml_tensor * r_out = nullptr;        // [1, n]       1/rms before the output norm
+    std::vector<ggml_tensor *> r_attn;       // [1, n]     1/rms of the attention-norm input
+    std::vector<ggml_tensor *> probs;        // [n, n, H]  attention probabilities (key, query, head)
+    std::vector<ggml_tensor *> r_attn_post;  // [1, n]     1/rms of the attention output (post-norm)
+    std::vector<ggml_tensor *> r_ffn;        // [1, n]     1/rms of the FFN-norm input
+    std::vector<ggml_tensor *> gate_act;     // [n_ff, n]  act(gate(h)), the frozen gate factor
+    std::vector<ggml_tensor *> r_ffn_post;   // [1, n]     1/rms of the FFN output (post-norm)
+    ggml_tensor * r_out = nullptr;           // [1, n]     1/rms before the output norm
+
+    // Every frozen tensor, in a fixed order (for copying them as a set).
+    std::vector<ggml_tensor **> all() {
+        std::vector<ggml_tensor **> out;
+        for (size_t l = 0; l < probs.size(); ++l) {
+            for (auto * v : {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post}) out.push_back(&(*v)[l]);
+        }
+        out.push_back(&r_out);
+        return out;
+    }
 };
 
 struct GraphInputs {
-    ggml_tensor * pos = nullptr;   // [n] i32 positions (primal only)
-    ggml_tensor * mask = nullptr;  // [n, n] causal mask (primal only)
-    ggml_tensor * ones = nullptr;  // [1, n] of 1 (primal only, for 1/rms)
+    ggml_tensor * pos = nullptr;         // [n] i32 positions (primal only)
+    ggml_tensor * mask = nullptr;        // [n, n] causal mask (primal only)
+    ggml_tensor * mask_swa = nullptr;    // [n, n] causal sliding-window mask (primal, SWA models)
+    ggml_tensor * ones = nullptr;        // [1, n] of 1 (primal only, for 1/rms)
+    ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal, when used)
 };
 
 struct BuildOptions {

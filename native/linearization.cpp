@@ -32,7 +32,8 @@ struct LinState {
     std::vector<int32_t> tokens;           // empty when built from embeddings
     std::vector<float> x;                  // [n, d] input embeddings
     std::vector<float> hidden;             // [n, d] output of the final norm, every position
-    std::vector<float> logits;             // [n_vocab], last position
+    std::vector<float> logits;             // [n_vocab], last position (after a final softcap)
+    std::vector<float> logits_raw;         // [n_vocab], before the final softcap (same when none)
     std::vector<std::vector<float>> layer_inputs;  // [n, d] each
     std::vector<float> bias_term;          // [d], empty for a linear (bias-free) model
     // The frozen coefficients, kept in one host backend buffer for the life of the
@@ -61,36 +62,25 @@ static void read_all(const ggml_tensor * t, std::vector<float> & out) {
 }
 
 // Copies the frozen coefficients computed by the primal graph into their persistent tensors.
-static void store_frozen(LinState & s, const FrozenTensors & computed) {
-    const ModelSpec & sp = s.spec;
-    const size_t L = (size_t) sp.n_layer;
-    const size_t n_tensors = 4 * L + 1;
-    ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
-    s.frozen_ctx = ggml_init(p);
+static void store_frozen(LinState & s, FrozenTensors & computed) {
+    auto from = computed.all();
     FrozenTensors & f = s.frozen;
-    f.r_attn.resize(L); f.probs.resize(L); f.r_ffn.resize(L); f.gate_act.resize(L);
-    auto like = [&](const ggml_tensor * t) { return ggml_dup_tensor(s.frozen_ctx, t); };
-    for (size_t l = 0; l < L; ++l) {
-        f.r_attn[l] = like(computed.r_attn[l]);
-        f.probs[l] = like(computed.probs[l]);
-        f.r_ffn[l] = like(computed.r_ffn[l]);
-        f.gate_act[l] = like(computed.gate_act[l]);
+    f = FrozenTensors{};
+    for (auto * v : {&f.r_attn, &f.probs, &f.r_attn_post, &f.r_ffn, &f.gate_act, &f.r_ffn_post}) v->assign(computed.probs.size(), nullptr);
+    auto to = f.all();
+    ggml_init_params p = {ggml_tensor_overhead() * from.size(), nullptr, true};
+    s.frozen_ctx = ggml_init(p);
+    for (size_t i = 0; i < from.size(); ++i) {
+        if (*from[i]) *to[i] = ggml_dup_tensor(s.frozen_ctx, *from[i]);
     }
-    f.r_out = like(computed.r_out);
     s.frozen_buf = ggml_backend_alloc_ctx_tensors_from_buft(s.frozen_ctx, ggml_backend_cpu_buffer_type());
     if (!s.frozen_buf) throw std::runtime_error("cannot allocate memory for the frozen coefficients");
     std::vector<float> tmp;
-    auto copy = [&](const ggml_tensor * from, ggml_tensor * to) {
-        read_all(from, tmp);
-        tensor_set(to, tmp.data(), tmp.size() * sizeof(float));
-    };
-    for (size_t l = 0; l < L; ++l) {
-        copy(computed.r_attn[l], f.r_attn[l]);
-        copy(computed.probs[l], f.probs[l]);
-        copy(computed.r_ffn[l], f.r_ffn[l]);
-        copy(computed.gate_act[l], f.gate_act[l]);
+    for (size_t i = 0; i < from.size(); ++i) {
+        if (!*from[i]) continue;
+        read_all(*from[i], tmp);
+        tensor_set(*to[i], tmp.data(), tmp.size() * sizeof(float));
     }
-    copy(computed.r_out, f.r_out);
 }
 
 // The primal pass: the real network on the prompt. With `record`, stores the frozen
@@ -104,6 +94,8 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     in.pos = new_input(ctx, GGML_TYPE_I32, n);
     in.mask = new_input(ctx, GGML_TYPE_F32, n, n);
     in.ones = new_input(ctx, GGML_TYPE_F32, 1, n);
+    if (sp.n_swa > 0) in.mask_swa = new_input(ctx, GGML_TYPE_F32, n, n);
+    if (sp.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, GGML_TYPE_F32, 1, 1, n);
     ggml_tensor * ids = nullptr;
     ggml_tensor * x;
     if (embeddings) {
@@ -111,7 +103,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     } else {
         ids = new_input(ctx, GGML_TYPE_I32, n);
         x = ggml_get_rows(ctx, sp.tok_embd, ids);
-        if (sp.arch.embd_scale != 1.0f) x = ggml_scale(ctx, x, sp.arch.embd_scale);
+        if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
         x = ggml_reshape_3d(ctx, x, d, n, 1);
         ggml_set_output(x);
     }
@@ -123,28 +115,44 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     opt.exact = s.exact;
     ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr);
     ggml_set_output(y);
-    ggml_tensor * logits = nullptr;
+    ggml_tensor * logits = nullptr, * logits_capped = nullptr;
     if (record) {
         ggml_tensor * last = ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1));
         logits = ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
         if (sp.output_scale) logits = ggml_mul(ctx, logits, sp.output_scale);
         if (sp.output_bias) logits = ggml_add(ctx, logits, sp.output_bias);
         ggml_set_output(logits);
+        if (sp.final_softcap != 0.0f) {  // acts on the logits only: y and its linear system are unaffected
+            logits_capped = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, logits, 1.0f / sp.final_softcap)), sp.final_softcap);
+            ggml_set_output(logits_capped);
+        }
     }
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, y);
     if (logits) ggml_build_forward_expand(gf, logits);
-    for (auto * t : fz.r_attn) ggml_build_forward_expand(gf, t);
-    for (auto * t : fz.probs) ggml_build_forward_expand(gf, t);
+    if (logits_capped) ggml_build_forward_expand(gf, logits_capped);
 
     s.runner->compute(gf, [&] {
         std::vector<int32_t> pos((size_t) n);
         for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
         tensor_set(in.pos, pos.data(), pos.size() * sizeof(int32_t));
-        std::vector<float> mask((size_t) n * n);
-        for (int q = 0; q < n; ++q)
-            for (int k = 0; k < n; ++k) mask[(size_t) q * n + k] = k <= q ? 0.0f : -INFINITY;
+        // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
+        std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
+        for (int q = 0; q < n; ++q) {
+            for (int k = 0; k < n; ++k) {
+                mask[(size_t) q * n + k] = k <= q ? 0.0f : -INFINITY;
+                mask_swa[(size_t) q * n + k] = k <= q && q - k < sp.n_swa ? 0.0f : -INFINITY;
+            }
+        }
         tensor_set(in.mask, mask.data(), mask.size() * sizeof(float));
+        if (in.mask_swa) tensor_set(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
+        if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
+            std::vector<float> temp((size_t) n);
+            for (int i = 0; i < n; ++i) {
+                temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
+            }
+            tensor_set(in.attn_temp, temp.data(), temp.size() * sizeof(float));
+        }
         std::vector<float> ones((size_t) n, 1.0f);
         tensor_set(in.ones, ones.data(), ones.size() * sizeof(float));
         if (embeddings) tensor_set(x, embeddings->data(), embeddings->size() * sizeof(float));
@@ -154,7 +162,9 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     read_all(y, hidden_out);
     if (!record) return;
     read_all(x, s.x);
-    read_all(logits, s.logits);
+    read_all(logits, s.logits_raw);
+    if (logits_capped) read_all(logits_capped, s.logits);
+    else s.logits = s.logits_raw;
     const size_t L = (size_t) sp.n_layer;
     s.layer_inputs.resize(L);
     for (size_t l = 0; l < L; ++l) read_all(layer_in[l], s.layer_inputs[l]);
@@ -287,6 +297,8 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
     o.Set("embeddings", to_float32_array(env, s->x.data(), s->x.size()));
     o.Set("hidden", to_float32_array(env, s->hidden.data(), s->hidden.size()));
     o.Set("logits", to_float32_array(env, s->logits.data(), s->logits.size()));
+    o.Set("logitsBeforeSoftcap", to_float32_array(env, s->logits_raw.data(), s->logits_raw.size()));
+    o.Set("finalSoftcap", s->spec.final_softcap);
     auto layers = Napi::Array::New(env, s->layer_inputs.size());
     for (size_t l = 0; l < s->layer_inputs.size(); ++l) layers.Set(l, to_float32_array(env, s->layer_inputs[l].data(), s->layer_inputs[l].size()));
     o.Set("layerInputs", layers);
