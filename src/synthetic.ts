@@ -14,16 +14,32 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "qwen2" | "qwen3";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
  * others does not load): the generator only writes those.
  */
-const ARCH_TENSORS: Record<SyntheticArchitecture, { biases: string[]; qkNorm: boolean; ropeFreqs: boolean }> = {
-  llama: { biases: ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"], qkNorm: false, ropeFreqs: true },
-  qwen2: { biases: ["attn_q", "attn_k", "attn_v"], qkNorm: false, ropeFreqs: false },
-  qwen3: { biases: ["attn_q", "attn_k", "attn_v"], qkNorm: true, ropeFreqs: false },
+interface ArchTensors {
+  biases: string[];
+  qkNorm: "none" | "perHead" | "fullWidth";
+  ropeFreqs: boolean;
+  preNorms: boolean;
+  postNorms: boolean;
+  /** "optional": output.weight may be absent (tied); "never": always tied; "required". */
+  output: "optional" | "never" | "required";
+}
+const ALL_BIASES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+const QKV_BIASES = ["attn_q", "attn_k", "attn_v"];
+const LLAMA_LIKE: ArchTensors = { biases: ALL_BIASES, qkNorm: "none", ropeFreqs: true, preNorms: true, postNorms: false, output: "optional" };
+const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
+  llama: LLAMA_LIKE,
+  mistral3: LLAMA_LIKE,
+  qwen2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false },
+  qwen3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, qkNorm: "perHead" },
+  gemma2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, output: "never" },
+  gemma3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, qkNorm: "perHead" },
+  olmo2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, preNorms: false, postNorms: true, qkNorm: "fullWidth", output: "required" },
 };
 
 export interface SyntheticSpec {
@@ -53,6 +69,17 @@ export interface SyntheticSpec {
   inputScales?: boolean;
   /** One fused `attn_qkv.weight` per layer instead of separate q, k, v. */
   fusedQkv?: boolean;
+  /** Sliding-window attention (gemma2/3, olmo2): window size, and gemma's layer pattern period. */
+  slidingWindow?: number;
+  slidingWindowPattern?: number;
+  /** Rope base of the sliding-window layers (gemma3). */
+  ropeFreqBaseSwa?: number;
+  /** Softcaps (gemma2: attention and final; gemma3: final). */
+  attnLogitSoftcap?: number;
+  finalLogitSoftcap?: number;
+  /** mistral3's per-position Q temperature (attention.temperature_scale) and its period. */
+  attnTemperatureScale?: number;
+  ropeOriginalContext?: number;
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -106,6 +133,16 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     { key: `${a}.rope.dimension_count`, type: "u32", value: hd },
     { key: `${a}.rope.freq_base`, type: "f32", value: spec.ropeFreqBase },
   ];
+  const optional: Array<[string, "u32" | "f32", number | undefined]> = [
+    ["attention.sliding_window", "u32", spec.slidingWindow],
+    ["attention.sliding_window_pattern", "u32", spec.slidingWindowPattern],
+    ["rope.freq_base_swa", "f32", spec.ropeFreqBaseSwa],
+    ["attn_logit_softcapping", "f32", spec.attnLogitSoftcap],
+    ["final_logit_softcapping", "f32", spec.finalLogitSoftcap],
+    ["attention.temperature_scale", "f32", spec.attnTemperatureScale],
+    ["rope.scaling.original_context_length", "u32", spec.ropeOriginalContext],
+  ];
+  for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
   // The tokenizer files are llama GGUFs: their own llama.* hyper-parameters must not leak in
   // (the vocabulary size is the tokenizer's, so llama.vocab_size goes too).
   const vocabKeys = a === "llama" ? ["vocab_size"] : ["block_count", "context_length", "embedding_length",
@@ -127,6 +164,10 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     if (spec.biases && allowed.biases.includes(prefix.replace(/^blk\.\d+\./, ""))) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
     if (spec.scales) tensors.push({ name: `${prefix}.scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.scale`) } });
   };
+  const vec = (name: string, n: number) =>
+    tensors.push({ name, shape: [n], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(name) } });
+  if (allowed.output === "never" && !spec.tiedEmbeddings) throw new LljError(`llama.cpp's ${a} always ties the LM head: set tiedEmbeddings`);
+  if (allowed.output === "required" && spec.tiedEmbeddings) throw new LljError(`llama.cpp's ${a} needs an untied LM head`);
   tensors.push({ name: "token_embd.weight", shape: [d, -1], init: { kind: "normal", a: 0, b: 1, seed: seedOf("token_embd.weight") } });
   norm("output_norm.weight");
   if (!spec.tiedEmbeddings) matrix("output.weight", d, -1);
@@ -134,7 +175,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     tensors.push({ name: "rope_freqs.weight", shape: [hd / 2], init: { kind: "uniform", a: 1, b: 8, seed: seedOf("rope_freqs.weight") } });
   }
   for (let l = 0; l < nLayer; l++) {
-    norm(`blk.${l}.attn_norm.weight`);
+    if (allowed.preNorms) norm(`blk.${l}.attn_norm.weight`);
     if (spec.fusedQkv) {
       proj(`blk.${l}.attn_qkv`, d, (nHead + 2 * nHeadKv) * hd);
     } else {
@@ -143,14 +184,17 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
       proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
     }
     proj(`blk.${l}.attn_output`, nHead * hd, d);
-    if (allowed.qkNorm) {
-      tensors.push({ name: `blk.${l}.attn_q_norm.weight`, shape: [hd], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(`blk.${l}.attn_q_norm.weight`) } });
-      tensors.push({ name: `blk.${l}.attn_k_norm.weight`, shape: [hd], init: { kind: "uniform", a: 0.7, b: 1.3, seed: seedOf(`blk.${l}.attn_k_norm.weight`) } });
+    if (allowed.qkNorm !== "none") {
+      const full = allowed.qkNorm === "fullWidth";
+      vec(`blk.${l}.attn_q_norm.weight`, full ? nHead * hd : hd);
+      vec(`blk.${l}.attn_k_norm.weight`, full ? nHeadKv * hd : hd);
     }
-    norm(`blk.${l}.ffn_norm.weight`);
+    if (allowed.postNorms) norm(`blk.${l}.post_attention_norm.weight`);
+    if (allowed.preNorms) norm(`blk.${l}.ffn_norm.weight`);
     proj(`blk.${l}.ffn_gate`, d, nFf);
     proj(`blk.${l}.ffn_up`, d, nFf);
     proj(`blk.${l}.ffn_down`, nFf, d);
+    if (allowed.postNorms) norm(`blk.${l}.post_ffw_norm.weight`);
   }
   // -1 stands for the vocabulary size, known once the tokenizer file is read.
   return { kv, tensors };
