@@ -86,8 +86,12 @@ export class Linearization {
   readonly output: Float32Array;
   /** The output of the final norm at every position, row-major [n × d]. */
   readonly hidden: Float32Array;
-  /** Logits of the last position (W_U y). */
+  /** Logits of the last position: W_U y, then the final softcap c·tanh(·/c) where the model has one (Gemma 2/3). */
   readonly logits: Float32Array;
+  /** W_U y before any final softcap (equal to `logits` when there is none): linear in y. */
+  readonly logitsBeforeSoftcap: Float32Array;
+  /** The final logit softcap c, or 0. It acts on logits only, so y and its decomposition are unaffected. */
+  readonly finalSoftcap: number;
   readonly predictedToken: number;
   /** The residual stream entering each layer, row-major [n × d] each, from our primal pass. */
   readonly layerInputs: Float32Array[];
@@ -119,6 +123,8 @@ export class Linearization {
     this.hidden = p.hidden;
     this.output = p.hidden.slice((info.nTokens - 1) * info.nEmbd);
     this.logits = p.logits;
+    this.logitsBeforeSoftcap = p.logitsBeforeSoftcap;
+    this.finalSoftcap = p.finalSoftcap;
     let top = 0;
     for (let i = 1; i < p.logits.length; i++) if (p.logits[i] > p.logits[top]) top = i;
     this.predictedToken = top;

@@ -73,7 +73,8 @@ export interface NativeLinearizationInfo {
 
 export interface NativeLinearization {
   info(): NativeLinearizationInfo;
-  primal(): { embeddings: Float32Array; hidden: Float32Array; logits: Float32Array; layerInputs: Float32Array[]; biasTerm: Float32Array | null };
+  primal(): { embeddings: Float32Array; hidden: Float32Array; logits: Float32Array; logitsBeforeSoftcap: Float32Array;
+    finalSoftcap: number; layerInputs: Float32Array[]; biasTerm: Float32Array | null };
   jvp(tangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
   vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
   jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;

@@ -2,7 +2,7 @@
 // llama graph applies (biases, per-tensor scales, rope factors, tied head, GQA/MHA).
 import { loadModel, syntheticModel, dequantizedSyntheticModel, TINY_LLAMA,
   type SyntheticSpec, type QuantType } from "../src/index.js";
-import { relErr, randn, norm, adjointError, PROMPT } from "./helpers.js";
+import { relErr, randn, norm, adjointError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
 
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog. " +
   "One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. The dog ran after it and " +
@@ -17,12 +17,27 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["qwen2 (QKV biases, affine)", { ...TINY_LLAMA, architecture: "qwen2", biases: true, seed: 43 }],
     ["qwen2 with FFN scales llama.cpp ignores, tied", { ...TINY_LLAMA, architecture: "qwen2", biases: true, scales: true, tiedEmbeddings: true, nLayer: 1, seed: 44 }],
   ];
+  // Sliding-window models: a window of 16 well inside the 300-token prompt.
+  const swa: Array<[string, SyntheticSpec]> = [
+    ["gemma3 (Q/K norm, post-norms, GELU, SWA + global layers, final softcap)",
+      { ...TINY_LLAMA, architecture: "gemma3", seed: 52, slidingWindow: 16, slidingWindowPattern: 2, ropeFreqBase: 1e6, ropeFreqBaseSwa: 1e4, finalLogitSoftcap: 30 }],
+    ["gemma2 (attention and final softcaps, SWA, tied)",
+      { ...TINY_LLAMA, architecture: "gemma2", seed: 54, tiedEmbeddings: true, slidingWindow: 16, attnLogitSoftcap: 50, finalLogitSoftcap: 30 }],
+    ["olmo2 (no pre-norms, full-width Q/K norm, SWA layers)", { ...TINY_LLAMA, architecture: "olmo2", seed: 55, nLayer: 4, slidingWindow: 16 }],
+  ];
+  variants.push(
+    ["mistral3 (Q temperature, biases, rope factors)",
+      { ...TINY_LLAMA, architecture: "mistral3", seed: 51, attnTemperatureScale: 0.3, ropeOriginalContext: 8, ropeFreqs: true, biases: true }],
+    ...swa);
+  const swaNames = new Set(swa.map(([n]) => n));
   const types: QuantType[] = ["F32", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
-  const quantized = new Set(["llama GQA, untied", "llama biases, scales, rope factors", "qwen3 (Q/K norm), head dim 128", "qwen2 (QKV biases, affine)"]);
+  const allTypes = new Set(["llama GQA, untied", "llama biases, scales, rope factors"]);
+  const someTypes = new Set(["qwen3 (Q/K norm), head dim 128", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
+    ...swaNames]);
   const cases = variants.flatMap(([name, spec]) => types.map((t) => [name, t, spec] as const))
-    .filter(([name, t]) => t === "F32" || (quantized.has(name) && (name.startsWith("llama") || t === "Q8_0" || t === "Q4_K_M")));
+    .filter(([name, t]) => t === "F32" || allTypes.has(name) || (someTypes.has(name) && (t === "Q8_0" || t === "Q4_K_M")));
 
-  test.each(cases)("%s, %s: faithful, exact, adjoint on 1, 8 and 64 tokens", async (_name, type, spec) => {
+  test.each(cases)("%s, %s: faithful, exact, adjoint on 1, 8, 64 (and 300 with a sliding window) tokens", async (name, type, spec) => {
     const model = await loadModel({ modelPath: await syntheticModel(spec, type), gpu: false });
     // Exact mode is the network of the dequantized weights: llama.cpp's F32 forward on the
     // dequantized file is its reference; llama.cpp's quantized kernels also quantize
@@ -30,8 +45,8 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     const deq = type === "F32" ? model : await loadModel({ modelPath: await dequantizedSyntheticModel(spec, type), gpu: false });
     try {
       expect(model.linearizability.ok).toBe(true);
-      const story = model.tokenize(STORY);
-      for (const n of [1, 8, 64]) {
+      const story = model.tokenize(`${STORY} ${STORY} ${STORY} ${STORY}`);
+      for (const n of swaNames.has(name) ? [1, 8, 64, 300] : [1, 8, 64]) {
         const prompt = story.slice(0, n);
         const lin = await model.linearize(prompt);
         const exactRef = await deq.referenceForward(prompt);
@@ -112,5 +127,23 @@ test("tensors llama.cpp loads but never applies are ignored and listed; ones it 
     await expect(fused.linearize(PROMPT)).rejects.toThrow(/tensor 'blk\.0\.attn_qkv\.weight' is not applied by llj-gguf's llama graph/);
   } finally {
     await fused.dispose();
+  }
+});
+
+test("a final logit softcap acts on the logits only: both are reported, y stays exact", async () => {
+  const spec: SyntheticSpec = { ...TINY_LLAMA, architecture: "gemma2", seed: 54, tiedEmbeddings: true, slidingWindow: 16, attnLogitSoftcap: 50, finalLogitSoftcap: 30 };
+  const file = await syntheticModel(spec, "F32");
+  const model = await loadModel({ modelPath: file, gpu: false });
+  try {
+    const lin = await model.linearize(PROMPT);
+    expect(lin.finalSoftcap).toBe(30);
+    const emb = await readF32Tensor(file, "token_embd.weight");
+    const raw = matVec(emb.data, emb.shape[1], emb.shape[0], lin.output); // gemma2 always ties the head
+    expect(relErr(lin.logitsBeforeSoftcap, raw)).toBeLessThan(1e-5);
+    expect(relErr(lin.logits, raw.map((z) => 30 * Math.tanh(z / 30)))).toBeLessThan(1e-5);
+    expect(relErr(lin.logits, (await model.referenceForward(PROMPT)).logits)).toBeLessThan(1e-5);
+    expect((await lin.reconstruction()).relativeError).toBeLessThan(1e-5);
+  } finally {
+    await model.dispose();
   }
 });
