@@ -86,6 +86,13 @@ const ArchSpec * find_arch(const std::string & name) {
         gemma2.final_softcap = 1;
         gemma2.tied_output_always = true;
         v.push_back(gemma2);
+        ArchSpec phi3;  // Phi-3 / Phi-4: fused QKV and gate-up, partial rotary, long/short rope factors
+        phi3.name = "phi3";
+        phi3.q_prescale_head_dim = true;
+        phi3.partial_rotary = true;
+        phi3.longrope = true;
+        phi3.fused_gate_up = true;
+        v.push_back(phi3);
         ArchSpec olmo2;  // OLMo 2: no pre-norms, full-width Q/K norm, post-norms, SWA layers
         olmo2.name = "olmo2";
         olmo2.pre_norms = false;
@@ -93,6 +100,7 @@ const ArchSpec * find_arch(const std::string & name) {
         olmo2.qk_norm = QkNorm::FullWidth;
         olmo2.qkv_bias_scale = false;
         olmo2.sliding_window = true;
+        olmo2.fused_qkv = false;
         v.push_back(olmo2);
         return v;
     }();
@@ -117,7 +125,7 @@ static RopeParams layer_rope(const llama_model * model, const ArchSpec & arch, c
     return r;
 }
 
-ModelSpec resolve_model(const llama_model * model) {
+ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     const llama_hparams & hp = model->hparams;
     ModelSpec s;
     const std::string arch_name = model_arch(model);
@@ -134,8 +142,8 @@ ModelSpec resolve_model(const llama_model * model) {
     s.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
     s.norm_eps = hp.f_norm_rms_eps;
     s.kq_scale = s.arch.kq_scale_from_file && hp.f_attention_scale != 0.0f ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
-    if (s.arch.q_scale_after_rope) {
-        s.q_scale = hp.f_attention_scale;
+    if (s.arch.q_scale_after_rope || s.arch.q_prescale_head_dim) {
+        s.q_scale = s.arch.q_scale_after_rope ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
         s.kq_scale = 1.0f;
     }
     if (s.arch.attn_softcap && hp.attn_soft_cap) s.attn_softcap = hp.f_attn_logit_softcapping;
@@ -154,7 +162,7 @@ ModelSpec resolve_model(const llama_model * model) {
         }
     }
     if (hp.n_embd_head_v(0) != hp.n_embd_head_k(0)) throw std::runtime_error("key and value head widths differ (attention.key_length != attention.value_length)");
-    if (global_rope.n_rot != s.head_dim) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
+    if (global_rope.n_rot != s.head_dim && !s.arch.partial_rotary) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
     if (hp.f_clamp_kqv > 0.0f) throw std::runtime_error("attention.clamp_kqv (a nonlinear clamp on Q/K/V) is not supported yet");
     if (hp.use_kq_norm) throw std::runtime_error("Q/K L2 norm (use_kq_norm) is not supported yet");
     if (hp.n_expert > 0) throw std::runtime_error("mixture-of-experts layers (expert_count " + std::to_string(hp.n_expert) + ") are not supported yet");
@@ -165,7 +173,7 @@ ModelSpec resolve_model(const llama_model * model) {
         if (hp.swa_type != LLAMA_SWA_TYPE_STANDARD) throw std::runtime_error("only the standard sliding-window mask is supported");
         s.n_swa = (int) hp.n_swa;
     }
-    if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_LONGROPE) throw std::runtime_error("LongRoPE scaling is not supported for " + arch_name);
+    if (hp.rope_scaling_type_train == LLAMA_ROPE_SCALING_TYPE_LONGROPE && !s.arch.longrope) throw std::runtime_error("LongRoPE scaling is not supported for " + arch_name);
 
     // Every tensor of the file must be one our graph applies, or one llama.cpp loads but
     // never applies for this architecture.
@@ -198,6 +206,15 @@ ModelSpec resolve_model(const llama_model * model) {
         roles["attn_q_norm.weight"] = &LayerWeights::q_norm;
         roles["attn_k_norm.weight"] = &LayerWeights::k_norm;
     }
+    if (s.arch.fused_qkv) {
+        roles["attn_qkv.weight"] = &LayerWeights::wqkv;
+        roles["attn_qkv.bias"] = &LayerWeights::bqkv;
+        roles["attn_qkv.scale"] = &LayerWeights::sqkv;
+    }
+    if (s.arch.fused_gate_up) {
+        roles.erase("ffn_gate.weight");
+        roles["ffn_up.weight"] = &LayerWeights::up_gate;
+    }
     if (s.arch.post_norms) {
         roles["post_attention_norm.weight"] = &LayerWeights::attn_post_norm;
         roles["post_ffw_norm.weight"] = &LayerWeights::ffn_post_norm;
@@ -225,6 +242,14 @@ ModelSpec resolve_model(const llama_model * model) {
         if (name == "output.scale") { s.output_scale = t; continue; }
         if (name == "output.bias" && s.arch.output_bias) { s.output_bias = t; continue; }
         if (name == "rope_freqs.weight" && s.arch.rope_factors) { for (auto & l : s.layers) l.rope_freqs = t; continue; }
+        if (s.arch.longrope && (name == "rope_factors_long.weight" || name == "rope_factors_short.weight")) {
+            // llama_model::get_rope_factors: long when the per-sequence context (padded to 256)
+            // exceeds the original training context
+            const uint32_t n_ctx_seq = (n_ctx + 255) / 256 * 256;
+            const bool want_long = n_ctx_seq > hp.n_ctx_orig_yarn;
+            if ((name == "rope_factors_long.weight") == want_long) for (auto & l : s.layers) l.rope_freqs = t;
+            continue;
+        }
         std::smatch m;
         const bool in_layer = std::regex_match(name, m, layer_re);
         const std::string role = in_layer ? m[2].str() : name;
@@ -243,7 +268,9 @@ ModelSpec resolve_model(const llama_model * model) {
     for (int il = 0; il < s.n_layer; ++il) {
         const LayerWeights & L = s.layers[(size_t) il];
         LayerWeights & Lm = s.layers[(size_t) il];
-        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !L.wq || !L.wk || !L.wv || !L.wo || !L.gate || !L.up || !L.down) {
+        const bool has_qkv = L.wqkv ? !(L.wq || L.wk || L.wv) : (L.wq && L.wk && L.wv);
+        const bool has_ffn = L.up_gate ? !(L.gate || L.up) : (L.gate && L.up);
+        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !has_qkv || !L.wo || !has_ffn || !L.down) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
         if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
@@ -251,7 +278,9 @@ ModelSpec resolve_model(const llama_model * model) {
         Lm.swa = s.n_swa > 0 && hp.is_swa((uint32_t) il);
         Lm.rope = layer_rope(model, s.arch, global_rope, Lm.swa);
         // Biases of Q, K and the gate act inside the frozen coefficients; the others add a constant.
-        if (L.bv || L.bo || L.b_up || L.b_down) s.affine = true;
+        if (L.bv || L.bqkv || L.bo || L.b_up || L.b_down) s.affine = true;
+        if (L.up_gate && L.up_gate->ne[1] != 2 * s.n_ff) throw std::runtime_error("fused ffn_up of layer " + std::to_string(il) + " is not [gate; up]");
+        if (L.wqkv && L.wqkv->ne[1] != (int64_t) (s.n_head + 2 * s.n_head_kv) * s.head_dim) throw std::runtime_error("fused attn_qkv of layer " + std::to_string(il) + " has an unexpected shape");
     }
     return s;
 }

@@ -27,6 +27,11 @@ struct ArchSpec {
     bool rope_factors = false;       // rope_freqs.weight divides the rope frequencies
     bool kq_scale_from_file = false; // attention.scale overrides 1/sqrt(head_dim)
     bool q_scale_after_rope = false; // Q times hparams.f_attention_scale after rope, softmax scale 1 (gemma)
+    bool q_prescale_head_dim = false;// Q times 1/sqrt(head_dim) after rope, softmax scale 1 (phi3)
+    bool partial_rotary = false;     // rope may rotate fewer dims than the head width (phi3)
+    bool longrope = false;           // rope_factors_long/short chosen by the context size (phi3)
+    bool fused_qkv = true;           // a fused attn_qkv.weight is accepted (olmo2's graph cannot)
+    bool fused_gate_up = false;      // ffn_up holds [gate; up] (phi3: first n_ff rows are the gate)
     bool attn_temperature = false;   // Q times a per-position temperature (mistral3, llama4-style)
     bool attn_softcap = false;       // c·tanh(kq/c) before the softmax when the file asks (gemma2)
     bool sliding_window = false;     // per-layer sliding-window masks as hparams.is_swa(il) says
@@ -58,6 +63,8 @@ struct LayerWeights {
     ggml_tensor * gate = nullptr, * up = nullptr, * down = nullptr;
     ggml_tensor * b_gate = nullptr, * b_up = nullptr, * b_down = nullptr;
     ggml_tensor * s_gate = nullptr, * s_up = nullptr, * s_down = nullptr;
+    ggml_tensor * wqkv = nullptr, * bqkv = nullptr, * sqkv = nullptr;  // fused Q/K/V (instead of wq, wk, wv)
+    ggml_tensor * up_gate = nullptr;  // fused [gate; up] (fused_gate_up; instead of gate and up)
     ggml_tensor * rope_freqs = nullptr;
     ggml_tensor * q_norm = nullptr, * k_norm = nullptr;  // qk_norm architectures
     ggml_tensor * attn_post_norm = nullptr, * ffn_post_norm = nullptr;  // post_norms architectures
@@ -88,6 +95,7 @@ struct ModelSpec {
 };
 
 // Throws std::runtime_error naming the tensor or hyper-parameter our graphs cannot honour.
-ModelSpec resolve_model(const llama_model * model);
+// n_ctx: the context size llama.cpp would run with (it picks phi3's long or short rope factors).
+ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx);
 
 }  // namespace llj

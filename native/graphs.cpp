@@ -84,15 +84,59 @@ static ggml_tensor * proj_ffn(ggml_context * ctx, ggml_tensor * w, ggml_tensor *
     return y;
 }
 
+// Rows [r0, r0 + n) of a weight (a view: rows are contiguous, quantized blocks included).
+static ggml_tensor * rows(ggml_context * ctx, ggml_tensor * w, int64_t r0, int64_t n) {
+    return ggml_view_2d(ctx, w, w->ne[0], n, w->nb[1], (size_t) r0 * w->nb[1]);
+}
+static ggml_tensor * elems(ggml_context * ctx, ggml_tensor * b, int64_t r0, int64_t n) {
+    return b ? ggml_view_1d(ctx, b, n, (size_t) r0 * ggml_element_size(b)) : nullptr;
+}
+
+// One projection of the attention: weight, bias and per-tensor scale as the graph applies them.
+struct Projection {
+    ggml_tensor * w = nullptr, * b = nullptr, * s = nullptr;
+};
+
+// Q (0), K (1) or V (2) of a layer, separate or as rows of the fused attn_qkv.
+static Projection qkv(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, int which) {
+    const bool bs = spec.arch.qkv_bias_scale;
+    Projection p;
+    if (L.wqkv) {
+        const int64_t nq = (int64_t) spec.n_head * spec.head_dim, nkv = (int64_t) spec.n_head_kv * spec.head_dim;
+        const int64_t r0 = which == 0 ? 0 : which == 1 ? nq : nq + nkv, n = which == 0 ? nq : nkv;
+        p.w = rows(ctx, L.wqkv, r0, n);
+        p.b = bs ? elems(ctx, L.bqkv, r0, n) : nullptr;
+        p.s = bs ? L.sqkv : nullptr;
+    } else {
+        p.w = which == 0 ? L.wq : which == 1 ? L.wk : L.wv;
+        p.b = bs ? (which == 0 ? L.bq : which == 1 ? L.bk : L.bv) : nullptr;
+        p.s = bs ? (which == 0 ? L.sq : which == 1 ? L.sk : L.sv) : nullptr;
+    }
+    return p;
+}
+
+// The FFN's gate (0) or up (1) projection, separate or as rows of the fused [gate; up].
+static Projection gate_up(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, int which) {
+    Projection p;
+    if (L.up_gate) {
+        p.w = rows(ctx, L.up_gate, which == 0 ? 0 : spec.n_ff, spec.n_ff);
+    } else {
+        p.w = which == 0 ? L.gate : L.up;
+        p.b = which == 0 ? L.b_gate : L.b_up;
+        p.s = which == 0 ? L.s_gate : L.s_up;
+    }
+    return p;
+}
+
 // The frozen attention probabilities of one layer (primal pass only): Q and K with
 // everything llama.cpp applies to them, then the masked softmax.
 static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
                                      ggml_tensor * a, const BuildOptions & opt) {
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
     const int64_t n = a->ne[1];
-    const bool bs = spec.arch.qkv_bias_scale;
-    ggml_tensor * q = proj_attn(ctx, L.wq, bs ? L.sq : nullptr, bs ? L.bq : nullptr, a, opt);  // [hd·H, n, 1]
-    ggml_tensor * k = proj_attn(ctx, L.wk, bs ? L.sk : nullptr, bs ? L.bk : nullptr, a, opt);
+    const Projection pq = qkv(ctx, spec, L, 0), pk = qkv(ctx, spec, L, 1);
+    ggml_tensor * q = proj_attn(ctx, pq.w, pq.s, pq.b, a, opt);  // [hd·H, n, 1]
+    ggml_tensor * k = proj_attn(ctx, pk.w, pk.s, pk.b, a, opt);
     if (spec.arch.qk_norm == QkNorm::FullWidth) {  // one RMSNorm over all heads (olmo2)
         q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
         k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
@@ -108,7 +152,7 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
                       r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
     k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
                       r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
-    if (spec.arch.q_scale_after_rope) q = ggml_scale(ctx, q, spec.q_scale);
+    if (spec.arch.q_scale_after_rope || spec.arch.q_prescale_head_dim) q = ggml_scale(ctx, q, spec.q_scale);
     if (in.attn_temp) q = ggml_mul(ctx, q, in.attn_temp);
     ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
     ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
@@ -159,8 +203,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             a = scaled(ctx, h, fz.r_attn[il], L.attn_norm);
         }
         if (opt.primal) fz.probs[il] = freeze(attention_probs(ctx, spec, L, in, a, opt), "probs", il);
-        const bool bs = arch.qkv_bias_scale;
-        ggml_tensor * v = proj_attn(ctx, L.wv, bs ? L.sv : nullptr, bs ? L.bv : nullptr, a, opt);  // [hd·H_kv, n, B]
+        const Projection pv = qkv(ctx, spec, L, 2);
+        ggml_tensor * v = proj_attn(ctx, pv.w, pv.s, pv.b, a, opt);  // [hd·H_kv, n, B]
         ggml_tensor * attn = proj_attn(ctx, L.wo, L.so, L.bo, attend(ctx, v, fz.probs[il], hd, H, Hkv), opt);
         if (arch.post_norms) {
             if (opt.primal) fz.r_attn_post[il] = rms(attn, "r_attn_post", il);
@@ -174,8 +218,9 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             if (opt.primal) fz.r_ffn[il] = rms(h, "r_ffn", il);
             m = scaled(ctx, h, fz.r_ffn[il], L.ffn_norm);
         }
-        if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, L.gate, L.b_gate, L.s_gate, m, opt)), "gate_act", il);
-        ggml_tensor * u = proj_ffn(ctx, L.up, L.b_up, L.s_up, m, opt);
+        const Projection pg = gate_up(ctx, spec, L, 0), pu = gate_up(ctx, spec, L, 1);
+        if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
+        ggml_tensor * u = proj_ffn(ctx, pu.w, pu.b, pu.s, m, opt);
         ggml_tensor * f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
         if (arch.post_norms) {
             if (opt.primal) fz.r_ffn_post[il] = rms(f, "r_ffn_post", il);
@@ -198,16 +243,18 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         ggml_tensor * z = arch.post_norms ? scaled(ctx, dh, fz.r_ffn_post[il], L.ffn_post_norm) : dh;
         if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
         ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
-        if (L.s_up) t = ggml_mul(ctx, t, L.s_up);
-        ggml_tensor * dm = matmul_t(ctx, L.up, t);
+        const Projection pu = gate_up(ctx, spec, L, 1);
+        if (pu.s) t = ggml_mul(ctx, t, pu.s);
+        ggml_tensor * dm = matmul_t(ctx, pu.w, t);
         if (arch.pre_norms) dm = scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm);
         dh = ggml_add(ctx, dh, dm);
         // attention: attn = post(s_o·Wo(P · s_v·Wv(a))), a = pre(h)
         z = arch.post_norms ? scaled(ctx, dh, fz.r_attn_post[il], L.attn_post_norm) : dh;
         if (L.so) z = ggml_mul(ctx, z, L.so);
         ggml_tensor * dv = attend_t(ctx, matmul_t(ctx, L.wo, z), fz.probs[il], hd, H, Hkv);
-        if (L.sv && arch.qkv_bias_scale) dv = ggml_mul(ctx, dv, L.sv);
-        ggml_tensor * da = matmul_t(ctx, L.wv, dv);
+        const Projection pv = qkv(ctx, spec, L, 2);
+        if (pv.s) dv = ggml_mul(ctx, dv, pv.s);
+        ggml_tensor * da = matmul_t(ctx, pv.w, dv);
         if (arch.pre_norms) da = scaled(ctx, da, fz.r_attn[il], L.attn_norm);
         dh = ggml_add(ctx, dh, da);
     }

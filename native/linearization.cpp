@@ -458,15 +458,15 @@ Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
 class LinearizeWorker : public PromiseWorker {
   public:
     LinearizeWorker(Napi::Env env, const Napi::Object & model_obj, std::unique_ptr<LinState> s, std::vector<float> embeddings,
-                    int threads, size_t budget)
+                    int threads, size_t budget, uint32_t n_ctx)
         : PromiseWorker(env), model_obj_(Napi::Persistent(model_obj)), use_(NativeModel::Unwrap(model_obj), model_obj),
-          s_(std::move(s)), embeddings_(std::move(embeddings)), threads_(threads), budget_(budget) {}
+          s_(std::move(s)), embeddings_(std::move(embeddings)), threads_(threads), budget_(budget), n_ctx_(n_ctx) {}
 
     void Execute() override {
         LogCapture log;
         try {
             LinState & s = *s_;
-            s.spec = resolve_model(s.model);
+            s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
             s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas);
             // Batch width from the memory budget: a column costs about its activations in
@@ -496,6 +496,7 @@ class LinearizeWorker : public PromiseWorker {
     std::vector<float> embeddings_;
     int threads_;
     size_t budget_;
+    uint32_t n_ctx_;
 };
 
 // linearize(model, tokens: Int32Array | null, embeddings: Float32Array | null,
@@ -534,7 +535,11 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     }
     int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
     size_t budget = (size_t) get_number(opts, "batchMemoryBytes", 512.0 * 1024 * 1024);
-    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget);
+    // The context size llama.cpp would run with (phi3 picks its rope factors by it); default: the prompt.
+    const double ctx_opt = get_number(opts, "contextSize", 0);
+    if (ctx_opt != 0 && ctx_opt < s->n) throw Napi::RangeError::New(env, "contextSize is smaller than the prompt");
+    const uint32_t n_ctx = ctx_opt > 0 ? (uint32_t) ctx_opt : (uint32_t) s->n;
+    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget, n_ctx);
     w->Queue();
     return w->Promise();
 }

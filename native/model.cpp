@@ -102,7 +102,7 @@ Napi::Value NativeModel::GraphSupport(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto o = Napi::Object::New(env);
     try {
-        ModelSpec s = resolve_model(get(env));
+        ModelSpec s = resolve_model(get(env), (uint32_t) llama_model_n_ctx_train(get(env)));
         o.Set("ok", true);
         o.Set("affine", s.affine);
         auto ignored = Napi::Array::New(env);

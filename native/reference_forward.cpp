@@ -30,9 +30,9 @@ bool records_layer_inputs(const llama_model * m) { return k_layer_input_archs.co
 class ReferenceForwardWorker : public PromiseWorker {
   public:
     ReferenceForwardWorker(Napi::Env env, NativeModel * nm, const Napi::Object & obj, llama_model * model,
-                           std::vector<llama_token> tokens, bool layer_inputs, int threads)
+                           std::vector<llama_token> tokens, bool layer_inputs, int threads, uint32_t n_ctx)
         : PromiseWorker(env), use_(nm, obj), model_(model), tokens_(std::move(tokens)),
-          layer_inputs_(layer_inputs), threads_(threads) {}
+          layer_inputs_(layer_inputs), threads_(threads), n_ctx_(n_ctx) {}
 
     void Execute() override {
         LogCapture log;
@@ -42,7 +42,7 @@ class ReferenceForwardWorker : public PromiseWorker {
         n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_));
 
         llama_context_params cp = llama_context_default_params();
-        cp.n_ctx = (uint32_t) n;
+        cp.n_ctx = (uint32_t) std::max<int64_t>(n, n_ctx_);
         cp.n_batch = (uint32_t) n;
         cp.n_ubatch = (uint32_t) n;
         cp.n_seq_max = 1;
@@ -144,6 +144,7 @@ class ReferenceForwardWorker : public PromiseWorker {
     std::vector<llama_token> tokens_;
     bool layer_inputs_;
     int threads_;
+    uint32_t n_ctx_;
     int32_t n_embd_ = 0, n_vocab_ = 0;
     std::vector<float> hidden_, logits_;
     std::vector<std::vector<float>> layers_;
@@ -176,7 +177,11 @@ Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
     bool layer_inputs = get_bool(opts, "layerInputs", true);
     int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
     if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");
-    auto * w = new ReferenceForwardWorker(env, this, Value(), m, std::move(tokens), layer_inputs, threads);
+    const double ctx_opt = get_number(opts, "contextSize", 0);
+    if (ctx_opt != 0 && (ctx_opt < (double) tokens.size() || ctx_opt > n_ctx_train)) {
+        throw Napi::RangeError::New(env, "contextSize must lie between the prompt length and the model's context");
+    }
+    auto * w = new ReferenceForwardWorker(env, this, Value(), m, std::move(tokens), layer_inputs, threads, (uint32_t) ctx_opt);
     w->Queue();
     return w->Promise();
 }

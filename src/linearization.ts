@@ -12,6 +12,12 @@ export interface LinearizeOptions {
   batchMemoryBytes?: number;
   /** Run the large products on ggml's OpenBLAS backend when it was built (default true). */
   blas?: boolean;
+  /**
+   * The context size llama.cpp would run the model with (default: the prompt length). It is
+   * part of the network for Phi-3/Phi-4, whose long or short rope factors llama.cpp picks by
+   * whether the context (padded to 256) exceeds rope.scaling.original_context_length.
+   */
+  contextSize?: number;
   signal?: AbortSignal;
 }
 

@@ -32,9 +32,11 @@ export interface TokenizeOptions {
 }
 
 export interface ReferenceForwardOptions {
-  /** Also return llama.cpp's per-layer inputs (default true, where the architecture records them). */
+  /** Also return llama.cpp's per-layer inputs (default true). */
   layerInputs?: boolean;
   threads?: number;
+  /** Context size of llama.cpp's context (default: the prompt length); see LinearizeOptions.contextSize. */
+  contextSize?: number;
   signal?: AbortSignal;
 }
 
@@ -181,6 +183,7 @@ export class Model {
     const r = await this.#track(native.referenceForward(Int32Array.from(tokens), {
       layerInputs: options.layerInputs ?? true,
       threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
+      contextSize: options.contextSize,
     }));
     options.signal?.throwIfAborted();
     const d = this.hparams.nEmbd;
@@ -224,6 +227,7 @@ export class Model {
       exact: precision === "exact",
       batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
       blas: options.blas ?? true,
+      contextSize: options.contextSize,
     }).catch((e: Error) => {
       throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
     }));

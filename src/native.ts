@@ -54,7 +54,7 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): string;
   tokenPieces(tokens: Int32Array): string[];
-  referenceForward(tokens: Int32Array, options: { layerInputs?: boolean; threads?: number }): Promise<NativeForward>;
+  referenceForward(tokens: Int32Array, options: { layerInputs?: boolean; threads?: number; contextSize?: number }): Promise<NativeForward>;
   graphSupport(): { ok: boolean; affine?: boolean; reason?: string; ignored: string[] };
   dispose(): void;
 }
@@ -118,7 +118,7 @@ export interface NativeAddon {
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
-    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean }): Promise<NativeLinearization>;
+    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number }): Promise<NativeLinearization>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */

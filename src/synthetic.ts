@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2" | "phi3";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -28,6 +28,8 @@ interface ArchTensors {
   postNorms: boolean;
   /** "optional": output.weight may be absent (tied); "never": always tied; "required". */
   output: "optional" | "never" | "required";
+  /** phi3: fused [gate; up] in ffn_up, fused QKV, long/short rope factors. */
+  phi3?: boolean;
 }
 const ALL_BIASES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 const QKV_BIASES = ["attn_q", "attn_k", "attn_v"];
@@ -40,6 +42,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   gemma2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, output: "never" },
   gemma3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, qkNorm: "perHead" },
   olmo2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, preNorms: false, postNorms: true, qkNorm: "fullWidth", output: "required" },
+  phi3: { ...LLAMA_LIKE, biases: ["attn_qkv"], ropeFreqs: false, phi3: true },
 };
 
 export interface SyntheticSpec {
@@ -80,6 +83,12 @@ export interface SyntheticSpec {
   /** mistral3's per-position Q temperature (attention.temperature_scale) and its period. */
   attnTemperatureScale?: number;
   ropeOriginalContext?: number;
+  /** Rotated dims per head (partial rotary, phi3); default the head width. */
+  ropeDims?: number;
+  /** rope.scaling.attn_factor (phi3's long-rope magnitude scale). */
+  ropeAttnFactor?: number;
+  /** Mixture-of-experts FFNs (llama, Mixtral-style): expert count and experts used per token. */
+  experts?: { count: number; used: number };
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -130,7 +139,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     { key: `${a}.attention.key_length`, type: "u32", value: hd },
     { key: `${a}.attention.value_length`, type: "u32", value: hd },
     { key: `${a}.attention.layer_norm_rms_epsilon`, type: "f32", value: spec.normEps },
-    { key: `${a}.rope.dimension_count`, type: "u32", value: hd },
+    { key: `${a}.rope.dimension_count`, type: "u32", value: spec.ropeDims ?? hd },
     { key: `${a}.rope.freq_base`, type: "f32", value: spec.ropeFreqBase },
   ];
   const optional: Array<[string, "u32" | "f32", number | undefined]> = [
@@ -141,8 +150,13 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     ["final_logit_softcapping", "f32", spec.finalLogitSoftcap],
     ["attention.temperature_scale", "f32", spec.attnTemperatureScale],
     ["rope.scaling.original_context_length", "u32", spec.ropeOriginalContext],
+    ["rope.scaling.attn_factor", "f32", spec.ropeAttnFactor],
   ];
   for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
+  if (spec.experts) {
+    if (a !== "llama") throw new LljError("the generator writes experts for llama only");
+    kv.push({ key: `${a}.expert_count`, type: "u32", value: spec.experts.count }, { key: `${a}.expert_used_count`, type: "u32", value: spec.experts.used });
+  }
   // The tokenizer files are llama GGUFs: their own llama.* hyper-parameters must not leak in
   // (the vocabulary size is the tokenizer's, so llama.vocab_size goes too).
   const vocabKeys = a === "llama" ? ["vocab_size"] : ["block_count", "context_length", "embedding_length",
@@ -174,9 +188,15 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   if (spec.ropeFreqs) {
     tensors.push({ name: "rope_freqs.weight", shape: [hd / 2], init: { kind: "uniform", a: 1, b: 8, seed: seedOf("rope_freqs.weight") } });
   }
+  if (allowed.phi3) {  // both sets, different ranges, so that picking the wrong one shows
+    const nRot = spec.ropeDims ?? hd;
+    tensors.push({ name: "rope_factors_long.weight", shape: [nRot / 2], init: { kind: "uniform", a: 4, b: 16, seed: seedOf("rope_factors_long.weight") } });
+    tensors.push({ name: "rope_factors_short.weight", shape: [nRot / 2], init: { kind: "uniform", a: 1, b: 2, seed: seedOf("rope_factors_short.weight") } });
+  }
+  const fusedQkv = spec.fusedQkv || allowed.phi3;
   for (let l = 0; l < nLayer; l++) {
     if (allowed.preNorms) norm(`blk.${l}.attn_norm.weight`);
-    if (spec.fusedQkv) {
+    if (fusedQkv) {
       proj(`blk.${l}.attn_qkv`, d, (nHead + 2 * nHeadKv) * hd);
     } else {
       proj(`blk.${l}.attn_q`, d, nHead * hd);
@@ -191,8 +211,21 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     }
     if (allowed.postNorms) norm(`blk.${l}.post_attention_norm.weight`);
     if (allowed.preNorms) norm(`blk.${l}.ffn_norm.weight`);
-    proj(`blk.${l}.ffn_gate`, d, nFf);
-    proj(`blk.${l}.ffn_up`, d, nFf);
+    if (spec.experts) {
+      const e = spec.experts.count;
+      matrix(`blk.${l}.ffn_gate_inp.weight`, d, e);
+      for (const [name, fanIn, fanOut] of [["ffn_gate_exps", d, nFf], ["ffn_up_exps", d, nFf], ["ffn_down_exps", nFf, d]] as const) {
+        const n = `blk.${l}.${name}.weight`;
+        tensors.push({ name: n, shape: [fanIn, fanOut, e], init: { kind: "normal", a: 0, b: 1 / Math.sqrt(fanIn), seed: seedOf(n) } });
+      }
+      continue;
+    }
+    if (allowed.phi3) {
+      proj(`blk.${l}.ffn_up`, d, 2 * nFf);  // [gate; up]
+    } else {
+      proj(`blk.${l}.ffn_gate`, d, nFf);
+      proj(`blk.${l}.ffn_up`, d, nFf);
+    }
     proj(`blk.${l}.ffn_down`, nFf, d);
     if (allowed.postNorms) norm(`blk.${l}.post_ffw_norm.weight`);
   }

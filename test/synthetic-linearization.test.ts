@@ -4,6 +4,9 @@ import { loadModel, syntheticModel, dequantizedSyntheticModel, TINY_LLAMA,
   type SyntheticSpec, type QuantType } from "../src/index.js";
 import { relErr, randn, norm, adjointError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
 
+const PHI3: SyntheticSpec = { ...TINY_LLAMA, architecture: "phi3", vocab: "phi-3", seed: 61, ropeDims: 48, ropeOriginalContext: 256,
+  ropeAttnFactor: 1.2, contextLength: 1024, biases: true, scales: true };
+
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog. " +
   "One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. The dog ran after it and " +
   "they played all day long until the sun went down.";
@@ -26,13 +29,14 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["olmo2 (no pre-norms, full-width Q/K norm, SWA layers)", { ...TINY_LLAMA, architecture: "olmo2", seed: 55, nLayer: 4, slidingWindow: 16 }],
   ];
   variants.push(
+    ["phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", PHI3],
     ["mistral3 (Q temperature, biases, rope factors)",
       { ...TINY_LLAMA, architecture: "mistral3", seed: 51, attnTemperatureScale: 0.3, ropeOriginalContext: 8, ropeFreqs: true, biases: true }],
     ...swa);
   const swaNames = new Set(swa.map(([n]) => n));
   const types: QuantType[] = ["F32", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
   const allTypes = new Set(["llama GQA, untied", "llama biases, scales, rope factors"]);
-  const someTypes = new Set(["qwen3 (Q/K norm), head dim 128", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
+  const someTypes = new Set(["qwen3 (Q/K norm), head dim 128", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
     ...swaNames]);
   const cases = variants.flatMap(([name, spec]) => types.map((t) => [name, t, spec] as const))
     .filter(([name, t]) => t === "F32" || allTypes.has(name) || (someTypes.has(name) && (t === "Q8_0" || t === "Q4_K_M")));
@@ -106,7 +110,7 @@ test("fast precision uses llama.cpp's quantized kernels and reports the error it
   }
 });
 
-test("tensors llama.cpp loads but never applies are ignored and listed; ones it applies but we do not are refused by name", async () => {
+test("tensors llama.cpp loads but never applies are ignored and listed", async () => {
   const withInputScales = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 31, inputScales: true }, "F32"), gpu: false });
   try {
     const lin = await withInputScales.linearize(PROMPT);
@@ -117,16 +121,31 @@ test("tensors llama.cpp loads but never applies are ignored and listed; ones it 
   } finally {
     await withInputScales.dispose();
   }
-  const fused = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 32, fusedQkv: true }, "F32"), gpu: false });
+});
+
+test("a fused QKV projection in a llama file is split exactly as llama.cpp splits it", async () => {
+  const fused = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 32, fusedQkv: true, biases: true }, "F32"), gpu: false });
   try {
-    // llama.cpp itself runs it...
-    expect((await fused.referenceForward(PROMPT)).topToken).toBeGreaterThanOrEqual(0);
-    // ...our graph does not implement the fused projection yet: refused, naming the tensor.
-    expect(fused.linearizability.ok).toBe(false);
-    expect(fused.linearizability.reason).toMatch(/attn_qkv\.weight/);
-    await expect(fused.linearize(PROMPT)).rejects.toThrow(/tensor 'blk\.0\.attn_qkv\.weight' is not applied by llj-gguf's llama graph/);
+    const lin = await fused.linearize(PROMPT);
+    expect(relErr(lin.hidden, (await fused.referenceForward(PROMPT)).hidden)).toBeLessThan(1e-5);
+    expect((await lin.reconstruction()).relativeError).toBeLessThan(1e-5);
+    expect(await adjointError(lin)).toBeLessThan(1e-5);
   } finally {
     await fused.dispose();
+  }
+});
+
+test("what llama.cpp's graph applies but ours does not is refused, naming it", async () => {
+  const moe = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 1, seed: 33, experts: { count: 4, used: 2 } }, "F32"), gpu: false });
+  try {
+    // llama.cpp itself runs it...
+    expect((await moe.referenceForward(PROMPT)).topToken).toBeGreaterThanOrEqual(0);
+    // ...our graph does not implement routed experts yet: refused, naming the key.
+    expect(moe.linearizability.ok).toBe(false);
+    expect(moe.linearizability.reason).toMatch(/mixture-of-experts layers \(expert_count 4\)/);
+    await expect(moe.linearize(PROMPT)).rejects.toThrow(/mixture-of-experts layers \(expert_count 4\) are not supported yet/);
+  } finally {
+    await moe.dispose();
   }
 });
 
@@ -143,6 +162,25 @@ test("a final logit softcap acts on the logits only: both are reported, y stays 
     expect(relErr(lin.logits, raw.map((z) => 30 * Math.tanh(z / 30)))).toBeLessThan(1e-5);
     expect(relErr(lin.logits, (await model.referenceForward(PROMPT)).logits)).toBeLessThan(1e-5);
     expect((await lin.reconstruction()).relativeError).toBeLessThan(1e-5);
+  } finally {
+    await model.dispose();
+  }
+});
+
+test("phi3's rope factors follow the context size, as llama.cpp picks them", async () => {
+  const model = await loadModel({ modelPath: await syntheticModel(PHI3, "F32"), gpu: false });
+  try {
+    const prompt = model.tokenize(PROMPT);
+    // ≤ 256 (rope.scaling.original_context_length): short factors; 512: long factors
+    const [short, long] = [await model.linearize(prompt), await model.linearize(prompt, { contextSize: 512 })];
+    const [refShort, refLong] = [await model.referenceForward(prompt), await model.referenceForward(prompt, { contextSize: 512 })];
+    expect(relErr(short.hidden, refShort.hidden)).toBeLessThan(1e-5);
+    expect(relErr(long.hidden, refLong.hidden)).toBeLessThan(1e-5);
+    expect(relErr(long.hidden, short.hidden)).toBeGreaterThan(1e-3);
+    expect((await long.reconstruction()).relativeError).toBeLessThan(1e-5);
+    // the fused FFN's scales are loaded by llama.cpp but not applied by its phi3 graph
+    expect(model.linearizability.ignoredTensors).toContain("blk.0.ffn_up.scale");
+    await expect(model.linearize(prompt, { contextSize: 3 })).rejects.toThrow(/contextSize is smaller than the prompt/);
   } finally {
     await model.dispose();
   }
