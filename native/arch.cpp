@@ -3,6 +3,7 @@
 
 #include "llama-model.h"  // llama_model::hparams: the values llama.cpp's graph uses
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <regex>
@@ -55,6 +56,8 @@ const ArchSpec * find_arch(const std::string & name) {
         llama.kq_scale_from_file = true;
         llama.ffn_bias = true;
         llama.ffn_scale = true;
+        llama.moe = true;       // Mixtral-style files
+        llama.longrope = true;  // rope_factors_long/short when the file says longrope
         v.push_back(llama);
         ArchSpec mistral3 = llama;  // Ministral 3: llama plus an optional per-position Q temperature
         mistral3.name = "mistral3";
@@ -69,6 +72,10 @@ const ArchSpec * find_arch(const std::string & name) {
         qwen3.qk_norm = QkNorm::PerHead;
         qwen3.ffn_scale = true;
         v.push_back(qwen3);
+        ArchSpec qwen3moe = qwen3;  // Qwen 3 MoE: qwen3 attention, routed experts in every layer
+        qwen3moe.name = "qwen3moe";
+        qwen3moe.moe = true;
+        v.push_back(qwen3moe);
         ArchSpec gemma3;  // Gemma 3 (text): sqrt(d) input scale, Q/K norm, post-norms, GELU gate, SWA
         gemma3.name = "gemma3";
         gemma3.embd_scale_sqrt_d = true;
@@ -165,7 +172,16 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     if (global_rope.n_rot != s.head_dim && !s.arch.partial_rotary) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
     if (hp.f_clamp_kqv > 0.0f) throw std::runtime_error("attention.clamp_kqv (a nonlinear clamp on Q/K/V) is not supported yet");
     if (hp.use_kq_norm) throw std::runtime_error("Q/K L2 norm (use_kq_norm) is not supported yet");
-    if (hp.n_expert > 0) throw std::runtime_error("mixture-of-experts layers (expert_count " + std::to_string(hp.n_expert) + ") are not supported yet");
+    if (hp.n_expert > 0) {
+        if (!s.arch.moe) throw std::runtime_error("mixture-of-experts layers (expert_count " + std::to_string(hp.n_expert) + ") are not supported for " + arch_name);
+        if (hp.n_expert_groups > 1) throw std::runtime_error("grouped expert selection (expert_group_count) is not supported");
+        for (int il = 0; il < s.n_layer; ++il) {
+            if (hp.swiglu_clamp_exp[(size_t) il] > 1e-6f) throw std::runtime_error("clamped expert SwiGLU (swiglu_clamp_exp) is not supported");
+        }
+        s.n_expert = (int) hp.n_expert;
+        s.n_expert_used = (int) hp.n_expert_used(0);
+        s.expert_weights_scale = hp.expert_weights_scale;
+    }
     if (hp.attn_soft_cap && !s.arch.attn_softcap) throw std::runtime_error("attention logit softcapping is not supported for " + arch_name);
     if (hp.f_max_alibi_bias != 0.0f) throw std::runtime_error("ALiBi (attention.max_alibi_bias) is not supported");
     if (hp.swa_type != LLAMA_SWA_TYPE_NONE) {
@@ -214,6 +230,16 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     if (s.arch.fused_gate_up) {
         roles.erase("ffn_gate.weight");
         roles["ffn_up.weight"] = &LayerWeights::up_gate;
+    }
+    if (s.n_expert > 0) {
+        for (const char * r : {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) roles.erase(r);
+        roles["ffn_gate_inp.weight"] = &LayerWeights::gate_inp;
+        roles["ffn_gate_exps.weight"] = &LayerWeights::gate_exps;
+        roles["ffn_up_exps.weight"] = &LayerWeights::up_exps;
+        roles["ffn_down_exps.weight"] = &LayerWeights::down_exps;
+        roles["ffn_gate_exps.scale"] = &LayerWeights::s_gate_exps;
+        roles["ffn_up_exps.scale"] = &LayerWeights::s_up_exps;
+        roles["ffn_down_exps.scale"] = &LayerWeights::s_down_exps;
     }
     if (s.arch.post_norms) {
         roles["post_attention_norm.weight"] = &LayerWeights::attn_post_norm;
@@ -269,8 +295,12 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         const LayerWeights & L = s.layers[(size_t) il];
         LayerWeights & Lm = s.layers[(size_t) il];
         const bool has_qkv = L.wqkv ? !(L.wq || L.wk || L.wv) : (L.wq && L.wk && L.wv);
-        const bool has_ffn = L.up_gate ? !(L.gate || L.up) : (L.gate && L.up);
-        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !has_qkv || !L.wo || !has_ffn || !L.down) {
+        if (s.n_expert > 0 && L.up_exps && !L.gate_exps) {
+            throw std::runtime_error("layer " + std::to_string(il) + " has no ffn_gate_exps.weight: ungated experts (silu(up)) are not supported");
+        }
+        const bool has_ffn = s.n_expert > 0 ? (L.gate_inp && L.gate_exps && L.up_exps && L.down_exps)
+                                            : (L.up_gate ? !(L.gate || L.up) : (L.gate && L.up)) && L.down;
+        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !has_qkv || !L.wo || !has_ffn) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
         if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
@@ -279,6 +309,12 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         Lm.rope = layer_rope(model, s.arch, global_rope, Lm.swa);
         // Biases of Q, K and the gate act inside the frozen coefficients; the others add a constant.
         if (L.bv || L.bqkv || L.bo || L.b_up || L.b_down) s.affine = true;
+        if (s.n_expert > 0) {  // the experts' width as the loaded tensors have it (llama: n_ff; qwen3moe: n_ff_exp)
+            if (il == 0) s.n_ff_exp = (int) L.up_exps->ne[1];
+            const bool ok = L.up_exps->ne[1] == s.n_ff_exp && L.gate_exps->ne[1] == s.n_ff_exp && L.down_exps->ne[0] == s.n_ff_exp &&
+                            L.up_exps->ne[2] == s.n_expert && L.gate_inp->ne[1] == s.n_expert;
+            if (!ok) throw std::runtime_error("expert tensors of layer " + std::to_string(il) + " have unexpected shapes");
+        }
         if (L.up_gate && L.up_gate->ne[1] != 2 * s.n_ff) throw std::runtime_error("fused ffn_up of layer " + std::to_string(il) + " is not [gate; up]");
         if (L.wqkv && L.wqkv->ne[1] != (int64_t) (s.n_head + 2 * s.n_head_kv) * s.head_dim) throw std::runtime_error("fused attn_qkv of layer " + std::to_string(il) + " has an unexpected shape");
     }

@@ -32,6 +32,7 @@ struct ArchSpec {
     bool longrope = false;           // rope_factors_long/short chosen by the context size (phi3)
     bool fused_qkv = true;           // a fused attn_qkv.weight is accepted (olmo2's graph cannot)
     bool fused_gate_up = false;      // ffn_up holds [gate; up] (phi3: first n_ff rows are the gate)
+    bool moe = false;                // routed experts: softmax router, top-k, renormalized weights
     bool attn_temperature = false;   // Q times a per-position temperature (mistral3, llama4-style)
     bool attn_softcap = false;       // c·tanh(kq/c) before the softmax when the file asks (gemma2)
     bool sliding_window = false;     // per-layer sliding-window masks as hparams.is_swa(il) says
@@ -68,6 +69,9 @@ struct LayerWeights {
     ggml_tensor * rope_freqs = nullptr;
     ggml_tensor * q_norm = nullptr, * k_norm = nullptr;  // qk_norm architectures
     ggml_tensor * attn_post_norm = nullptr, * ffn_post_norm = nullptr;  // post_norms architectures
+    // routed experts (moe): router [d, E] and expert weights [in, out, E], per-expert scales [E]
+    ggml_tensor * gate_inp = nullptr, * gate_exps = nullptr, * up_exps = nullptr, * down_exps = nullptr;
+    ggml_tensor * s_gate_exps = nullptr, * s_up_exps = nullptr, * s_down_exps = nullptr;
     bool swa = false;   // this layer attends through a sliding window
     RopeParams rope;    // this layer's rope (sliding-window layers may differ)
 };
@@ -84,6 +88,8 @@ struct ModelSpec {
     int n_swa = 0;                      // sliding window (keys p0 with p1 - p0 >= n_swa are masked)
     float attn_temp_scale = 0.0f, attn_temp_offset = 0.0f;  // attn_temperature: 0 = off
     int attn_temp_floor = 0;
+    int n_expert = 0, n_expert_used = 0, n_ff_exp = 0;  // moe
+    float expert_weights_scale = 0.0f;                  // moe: 0 or 1 = none
     ggml_tensor * tok_embd = nullptr;
     ggml_tensor * output_norm = nullptr;
     ggml_tensor * output = nullptr;  // token_embd when tied

@@ -1,5 +1,6 @@
 #include "graphs.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace llj {
@@ -162,6 +163,74 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
     return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, 0.0f);
 }
 
+// Σ_k coef_k · down_k(G_k ⊙ up_k(m)) over the k chosen experts of each position, for
+// m [d, n, B]: the routed FFN with routing, weights and gate activations frozen. ids holds
+// the experts of each of the n·B columns.
+static ggml_tensor * experts_forward(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m,
+                                     ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact) {
+    const int64_t d = m->ne[0], n = m->ne[1], B = m->ne[2], k = spec.n_expert_used, ff = spec.n_ff_exp;
+    if (!ggml_is_contiguous(m)) m = ggml_cont(ctx, m);
+    ggml_tensor * up = ggml_mul_mat_id(ctx, weight_f32(ctx, L.up_exps, exact), ggml_reshape_3d(ctx, m, d, 1, n * B), ids);  // [ff, k, n·B]
+    ggml_tensor * t = ggml_mul(ctx, ggml_reshape_4d(ctx, up, ff, k, n, B), G);
+    ggml_tensor * down = ggml_mul_mat_id(ctx, weight_f32(ctx, L.down_exps, exact), ggml_reshape_3d(ctx, t, ff, k, n * B), ids);  // [d, k, n·B]
+    down = ggml_mul(ctx, ggml_reshape_4d(ctx, down, d, k, n, B), coef);
+    ggml_tensor * out = nullptr;
+    for (int64_t j = 0; j < k; ++j) {  // in llama.cpp's order
+        ggml_tensor * part = ggml_view_3d(ctx, down, d, n, B, down->nb[2], down->nb[3], (size_t) j * down->nb[1]);
+        out = out ? ggml_add(ctx, out, part) : ggml_cont(ctx, part);
+    }
+    return out;
+}
+
+// Its transpose, for the cotangent dd [d, n, B].
+static ggml_tensor * experts_transpose(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * dd,
+                                       ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef) {
+    const int64_t d = dd->ne[0], n = dd->ne[1], B = dd->ne[2], k = spec.n_expert_used, ff = spec.n_ff_exp;
+    ggml_tensor * z = ggml_repeat_4d(ctx, ggml_reshape_4d(ctx, dd, d, 1, n, B), d, k, n, B);
+    z = ggml_mul(ctx, z, coef);
+    ggml_tensor * down_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.down_exps, true)));  // [d, ff, E]
+    ggml_tensor * t = ggml_mul_mat_id(ctx, down_t, ggml_reshape_3d(ctx, z, d, k, n * B), ids);        // [ff, k, n·B]
+    t = ggml_mul(ctx, ggml_reshape_4d(ctx, t, ff, k, n, B), G);
+    ggml_tensor * up_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.up_exps, true)));      // [ff, d, E]
+    ggml_tensor * dm = ggml_mul_mat_id(ctx, up_t, ggml_reshape_3d(ctx, t, ff, k, n * B), ids);        // [d, k, n·B]
+    dm = ggml_reshape_4d(ctx, dm, d, k, n, B);
+    ggml_tensor * out = nullptr;
+    for (int64_t j = 0; j < k; ++j) {
+        ggml_tensor * part = ggml_view_3d(ctx, dm, d, n, B, dm->nb[2], dm->nb[3], (size_t) j * dm->nb[1]);
+        out = out ? ggml_add(ctx, out, part) : ggml_cont(ctx, part);
+    }
+    return out;
+}
+
+// The router of a moe layer (primal only), as llama.cpp's build_moe_ffn computes it for
+// llama and qwen3moe: softmax over all experts, top-k, weights renormalized (sum clamped at
+// 6.1e-5), optional weight scale. Returns the chosen ids [k, n], the frozen gate
+// activations [ff, k, n] and the coefficients [1, k, n] (weights × up and down scales).
+struct Routing {
+    ggml_tensor * ids, * G, * coef;
+};
+static Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt) {
+    const int64_t d = m->ne[0], n = m->ne[1], E = spec.n_expert, k = spec.n_expert_used;
+    ggml_tensor * m2 = ggml_reshape_2d(ctx, m, d, n);
+    ggml_tensor * probs = ggml_soft_max(ctx, ggml_mul_mat(ctx, weight_f32(ctx, L.gate_inp, opt.exact), m2));  // [E, n]
+    ggml_tensor * ids = ggml_cont(ctx, ggml_argsort_top_k(ctx, probs, (int) k));                               // [k, n]
+    ggml_tensor * w = ggml_get_rows(ctx, ggml_reshape_3d(ctx, probs, 1, E, n), ids);                          // [1, k, n]
+    ggml_tensor * w2 = ggml_reshape_2d(ctx, w, k, n);
+    w2 = ggml_div(ctx, w2, ggml_clamp(ctx, ggml_sum_rows(ctx, w2), 6.103515625e-5f, INFINITY));
+    w = ggml_reshape_3d(ctx, w2, 1, k, n);
+    if (spec.expert_weights_scale != 0.0f && spec.expert_weights_scale != 1.0f) w = ggml_scale(ctx, w, spec.expert_weights_scale);
+    auto expert_scale = [&](ggml_tensor * s) {  // per-expert scalar [E] → [1, k, n] for the chosen experts
+        return ggml_get_rows(ctx, ggml_repeat_4d(ctx, ggml_reshape_3d(ctx, s, 1, E, 1), 1, E, n, 1), ids);
+    };
+    ggml_tensor * m3 = ggml_reshape_3d(ctx, m2, d, 1, n);
+    ggml_tensor * gate = ggml_mul_mat_id(ctx, weight_f32(ctx, L.gate_exps, opt.exact), m3, ids);  // [ff, k, n]
+    if (L.s_gate_exps) gate = ggml_mul(ctx, gate, expert_scale(L.s_gate_exps));
+    ggml_tensor * coef = w;
+    if (L.s_up_exps) coef = ggml_mul(ctx, coef, expert_scale(L.s_up_exps));
+    if (L.s_down_exps) coef = ggml_mul(ctx, coef, expert_scale(L.s_down_exps));
+    return {ids, ggml_silu(ctx, gate), coef};
+}
+
 static ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g) {
     return arch.gate_act == GateAct::GeluTanh ? ggml_gelu(ctx, g) : ggml_silu(ctx, g);
 }
@@ -179,7 +248,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     if (opt.primal) {
         const size_t L = (size_t) spec.n_layer;
         fz = FrozenTensors{};
-        for (auto * v : {&fz.r_attn, &fz.probs, &fz.r_attn_post, &fz.r_ffn, &fz.gate_act, &fz.r_ffn_post}) v->assign(L, nullptr);
+        for (auto * v : {&fz.r_attn, &fz.probs, &fz.r_attn_post, &fz.r_ffn, &fz.gate_act, &fz.r_ffn_post, &fz.moe_ids, &fz.moe_coef}) v->assign(L, nullptr);
     }
     auto freeze = [&](ggml_tensor * t, const char * name, int il) {
         ggml_format_name(t, "%s-%d", name, il);
@@ -218,10 +287,22 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             if (opt.primal) fz.r_ffn[il] = rms(h, "r_ffn", il);
             m = scaled(ctx, h, fz.r_ffn[il], L.ffn_norm);
         }
-        const Projection pg = gate_up(ctx, spec, L, 0), pu = gate_up(ctx, spec, L, 1);
-        if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
-        ggml_tensor * u = proj_ffn(ctx, pu.w, pu.b, pu.s, m, opt);
-        ggml_tensor * f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
+        ggml_tensor * f;
+        if (spec.n_expert > 0) {
+            if (opt.primal) {
+                Routing r = route(ctx, spec, L, m, opt);
+                fz.moe_ids[il] = freeze(r.ids, "moe_ids", il);
+                fz.gate_act[il] = freeze(r.G, "gate_act", il);
+                fz.moe_coef[il] = freeze(r.coef, "moe_coef", il);
+            }
+            ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
+            f = experts_forward(ctx, spec, L, m, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
+        } else {
+            const Projection pg = gate_up(ctx, spec, L, 0), pu = gate_up(ctx, spec, L, 1);
+            if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
+            ggml_tensor * u = proj_ffn(ctx, pu.w, pu.b, pu.s, m, opt);
+            f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
+        }
         if (arch.post_norms) {
             if (opt.primal) fz.r_ffn_post[il] = rms(f, "r_ffn_post", il);
             f = scaled(ctx, f, fz.r_ffn_post[il], L.ffn_post_norm);
@@ -232,7 +313,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     return scaled(ctx, h, fz.r_out, spec.output_norm);
 }
 
-ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, ggml_tensor * u, bool exact) {
+ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, const GraphInputs & in,
+                              ggml_tensor * u, bool exact) {
     (void) exact;  // transposed products always use F32 weights (no transposed quantized kernel)
     const ArchSpec & arch = spec.arch;
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
@@ -241,11 +323,16 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         const LayerWeights & L = spec.layers[(size_t) il];
         // FFN: f = post(s_down·Wd(G ⊙ s_up·Wu(m))), m = pre(h)
         ggml_tensor * z = arch.post_norms ? scaled(ctx, dh, fz.r_ffn_post[il], L.ffn_post_norm) : dh;
-        if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
-        ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
-        const Projection pu = gate_up(ctx, spec, L, 1);
-        if (pu.s) t = ggml_mul(ctx, t, pu.s);
-        ggml_tensor * dm = matmul_t(ctx, pu.w, t);
+        ggml_tensor * dm;
+        if (spec.n_expert > 0) {
+            dm = experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
+        } else {
+            if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
+            ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
+            const Projection pu = gate_up(ctx, spec, L, 1);
+            if (pu.s) t = ggml_mul(ctx, t, pu.s);
+            dm = matmul_t(ctx, pu.w, t);
+        }
         if (arch.pre_norms) dm = scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm);
         dh = ggml_add(ctx, dh, dm);
         // attention: attn = post(s_o·Wo(P · s_v·Wv(a))), a = pre(h)

@@ -22,13 +22,16 @@ struct FrozenTensors {
     std::vector<ggml_tensor *> r_ffn;        // [1, n]     1/rms of the FFN-norm input
     std::vector<ggml_tensor *> gate_act;     // [n_ff, n]  act(gate(h)), the frozen gate factor
     std::vector<ggml_tensor *> r_ffn_post;   // [1, n]     1/rms of the FFN output (post-norm)
+    // routed experts (moe layers): gate_act is then [n_ff_exp, k, n] for the k chosen experts
+    std::vector<ggml_tensor *> moe_ids;      // [k, n] i32  the chosen experts of each position
+    std::vector<ggml_tensor *> moe_coef;     // [1, k, n]   router weight × the experts' up and down scales
     ggml_tensor * r_out = nullptr;           // [1, n]     1/rms before the output norm
 
     // Every frozen tensor, in a fixed order (for copying them as a set).
     std::vector<ggml_tensor **> all() {
         std::vector<ggml_tensor **> out;
         for (size_t l = 0; l < probs.size(); ++l) {
-            for (auto * v : {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post}) out.push_back(&(*v)[l]);
+            for (auto * v : {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef}) out.push_back(&(*v)[l]);
         }
         out.push_back(&r_out);
         return out;
@@ -41,6 +44,8 @@ struct GraphInputs {
     ggml_tensor * mask_swa = nullptr;    // [n, n] causal sliding-window mask (primal, SWA models)
     ggml_tensor * ones = nullptr;        // [1, n] of 1 (primal only, for 1/rms)
     ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal, when used)
+    // linear passes of moe models: each layer's chosen experts repeated for the B sequences, [k, n·B] i32
+    std::vector<ggml_tensor *> moe_ids_batch;
 };
 
 struct BuildOptions {
@@ -59,7 +64,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
 // u: cotangent on the output of the final norm at every position, [d, n, B].
 // Returns the cotangent on the input embeddings, [d, n, B].
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & frozen,
-                              ggml_tensor * u, bool exact);
+                              const GraphInputs & in, ggml_tensor * u, bool exact);
 
 // A weight ready for an F32 product: dequantized in the graph in exact mode (per layer,
 // never the whole model at once).

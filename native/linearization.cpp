@@ -39,6 +39,7 @@ struct LinState {
     // The frozen coefficients, kept in one host backend buffer for the life of the
     // linearization and read in place by every linear pass (no per-pass copies).
     FrozenTensors frozen;
+    std::vector<std::vector<int32_t>> moe_ids;  // host copy of the chosen experts [k·n] per moe layer
     ggml_context * frozen_ctx = nullptr;
     ggml_backend_buffer_t frozen_buf = nullptr;
 
@@ -47,7 +48,9 @@ struct LinState {
         if (frozen_ctx) ggml_free(frozen_ctx);
     }
 
-    size_t graph_size() const { return (size_t) (160 * spec.n_layer + 8 * spec.n_layer * (spec.n_head / spec.n_head_kv) + 512); }
+    size_t graph_size() const {
+        return (size_t) (200 * spec.n_layer + 8 * spec.n_layer * (spec.n_head / spec.n_head_kv + spec.n_expert_used) + 512);
+    }
 };
 
 static ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1) {
@@ -66,7 +69,9 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
     auto from = computed.all();
     FrozenTensors & f = s.frozen;
     f = FrozenTensors{};
-    for (auto * v : {&f.r_attn, &f.probs, &f.r_attn_post, &f.r_ffn, &f.gate_act, &f.r_ffn_post}) v->assign(computed.probs.size(), nullptr);
+    for (auto * v : {&f.r_attn, &f.probs, &f.r_attn_post, &f.r_ffn, &f.gate_act, &f.r_ffn_post, &f.moe_ids, &f.moe_coef}) {
+        v->assign(computed.probs.size(), nullptr);
+    }
     auto to = f.all();
     ggml_init_params p = {ggml_tensor_overhead() * from.size(), nullptr, true};
     s.frozen_ctx = ggml_init(p);
@@ -75,11 +80,37 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
     }
     s.frozen_buf = ggml_backend_alloc_ctx_tensors_from_buft(s.frozen_ctx, ggml_backend_cpu_buffer_type());
     if (!s.frozen_buf) throw std::runtime_error("cannot allocate memory for the frozen coefficients");
-    std::vector<float> tmp;
+    std::vector<char> tmp;
     for (size_t i = 0; i < from.size(); ++i) {
         if (!*from[i]) continue;
-        read_all(*from[i], tmp);
-        tensor_set(*to[i], tmp.data(), tmp.size() * sizeof(float));
+        tmp.resize(ggml_nbytes(*from[i]));
+        tensor_get(*from[i], tmp.data(), tmp.size());
+        tensor_set(*to[i], tmp.data(), tmp.size());
+    }
+    s.moe_ids.assign(computed.moe_ids.size(), {});
+    for (size_t l = 0; l < computed.moe_ids.size(); ++l) {
+        if (!computed.moe_ids[l]) continue;
+        s.moe_ids[l].resize((size_t) ggml_nelements(computed.moe_ids[l]));
+        tensor_get(computed.moe_ids[l], s.moe_ids[l].data(), s.moe_ids[l].size() * sizeof(int32_t));
+    }
+}
+
+// Inputs of a linear pass over B sequences: each moe layer's chosen experts, repeated per sequence.
+static GraphInputs linear_inputs(ggml_context * ctx, const LinState & s, int B) {
+    GraphInputs in;
+    if (s.spec.n_expert == 0) return in;
+    for (const auto & ids : s.moe_ids) {
+        in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) s.n * B));
+    }
+    return in;
+}
+static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B) {
+    for (size_t l = 0; l < in.moe_ids_batch.size(); ++l) {
+        if (!in.moe_ids_batch[l]) continue;
+        std::vector<int32_t> rep;
+        rep.reserve(s.moe_ids[l].size() * (size_t) B);
+        for (int b = 0; b < B; ++b) rep.insert(rep.end(), s.moe_ids[l].begin(), s.moe_ids[l].end());
+        tensor_set(in.moe_ids_batch[l], rep.data(), rep.size() * sizeof(int32_t));
     }
 }
 
@@ -180,13 +211,16 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
     BuildOptions opt;
     opt.bias = bias;
     opt.exact = s.exact;
-    GraphInputs in;
+    GraphInputs in = linear_inputs(ctx, s, B);
     ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
     if (!all_positions) y = ggml_cont(ctx, ggml_view_2d(ctx, y, d, B, y->nb[2], y->nb[1] * (n - 1)));
     ggml_set_output(y);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, y);
-    s.runner->compute(gf, [&] { tensor_set(x, v, (size_t) B * n * d * sizeof(float)); });
+    s.runner->compute(gf, [&] {
+        set_linear_inputs(in, s, B);
+        tensor_set(x, v, (size_t) B * n * d * sizeof(float));
+    });
     tensor_get(y, out, (size_t) B * (all_positions ? n : 1) * d * sizeof(float));
 }
 
@@ -196,11 +230,13 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, n, B);
-    ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, ut, s.exact);
+    GraphInputs in = linear_inputs(ctx, s, B);
+    ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, s.exact);
     ggml_set_output(dx);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
+        set_linear_inputs(in, s, B);
         if (all_positions) {
             tensor_set(ut, u, (size_t) B * n * d * sizeof(float));
         } else {

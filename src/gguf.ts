@@ -5,7 +5,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "gemma2", "gemma3", "olmo2", "phi3"] as const;
+export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3"] as const;
 export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface RopeParameters {

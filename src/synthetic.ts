@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "olmo2" | "phi3";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -39,6 +39,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   mistral3: LLAMA_LIKE,
   qwen2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false },
   qwen3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, qkNorm: "perHead" },
+  qwen3moe: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, qkNorm: "perHead" },
   gemma2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, output: "never" },
   gemma3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, qkNorm: "perHead" },
   olmo2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, preNorms: false, postNorms: true, qkNorm: "fullWidth", output: "required" },
@@ -88,7 +89,7 @@ export interface SyntheticSpec {
   /** rope.scaling.attn_factor (phi3's long-rope magnitude scale). */
   ropeAttnFactor?: number;
   /** Mixture-of-experts FFNs (llama, Mixtral-style): expert count and experts used per token. */
-  experts?: { count: number; used: number };
+  experts?: { count: number; used: number; /** default true; false writes no ffn_gate_exps */ gated?: boolean };
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -121,6 +122,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   const a = spec.architecture;
   const allowed = ARCH_TENSORS[a];
   if (!allowed) throw new LljError(`no synthetic generator for architecture "${a}"`);
+  if (a === "qwen3moe" && !spec.experts) throw new LljError("qwen3moe needs experts");
   if (spec.ropeFreqs && !allowed.ropeFreqs) throw new LljError(`llama.cpp's ${a} graph has no rope frequency factors`);
   const { nEmbd: d, nHead, nHeadKv, nFf, nLayer } = spec;
   const hd = spec.headDim ?? d / nHead;
@@ -154,8 +156,9 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   ];
   for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
   if (spec.experts) {
-    if (a !== "llama") throw new LljError("the generator writes experts for llama only");
+    if (a !== "llama" && a !== "qwen3moe") throw new LljError("the generator writes experts for llama and qwen3moe only");
     kv.push({ key: `${a}.expert_count`, type: "u32", value: spec.experts.count }, { key: `${a}.expert_used_count`, type: "u32", value: spec.experts.used });
+    if (a === "qwen3moe") kv.push({ key: `${a}.expert_feed_forward_length`, type: "u32", value: nFf });
   }
   // The tokenizer files are llama GGUFs: their own llama.* hyper-parameters must not leak in
   // (the vocabulary size is the tokenizer's, so llama.vocab_size goes too).
@@ -214,9 +217,11 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     if (spec.experts) {
       const e = spec.experts.count;
       matrix(`blk.${l}.ffn_gate_inp.weight`, d, e);
-      for (const [name, fanIn, fanOut] of [["ffn_gate_exps", d, nFf], ["ffn_up_exps", d, nFf], ["ffn_down_exps", nFf, d]] as const) {
-        const n = `blk.${l}.${name}.weight`;
-        tensors.push({ name: n, shape: [fanIn, fanOut, e], init: { kind: "normal", a: 0, b: 1 / Math.sqrt(fanIn), seed: seedOf(n) } });
+      const projections = [["ffn_gate_exps", d, nFf], ["ffn_up_exps", d, nFf], ["ffn_down_exps", nFf, d]] as const;
+      for (const [name, fanIn, fanOut] of projections.filter(([nm]) => spec.experts!.gated !== false || nm !== "ffn_gate_exps")) {
+        const n = `blk.${l}.${name}`;
+        tensors.push({ name: `${n}.weight`, shape: [fanIn, fanOut, e], init: { kind: "normal", a: 0, b: 1 / Math.sqrt(fanIn), seed: seedOf(n) } });
+        if (spec.scales) tensors.push({ name: `${n}.scale`, shape: [e], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${n}.scale`) } });
       }
       continue;
     }
