@@ -12,6 +12,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info);
 Napi::Function DefineLinearization(Napi::Env env);
 Napi::Value BenchGemm(const Napi::CallbackInfo & info);
 Napi::Value BenchForward(const Napi::CallbackInfo & info);
+Napi::Value Svd(const Napi::CallbackInfo & info);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -26,6 +27,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("NativeModel", llj::NativeModel::Define(env));
     exports.Set("NativeLinearization", llj::DefineLinearization(env));
     exports.Set("linearize", Napi::Function::New(env, llj::Linearize));
+    exports.Set("svd", Napi::Function::New(env, llj::Svd));
     exports.Set("benchGemm", Napi::Function::New(env, llj::BenchGemm));
     exports.Set("benchForward", Napi::Function::New(env, llj::BenchForward));
     return exports;

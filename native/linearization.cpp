@@ -261,6 +261,8 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
             InstanceMethod("vjp", &NativeLinearization::Vjp),
             InstanceMethod("jacobian", &NativeLinearization::Jacobian),
             InstanceMethod("forward", &NativeLinearization::Forward),
+            InstanceMethod("vocabProducts", &NativeLinearization::VocabProducts),
+            InstanceMethod("lmHeadRows", &NativeLinearization::LmHeadRows),
             InstanceMethod("dispose", &NativeLinearization::Dispose),
         });
         env.GetInstanceData<AddonData>()->linearization_ctor = Napi::Persistent(f);
@@ -297,6 +299,8 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
     Napi::Value Vjp(const Napi::CallbackInfo & info);
     Napi::Value Jacobian(const Napi::CallbackInfo & info);
     Napi::Value Forward(const Napi::CallbackInfo & info);
+    Napi::Value VocabProducts(const Napi::CallbackInfo & info);
+    Napi::Value LmHeadRows(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info) {
         release();
         return info.Env().Undefined();
@@ -483,6 +487,96 @@ Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
     if (e.size() != (size_t) s->n * s->d) throw Napi::RangeError::New(env, "embeddings must hold n·d values");
     auto fn = [e = std::move(e)](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
         run_primal(st, &e, false, out);
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
+    w->Queue();
+    return w->Promise();
+}
+
+// vocabProducts(vectors [B·d], B, kind: "lmHead" | "embedding") -> [B·V]: W_U v for each v, or
+// the cosine between v and every token's input embedding (for decoding singular vectors).
+Napi::Value NativeLinearization::VocabProducts(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::vector<float> v = float_array_arg(env, info[0], "vectors");
+    const int B = info[1].As<Napi::Number>().Int32Value();
+    const bool embedding = info[2].As<Napi::String>().Utf8Value() == "embedding";
+    if (B < 1 || v.size() != (size_t) B * s->d) throw Napi::RangeError::New(env, "vectors must hold B·d values");
+    auto fn = [v = std::move(v), B, embedding](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
+        const int d = st.d;
+        ggml_tensor * w_src = embedding ? st.spec.tok_embd : st.spec.output;
+        const int64_t V = w_src->ne[1];
+        ggml_context * ctx = st.runner->begin(64);
+        ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, B);
+        ggml_tensor * w = weight_f32(ctx, w_src, true);
+        ggml_tensor * y = ggml_mul_mat(ctx, w, x);  // [V, B]
+        ggml_tensor * norms = nullptr;
+        if (embedding) {
+            norms = ggml_sqrt(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, w)));  // [1, V]
+            ggml_set_output(norms);
+        }
+        ggml_set_output(y);
+        ggml_cgraph * gf = ggml_new_graph_custom(ctx, 64, false);
+        ggml_build_forward_expand(gf, y);
+        if (norms) ggml_build_forward_expand(gf, norms);
+        st.runner->compute(gf, [&] { tensor_set(x, v.data(), v.size() * sizeof(float)); });
+        out.resize((size_t) V * B);
+        tensor_get(y, out.data(), out.size() * sizeof(float));
+        if (embedding) {
+            std::vector<float> nr((size_t) V);
+            tensor_get(norms, nr.data(), nr.size() * sizeof(float));
+            for (int b = 0; b < B; ++b) {
+                double vn = 0;
+                for (int k = 0; k < d; ++k) vn += (double) v[(size_t) b * d + k] * v[(size_t) b * d + k];
+                vn = std::sqrt(vn);
+                for (int64_t t = 0; t < V; ++t) {
+                    const double den = vn * nr[(size_t) t];
+                    out[(size_t) b * V + t] = den > 0 ? (float) (out[(size_t) b * V + t] / den) : 0.0f;
+                }
+            }
+        }
+    };
+    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
+    w->Queue();
+    return w->Promise();
+}
+
+// lmHeadRows(tokens: Int32Array) -> Float32Array [k·(d + 1)]: for each token the LM head row
+// (times output.scale) and, last, its output bias (0 without one): logit_t = row·y + bias.
+Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+        throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+    }
+    auto ta = info[0].As<Napi::Int32Array>();
+    std::vector<int32_t> tokens(ta.Data(), ta.Data() + ta.ElementLength());
+    for (int32_t t : tokens) {
+        if (t < 0 || t >= s->spec.output->ne[1]) throw Napi::RangeError::New(env, "token id " + std::to_string(t) + " is outside the vocabulary");
+    }
+    if (tokens.empty()) throw Napi::RangeError::New(env, "no tokens");
+    auto fn = [tokens](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
+        const int d = st.d;
+        const int64_t k = (int64_t) tokens.size();
+        ggml_context * ctx = st.runner->begin(64);
+        ggml_tensor * ids = new_input(ctx, GGML_TYPE_I32, k);
+        ggml_tensor * rows = ggml_get_rows(ctx, st.spec.output, ids);  // dequantized [d, k]
+        if (st.spec.output_scale) rows = ggml_mul(ctx, rows, st.spec.output_scale);
+        ggml_tensor * bias = st.spec.output_bias ? ggml_get_rows(ctx, ggml_reshape_2d(ctx, st.spec.output_bias, 1, st.spec.output_bias->ne[0]), ids) : nullptr;
+        ggml_set_output(rows);
+        if (bias) ggml_set_output(bias);
+        ggml_cgraph * gf = ggml_new_graph_custom(ctx, 64, false);
+        ggml_build_forward_expand(gf, rows);
+        if (bias) ggml_build_forward_expand(gf, bias);
+        st.runner->compute(gf, [&] { tensor_set(ids, tokens.data(), tokens.size() * sizeof(int32_t)); });
+        std::vector<float> r((size_t) (k * d)), b((size_t) k, 0.0f);
+        tensor_get(rows, r.data(), r.size() * sizeof(float));
+        if (bias) tensor_get(bias, b.data(), b.size() * sizeof(float));
+        out.resize((size_t) (k * (d + 1)));
+        for (int64_t j = 0; j < k; ++j) {
+            std::copy(r.begin() + j * d, r.begin() + (j + 1) * d, out.begin() + j * (d + 1));
+            out[(size_t) (j * (d + 1) + d)] = b[(size_t) j];
+        }
     };
     auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
     w->Queue();

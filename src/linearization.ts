@@ -3,6 +3,7 @@
 // built on those products.
 import type { NativeLinearization } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
+import { svd, decodeOutput, decodeInput, attribution, type SvdOptions, type SingularTriplets, type DecodedToken, type Attribution } from "./analysis.js";
 
 export interface LinearizeOptions {
   /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
@@ -115,11 +116,15 @@ export class Linearization {
   #native: NativeLinearization | undefined;
   #pending = new Set<Promise<unknown>>();
   #onDispose: (() => void) | undefined;
+  #pieces: (ids: number[]) => string[];
+  #jacobian: Promise<Jacobian> | undefined;
+  #reconstruction: Promise<Reconstruction> | undefined;
 
   /** @internal created by Model.linearize() */
-  constructor(native: NativeLinearization, tokens: number[] | null, onDispose?: () => void) {
+  constructor(native: NativeLinearization, tokens: number[] | null, pieces: (ids: number[]) => string[], onDispose?: () => void) {
     this.#native = native;
     this.#onDispose = onDispose;
+    this.#pieces = pieces;
     const info = native.info();
     const p = native.primal();
     this.tokens = tokens;
@@ -243,6 +248,53 @@ export class Linearization {
     const reconstructed = new Float32Array(d);
     for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);
     return { reconstructed, output: this.output, ...errors(reconstructed, this.output), epsilon: eps };
+  }
+
+  /** The Jacobian, computed once and kept (n·d² floats). */
+  cachedJacobian(): Promise<Jacobian> {
+    this.#jacobian ??= this.jacobian();
+    return this.#jacobian;
+  }
+
+  /**
+   * Top-k singular triplets of the detached Jacobian of one input position (default the
+   * last) or of [J_1 … J_n], with left vectors pointing along y.
+   */
+  async svd(options: SvdOptions = {}): Promise<SingularTriplets> {
+    return svd({ nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
+      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction() }, options);
+  }
+
+  /**
+   * Tokens that vectors point to: output-space vectors [B × d] through the LM head (top of
+   * W_U·u), input-space vectors [B × d] by cosine similarity to the input embeddings.
+   */
+  async decode(vectors: Float32Array, options: { space: "output" | "input"; top?: number }): Promise<DecodedToken[][]> {
+    if (!isFloat32Array(vectors) || vectors.length === 0 || vectors.length % this.nEmbd !== 0) {
+      throw new LljError(`vectors must be a Float32Array of B·d values (d = ${this.nEmbd})`);
+    }
+    const native = this.#get();
+    const top = options.top ?? 10;
+    const p = options.space === "input" ? decodeInput(native, vectors, this.nEmbd, top, this.#pieces)
+      : decodeOutput(native, vectors, this.nEmbd, top, this.#pieces);
+    return this.#run(undefined, () => p);
+  }
+
+  /**
+   * Exact attribution of a token's logit (default the predicted one) to the input positions:
+   * the contributions W_U[t]·J_i x_i sum, with the bias terms, to the logit before any final softcap.
+   */
+  async attribution(options: { token?: number } = {}): Promise<Attribution> {
+    const token = options.token ?? this.predictedToken;
+    if (!Number.isInteger(token) || token < 0 || token >= this.logits.length) throw new LljError(`token must be an id in [0, ${this.logits.length})`);
+    const native = this.#get();
+    return attribution({ nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
+      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction() }, native, token, this.#pieces([token])[0]);
+  }
+
+  #cachedReconstruction(): Promise<Reconstruction> {
+    this.#reconstruction ??= this.reconstruction();
+    return this.#reconstruction;
   }
 
   async dispose(): Promise<void> {

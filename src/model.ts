@@ -231,7 +231,7 @@ export class Model {
     }).catch((e: Error) => {
       throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
     }));
-    const lin = new Linearization(native, tokens, () => this.#linearizations.delete(lin));
+    const lin = new Linearization(native, tokens, (ids) => this.tokenPieces(ids), () => this.#linearizations.delete(lin));
     this.#linearizations.add(lin);
     if (options.signal?.aborted) {
       await lin.dispose();

@@ -79,6 +79,8 @@ export interface NativeLinearization {
   vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
   jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
   forward(embeddings: Float32Array): Promise<Float32Array>;
+  vocabProducts(vectors: Float32Array, batch: number, kind: "lmHead" | "embedding"): Promise<Float32Array>;
+  lmHeadRows(tokens: Int32Array): Promise<Float32Array>;
   dispose(): void;
 }
 
@@ -119,6 +121,8 @@ export interface NativeAddon {
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
     options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number }): Promise<NativeLinearization>;
+  /** A = U diag(s) Vᵀ for A [m × n] row-major (one-sided Jacobi, double accumulation). */
+  svd(a: Float32Array, m: number, n: number): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number }>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */

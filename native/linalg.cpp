@@ -1,0 +1,129 @@
+// Dense linear algebra for the analyses, on worker threads: the SVD of a Jacobian block by
+// one-sided Jacobi rotations (Hestenes), accumulated in double. Exact to working precision,
+// O(sweeps · m · n²): the route for blocks up to a few thousand columns; larger problems go
+// through the matrix-free top-k route built on jvp/vjp.
+#include "common.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace llj {
+
+struct SvdResult {
+    std::vector<float> u;  // [m × r] row-major
+    std::vector<float> s;  // [r], descending
+    std::vector<float> v;  // [n × r] row-major
+};
+
+// SVD of A [m × n] row-major with m >= n: A = U diag(s) Vᵀ, r = n.
+static SvdResult jacobi_svd_tall(const std::vector<double> & a_in, int64_t m, int64_t n, int max_sweeps = 60) {
+    // Work on columns: W = A (column-major copy), V = I.
+    std::vector<double> w((size_t) (m * n)), v((size_t) (n * n), 0.0);
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) w[(size_t) (j * m + i)] = a_in[(size_t) (i * n + j)];
+    for (int64_t j = 0; j < n; ++j) v[(size_t) (j * n + j)] = 1.0;
+    const double eps = 1e-15;
+    for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+        double off = 0.0;
+        for (int64_t p = 0; p < n - 1; ++p) {
+            for (int64_t q = p + 1; q < n; ++q) {
+                double * wp = &w[(size_t) (p * m)], * wq = &w[(size_t) (q * m)];
+                double alpha = 0, beta = 0, gamma = 0;
+                for (int64_t i = 0; i < m; ++i) {
+                    alpha += wp[i] * wp[i];
+                    beta += wq[i] * wq[i];
+                    gamma += wp[i] * wq[i];
+                }
+                if (alpha == 0 || beta == 0) continue;
+                const double c0 = std::fabs(gamma) / std::sqrt(alpha * beta);
+                off = std::max(off, c0);
+                if (c0 < eps) continue;
+                const double zeta = (beta - alpha) / (2 * gamma);
+                const double t = (zeta >= 0 ? 1.0 : -1.0) / (std::fabs(zeta) + std::sqrt(1 + zeta * zeta));
+                const double c = 1 / std::sqrt(1 + t * t), s = c * t;
+                for (int64_t i = 0; i < m; ++i) {
+                    const double x = wp[i], y = wq[i];
+                    wp[i] = c * x - s * y;
+                    wq[i] = s * x + c * y;
+                }
+                double * vp = &v[(size_t) (p * n)], * vq = &v[(size_t) (q * n)];
+                for (int64_t i = 0; i < n; ++i) {
+                    const double x = vp[i], y = vq[i];
+                    vp[i] = c * x - s * y;
+                    vq[i] = s * x + c * y;
+                }
+            }
+        }
+        if (off < eps) break;
+    }
+    std::vector<double> sig((size_t) n);
+    for (int64_t j = 0; j < n; ++j) {
+        double s2 = 0;
+        for (int64_t i = 0; i < m; ++i) s2 += w[(size_t) (j * m + i)] * w[(size_t) (j * m + i)];
+        sig[(size_t) j] = std::sqrt(s2);
+    }
+    std::vector<int64_t> order((size_t) n);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sig[(size_t) a] > sig[(size_t) b]; });
+    SvdResult r;
+    r.u.assign((size_t) (m * n), 0.0f);
+    r.s.resize((size_t) n);
+    r.v.resize((size_t) (n * n));
+    for (int64_t k = 0; k < n; ++k) {
+        const int64_t j = order[(size_t) k];
+        const double sj = sig[(size_t) j];
+        r.s[(size_t) k] = (float) sj;
+        for (int64_t i = 0; i < m; ++i) r.u[(size_t) (i * n + k)] = sj > 0 ? (float) (w[(size_t) (j * m + i)] / sj) : 0.0f;
+        for (int64_t i = 0; i < n; ++i) r.v[(size_t) (i * n + k)] = (float) v[(size_t) (j * n + i)];
+    }
+    return r;
+}
+
+class SvdWorker : public PromiseWorker {
+  public:
+    SvdWorker(Napi::Env env, std::vector<double> a, int64_t m, int64_t n) : PromiseWorker(env), a_(std::move(a)), m_(m), n_(n) {}
+    void Execute() override {
+        if (m_ >= n_) {
+            r_ = jacobi_svd_tall(a_, m_, n_);
+        } else {  // A = U S Vᵀ  ⇔  Aᵀ = V S Uᵀ
+            std::vector<double> at((size_t) (m_ * n_));
+            for (int64_t i = 0; i < m_; ++i)
+                for (int64_t j = 0; j < n_; ++j) at[(size_t) (j * m_ + i)] = a_[(size_t) (i * n_ + j)];
+            SvdResult t = jacobi_svd_tall(at, n_, m_);
+            r_.u = std::move(t.v);
+            r_.v = std::move(t.u);
+            r_.s = std::move(t.s);
+        }
+    }
+    Napi::Value Result(Napi::Env env) override {
+        auto o = Napi::Object::New(env);
+        o.Set("u", to_float32_array(env, r_.u.data(), r_.u.size()));
+        o.Set("s", to_float32_array(env, r_.s.data(), r_.s.size()));
+        o.Set("v", to_float32_array(env, r_.v.data(), r_.v.size()));
+        o.Set("rank", Napi::Number::New(env, (double) r_.s.size()));
+        return o;
+    }
+  private:
+    std::vector<double> a_;
+    int64_t m_, n_;
+    SvdResult r_;
+};
+
+// svd(a: Float32Array [m·n] row-major, m, n) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n) }>
+Napi::Value Svd(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        throw Napi::TypeError::New(env, "svd expects a Float32Array");
+    }
+    auto arr = info[0].As<Napi::Float32Array>();
+    const int64_t m = info[1].As<Napi::Number>().Int64Value(), n = info[2].As<Napi::Number>().Int64Value();
+    if (m < 1 || n < 1 || (size_t) (m * n) != arr.ElementLength()) throw Napi::RangeError::New(env, "svd: the array must hold m·n values");
+    std::vector<double> a(arr.Data(), arr.Data() + arr.ElementLength());
+    for (double x : a) if (!std::isfinite(x)) throw Napi::RangeError::New(env, "svd: the matrix holds a non-finite value");
+    auto * w = new SvdWorker(env, std::move(a), m, n);
+    w->Queue();
+    return w->Promise();
+}
+
+}  // namespace llj

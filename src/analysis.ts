@@ -1,0 +1,154 @@
+// Analyses of the linear system, built only on the operator's products (jvp, vjp, the
+// Jacobian assembled from them) and the model's vocabulary matrices: the SVD of the detached
+// Jacobian, singular vectors decoded into tokens, exact token attribution.
+import { getAddon, type NativeLinearization } from "./native.js";
+import { LljError } from "./errors.js";
+
+export interface SvdOptions {
+  /** Input position i for J_i (negative counts from the end; default -1, the last), or "all" for [J_1 … J_n]. */
+  token?: number | "all";
+  /** Singular triplets to return (default 8). */
+  k?: number;
+}
+
+export interface SingularTriplets {
+  /** The position decomposed, or "all". */
+  token: number | "all";
+  /** Singular values, descending [k]. */
+  values: Float32Array;
+  /** Left singular vectors (output space), row-major [k × d]: u_j = u.subarray(j·d, (j+1)·d). */
+  u: Float32Array;
+  /** Right singular vectors (input space), row-major [k × c] with c = d (one token) or n·d ("all"). */
+  v: Float32Array;
+  /** Width of a right singular vector. */
+  vWidth: number;
+  /** All singular values (the exact route computes them all). */
+  allValues: Float32Array;
+}
+
+export interface DecodedToken {
+  id: number;
+  text: string;
+  score: number;
+}
+
+export interface Attribution {
+  token: number;
+  tokenText: string;
+  /** The logit before any final softcap: row·y + outputBias. */
+  logit: number;
+  /** row·J_i x_i for each input position: sums with `biasContribution` and `outputBias` to `logit` exactly. */
+  contributions: number[];
+  /** row·c for affine models (0 otherwise). */
+  biasContribution: number;
+  /** The LM head's own bias for that token (qwen2's output.bias), else 0. */
+  outputBias: number;
+  /** ‖J_i x_i‖ / Σ_j ‖J_j x_j‖: each position's share of the output's magnitude. */
+  normShares: number[];
+}
+
+/** What the analyses need from a Linearization (kept narrow so that they stay operator-based). */
+export interface LinearSystem {
+  readonly nTokens: number;
+  readonly nEmbd: number;
+  readonly output: Float32Array;
+  readonly biasTerm: Float32Array | null;
+  jacobian(): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
+  reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
+}
+
+/** Top-k of each row of a [B × V] score matrix. */
+export function topTokens(scores: Float32Array, batch: number, top: number, pieces: (ids: number[]) => string[]): DecodedToken[][] {
+  const V = scores.length / batch;
+  const out: DecodedToken[][] = [];
+  for (let b = 0; b < batch; b++) {
+    const row = scores.subarray(b * V, (b + 1) * V);
+    const best: number[] = [];
+    for (let t = 0; t < V; t++) {
+      if (best.length < top || row[t] > row[best[best.length - 1]]) {
+        best.push(t);
+        best.sort((x, y) => row[y] - row[x]);
+        if (best.length > top) best.pop();
+      }
+    }
+    const texts = pieces(best);
+    out.push(best.map((id, j) => ({ id, text: texts[j], score: row[id] })));
+  }
+  return out;
+}
+
+/**
+ * Singular triplets of J_i (or of [J_1 … J_n]) by the exact route: the Jacobian assembled
+ * from VJPs, then a one-sided Jacobi SVD (native). Signs are chosen so that each left
+ * singular vector points along the output y (u·y ≥ 0), as in the reference work.
+ */
+export async function svd(system: LinearSystem, options: SvdOptions = {}): Promise<SingularTriplets> {
+  const n = system.nTokens, d = system.nEmbd;
+  const k = options.k ?? 8;
+  if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
+  const tokenOpt = options.token ?? -1;
+  let token: number | "all" = "all";
+  if (tokenOpt !== "all") {
+    if (!Number.isInteger(tokenOpt) || tokenOpt >= n || tokenOpt < -n) throw new LljError(`token must be a position in [-${n}, ${n}) or "all"`);
+    token = tokenOpt < 0 ? n + tokenOpt : tokenOpt;
+  }
+  const J = await system.jacobian();
+  let matrix: Float32Array;
+  let cols: number;
+  if (token === "all") {
+    cols = n * d;  // row k of [J_1 … J_n] is the concatenation of row k of each block
+    matrix = new Float32Array(d * cols);
+    for (let i = 0; i < n; i++) {
+      const b = J.block(i);
+      for (let r = 0; r < d; r++) matrix.set(b.subarray(r * d, (r + 1) * d), r * cols + i * d);
+    }
+  } else {
+    cols = d;
+    matrix = J.block(token).slice();
+  }
+  const r = await getAddon().svd(matrix, d, cols);
+  const rank = r.rank;
+  const kk = Math.min(k, rank);
+  const u = new Float32Array(kk * d), v = new Float32Array(kk * cols);
+  for (let j = 0; j < kk; j++) {
+    let dot = 0;
+    for (let row = 0; row < d; row++) dot += r.u[row * rank + j] * system.output[row];
+    const sign = dot < 0 ? -1 : 1;
+    for (let row = 0; row < d; row++) u[j * d + row] = sign * r.u[row * rank + j];
+    for (let c = 0; c < cols; c++) v[j * cols + c] = sign * r.v[c * rank + j];
+  }
+  return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s };
+}
+
+/** Tokens a vector of the output space points to: the top of W_U·u. */
+export async function decodeOutput(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
+  pieces: (ids: number[]) => string[]): Promise<DecodedToken[][]> {
+  const batch = vectors.length / d;
+  return topTokens(await native.vocabProducts(vectors, batch, "lmHead"), batch, top, pieces);
+}
+
+/** Tokens a vector of the input space is most similar to: cosine with each input embedding. */
+export async function decodeInput(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
+  pieces: (ids: number[]) => string[]): Promise<DecodedToken[][]> {
+  const batch = vectors.length / d;
+  return topTokens(await native.vocabProducts(vectors, batch, "embedding"), batch, top, pieces);
+}
+
+/** Exact per-position contributions to one token's logit: row·(Σ J_i x_i + c) + bias = logit. */
+export async function attribution(system: LinearSystem, native: NativeLinearization, token: number, tokenText: string): Promise<Attribution> {
+  const d = system.nEmbd, n = system.nTokens;
+  const rowAndBias = await native.lmHeadRows(Int32Array.from([token]));
+  const row = rowAndBias.subarray(0, d), outputBias = rowAndBias[d];
+  const rec = await system.reconstruction();
+  const contributions: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let k = 0; k < d; k++) s += row[k] * rec.contributions[i * d + k];
+    contributions.push(s);
+  }
+  let biasContribution = 0, logit = outputBias;
+  if (system.biasTerm) for (let k = 0; k < d; k++) biasContribution += row[k] * system.biasTerm[k];
+  for (let k = 0; k < d; k++) logit += row[k] * system.output[k];
+  const total = rec.contributionNorms.reduce((a, b) => a + b, 0);
+  return { token, tokenText, logit, contributions, biasContribution, outputBias, normShares: rec.contributionNorms.map((x) => x / total) };
+}

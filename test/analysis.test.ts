@@ -1,0 +1,102 @@
+// Analyses on the linear system: SVD of the detached Jacobian, decoding, exact attribution.
+import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
+import { STORIES, relErr, dot } from "./helpers.js";
+
+let model: Model;
+let lin: Linearization;
+beforeAll(async () => {
+  model = await loadModel({ modelPath: STORIES, gpu: false });
+  lin = await model.linearize("Once upon a time, there was a little");
+});
+afterAll(() => model.dispose());
+
+/** U diag(s) Vᵀ for k triplets: u [k × m], v [k × n] row-major. */
+function compose(u: Float32Array, s: Float32Array, v: Float32Array, m: number, n: number): Float64Array {
+  const out = new Float64Array(m * n);
+  for (let j = 0; j < s.length; j++)
+    for (let r = 0; r < m; r++) {
+      const a = s[j] * u[j * m + r];
+      for (let c = 0; c < n; c++) out[r * n + c] += a * v[j * n + c];
+    }
+  return out;
+}
+
+function maxOrthogonalityError(x: Float32Array, k: number, len: number): number {
+  let worst = 0;
+  for (let a = 0; a < k; a++)
+    for (let b = 0; b < k; b++) {
+      const g = dot(x.subarray(a * len, (a + 1) * len), x.subarray(b * len, (b + 1) * len));
+      worst = Math.max(worst, Math.abs(g - (a === b ? 1 : 0)));
+    }
+  return worst;
+}
+
+test("exact SVD of J_i: U Σ Vᵀ = J_i, orthonormal U and V, descending values, u pointing along y", async () => {
+  const d = lin.nEmbd;
+  const J = await lin.jacobian();
+  for (const i of [0, 4, lin.nTokens - 1]) {
+    const s = await lin.svd({ token: i, k: d });
+    expect(s.values).toHaveLength(d);
+    for (let j = 1; j < d; j++) expect(s.values[j]).toBeLessThanOrEqual(s.values[j - 1]);
+    expect(relErr(compose(s.u, s.values, s.v, d, d), J.block(i))).toBeLessThan(1e-5);
+    expect(maxOrthogonalityError(s.u, d, d)).toBeLessThan(1e-5);
+    expect(maxOrthogonalityError(s.v, d, d)).toBeLessThan(1e-5);
+    for (let j = 0; j < d; j++) expect(dot(s.u.subarray(j * d, (j + 1) * d), lin.output)).toBeGreaterThanOrEqual(0);
+  }
+});
+
+test("SVD of the stacked Jacobian [J_1 … J_n]", async () => {
+  const n = lin.nTokens, d = lin.nEmbd;
+  const s = await lin.svd({ token: "all", k: d });
+  expect(s.vWidth).toBe(n * d);
+  const J = await lin.jacobian();
+  const stacked = new Float32Array(d * n * d);
+  for (let i = 0; i < n; i++) for (let r = 0; r < d; r++) stacked.set(J.block(i).subarray(r * d, (r + 1) * d), r * n * d + i * d);
+  expect(relErr(compose(s.u, s.values, s.v, d, n * d), stacked)).toBeLessThan(1e-5);
+  expect(maxOrthogonalityError(s.v, d, n * d)).toBeLessThan(1e-5);
+  // ‖[J_1 … J_n]‖₂ ≥ ‖J_i‖₂ for every block
+  const last = await lin.svd({ k: 1 });
+  expect(s.values[0]).toBeGreaterThanOrEqual(last.values[0] * (1 - 1e-6));
+});
+
+test("the predicted token is among the decoded tokens of the last position's leading left singular vector", async () => {
+  expect(model.tokenPieces([lin.predictedToken])[0]).toBe(" g");
+  const s = await lin.svd({ k: 3 });
+  const [top] = await lin.decode(s.u.subarray(0, lin.nEmbd), { space: "output", top: 5 });
+  expect(top.map((t) => t.id)).toContain(lin.predictedToken);
+  // and the right singular vector decodes, by embedding similarity, to the last input token
+  const [right] = await lin.decode(s.v.subarray(0, lin.nEmbd), { space: "input", top: 3 });
+  expect(right[0].text).toBe(" little");
+  for (let j = 1; j < right.length; j++) expect(right[j].score).toBeLessThanOrEqual(right[j - 1].score);
+});
+
+test("attribution: per-position contributions sum exactly to the logit", async () => {
+  for (const token of [lin.predictedToken, model.tokenize("dog", { addSpecial: false })[0]]) {
+    const a = await lin.attribution({ token });
+    const sum = a.contributions.reduce((x, y) => x + y, 0) + a.biasContribution + a.outputBias;
+    expect(Math.abs(sum - lin.logits[token])).toBeLessThan(1e-5 * Math.abs(lin.logits[token]) + 1e-6);
+    expect(Math.abs(a.logit - lin.logits[token])).toBeLessThan(1e-5 * Math.abs(lin.logits[token]) + 1e-6);
+    expect(a.contributions).toHaveLength(lin.nTokens);
+    expect(a.normShares.reduce((x, y) => x + y, 0)).toBeCloseTo(1, 6);
+  }
+});
+
+test("attribution of an affine model includes the bias term", async () => {
+  const m = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, biases: true, scales: true, ropeFreqs: true, seed: 3 }, "F32"), gpu: false });
+  try {
+    const l = await m.linearize("Once upon a time");
+    const a = await l.attribution();
+    expect(Math.abs(a.biasContribution)).toBeGreaterThan(0);
+    const sum = a.contributions.reduce((x, y) => x + y, 0) + a.biasContribution + a.outputBias;
+    expect(Math.abs(sum - l.logits[l.predictedToken])).toBeLessThan(1e-5 * Math.abs(l.logits[l.predictedToken]) + 1e-5);
+  } finally {
+    await m.dispose();
+  }
+});
+
+test("bad analysis input is refused", async () => {
+  await expect(lin.svd({ token: 99 })).rejects.toThrow(/token must be a position/);
+  await expect(lin.svd({ k: 0 })).rejects.toThrow(/k must be a positive integer/);
+  await expect(lin.decode(new Float32Array(65), { space: "output" })).rejects.toThrow(/B·d values/);
+  await expect(lin.attribution({ token: 512 })).rejects.toThrow(/token must be an id/);
+});
