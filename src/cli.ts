@@ -45,6 +45,9 @@ async function demo(argv: { gpu?: string; prompt: string }) {
   }
 }
 
+/** Largest width for which `analyze` computes the exact SVD of the last token's Jacobian. */
+const SVD_MAX_D = 1024;
+
 async function summarize(model: Model, prompt: string, precision: "exact" | "fast"): Promise<AnalysisSummary> {
   const t0 = performance.now();
   const lin = await model.linearize(prompt, { precision });
@@ -55,6 +58,22 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
     for (let k = 0; k < lin.nEmbd; k++) {
       yy += lin.output[k] ** 2;
       cc += (lin.biasTerm?.[k] ?? 0) ** 2;
+    }
+    const attribution = await lin.attribution();
+    // The exact SVD needs the Jacobian (d VJPs, n·d² floats): fine for small models; larger
+    // ones wait for the matrix-free top-k route.
+    let singular: AnalysisSummary["singular"] = null;
+    let singularNote: string | undefined;
+    if (lin.nEmbd <= SVD_MAX_D) {
+      const s = await lin.svd({ k: 3 });
+      const pick = (rows: { text: string }[][]) => rows.map((r) => r.map((t) => t.text));
+      singular = {
+        values: Array.from(s.values),
+        u: pick(await lin.decode(s.u, { space: "output", top: 6 })),
+        v: pick(await lin.decode(s.v, { space: "input", top: 6 })),
+      };
+    } else {
+      singularNote = `skipped: d = ${lin.nEmbd} > ${SVD_MAX_D} (the full Jacobian would take d VJPs; the matrix-free top-k route is not built yet)`;
     }
     return {
       prompt,
@@ -69,6 +88,10 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       nonDetached: { relativeError: nonlin.relativeError, maxAbsError: nonlin.maxAbsError, epsilon: nonlin.epsilon },
       biasTermRelativeNorm: lin.biasTerm ? Math.sqrt(cc / yy) : null,
       contributionNorms: rec.contributionNorms,
+      logitContributions: attribution.contributions,
+      logitBiasContribution: attribution.biasContribution,
+      singular,
+      singularNote,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {

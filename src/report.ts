@@ -78,6 +78,12 @@ export interface AnalysisSummary {
   nonDetached: { relativeError: number; maxAbsError: number; epsilon: number };
   biasTermRelativeNorm: number | null;
   contributionNorms: number[];
+  /** W_U[predicted]·J_i x_i per position (sums with the bias terms to the predicted logit). */
+  logitContributions: number[];
+  logitBiasContribution: number;
+  /** Leading singular triplets of the last position's J_i, decoded; null when skipped (see note). */
+  singular: { values: number[]; u: string[][]; v: string[][] } | null;
+  singularNote?: string;
   seconds: number;
 }
 
@@ -96,14 +102,27 @@ export function formatAnalysis(a: AnalysisSummary): string {
       `  the ordinary Jacobian does not`,
     `bias term     ${a.biasTermRelativeNorm === null ? "none: the map is linear" : `‖c‖/‖y‖ = ${a.biasTermRelativeNorm.toExponential(2)} (affine model)`}`,
     "",
-    "contribution of each input token to y: ‖Jᵢxᵢ‖",
+    `each input token: its contribution to y (‖Jᵢxᵢ‖) and to the logit of ${JSON.stringify(a.predictedTokenText)} (W_U·Jᵢxᵢ)`,
   ];
   const max = Math.max(...a.contributionNorms);
   const w = Math.min(24, Math.max(8, ...a.tokenTexts.map((t) => JSON.stringify(t).length)));
+  lines.push(`  ${"pos".padStart(4)}  ${"token".padEnd(w)}  ${"‖Jᵢxᵢ‖".padStart(10)}  ${"logit".padStart(9)}`);
   a.contributionNorms.forEach((v, i) => {
     const t = JSON.stringify(a.tokenTexts[i]);
-    lines.push(`  ${String(i).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  ${v.toFixed(4).padStart(10)}  ${bar(v, max)}`);
+    lines.push(`  ${String(i).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  ${v.toFixed(4).padStart(10)}  ` +
+      `${a.logitContributions[i].toFixed(3).padStart(9)}  ${bar(v, max)}`);
   });
+  if (a.logitBiasContribution !== 0) lines.push(`  ${"".padStart(4)}  ${"bias c".padEnd(w)}  ${"".padStart(10)}  ${a.logitBiasContribution.toFixed(3).padStart(9)}`);
+  lines.push("");
+  if (a.singular) {
+    lines.push("leading singular vectors of the last token's detached Jacobian (u: through the LM head, v: nearest input embeddings)");
+    a.singular.values.forEach((s, j) => {
+      lines.push(`  σ${j + 1} = ${s.toFixed(3).padStart(8)}   u → ${a.singular!.u[j].map((t) => JSON.stringify(t)).join(" ")}`);
+      lines.push(`  ${"".padStart(13)}   v → ${a.singular!.v[j].map((t) => JSON.stringify(t)).join(" ")}`);
+    });
+  } else if (a.singularNote) {
+    lines.push(`singular vectors: ${a.singularNote}`);
+  }
   lines.push("", `(${a.seconds.toFixed(2)} s)`);
   return lines.join("\n");
 }

@@ -63,6 +63,11 @@ test("analyze prints the prediction, the exact reconstruction, the contrast and 
   const rows = r.stdout.split("\n").filter((l) => /^\s+\d+\s+".*"\s+[0-9.]+\s/.test(l));
   expect(rows).toHaveLength(10);
   expect(rows[9]).toContain('" little"');
+  // the logit column sums (no bias: a linear model) to the predicted logit
+  const logits = rows.map((l) => Number(/\s(-?\d+\.\d{3})\s+█/.exec(l)![1]));
+  expect(Math.abs(logits.reduce((a, b) => a + b, 0) - 16.951)).toBeLessThan(0.01);
+  expect(r.stdout).toMatch(/σ1 =\s+[0-9.]+\s+u → " g"/);
+  expect(r.stdout).toMatch(/v → " little"/);
 });
 
 test("analyze --json", () => {
@@ -71,6 +76,8 @@ test("analyze --json", () => {
   expect(j.detached.relativeError).toBeLessThan(1e-5);
   expect(j.contributionNorms).toHaveLength(3);
   expect(j.biasTermRelativeNorm).toBeNull();
+  expect(j.logitContributions).toHaveLength(3);
+  expect(j.singular.values).toHaveLength(3);
 });
 
 test("analyze with an empty prompt fails cleanly", () => {
