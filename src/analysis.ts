@@ -9,6 +9,15 @@ export interface SvdOptions {
   token?: number | "all";
   /** Singular triplets to return (default 8). */
   k?: number;
+  /**
+   * "exact": the Jacobian from d VJPs, then a dense SVD (all singular values);
+   * "randomized": a range finder driven only by batched JVP/VJP products, never forming J
+   * (O(k) products; for long prompts and large models); "auto" (default): exact for d ≤ 256.
+   */
+  method?: "exact" | "randomized" | "auto";
+  /** Randomized route: extra sketch columns (default 10) and power iterations (default 3). */
+  oversampling?: number;
+  powerIterations?: number;
 }
 
 export interface SingularTriplets {
@@ -22,8 +31,14 @@ export interface SingularTriplets {
   v: Float32Array;
   /** Width of a right singular vector. */
   vWidth: number;
-  /** All singular values (the exact route computes them all). */
+  /** The exact route: all singular values; the randomized route: those of the sketch. */
   allValues: Float32Array;
+  method: "exact" | "randomized";
+  /**
+   * Randomized route: an estimate of the spectral-norm error of the rank-k approximation
+   * (the (k+1)-th singular value of the sketch); 0 for the exact route.
+   */
+  residualEstimate: number;
 }
 
 export interface DecodedToken {
@@ -55,6 +70,8 @@ export interface LinearSystem {
   readonly biasTerm: Float32Array | null;
   jacobian(): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
   reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
+  jvp(tangents: Float32Array): Promise<Float32Array>;
+  vjp(cotangents: Float32Array): Promise<Float32Array>;
 }
 
 /** Top-k of each row of a [B × V] score matrix. */
@@ -92,6 +109,9 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
     if (!Number.isInteger(tokenOpt) || tokenOpt >= n || tokenOpt < -n) throw new LljError(`token must be a position in [-${n}, ${n}) or "all"`);
     token = tokenOpt < 0 ? n + tokenOpt : tokenOpt;
   }
+  const method = options.method ?? "auto";
+  if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
+  if (method === "randomized" || (method === "auto" && d > 256)) return randomizedSvd(system, token, k, options);
   const J = await system.jacobian();
   let matrix: Float32Array;
   let cols: number;
@@ -117,7 +137,69 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
     for (let row = 0; row < d; row++) u[j * d + row] = sign * r.u[row * rank + j];
     for (let c = 0; c < cols; c++) v[j * cols + c] = sign * r.v[c * rank + j];
   }
-  return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s };
+  return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0 };
+}
+
+/** Rows [B × w] → an orthonormal basis of their span, as rows (the left factor of a native SVD of the transpose). */
+async function orthonormalRows(rows: Float32Array, batch: number, width: number): Promise<Float32Array> {
+  const t = new Float32Array(width * batch);  // [width × B]: columns are the rows
+  for (let b = 0; b < batch; b++) for (let c = 0; c < width; c++) t[c * batch + b] = rows[b * width + c];
+  const r = await getAddon().svd(t, width, batch);
+  const out = new Float32Array(batch * width);
+  for (let b = 0; b < batch; b++) for (let c = 0; c < width; c++) out[b * width + c] = r.u[c * r.rank + b];
+  return out;
+}
+
+/**
+ * Halko–Martinsson–Tropp range finder with power iterations, through the operator only:
+ * Y = J Ω (JVPs), Y ← J Jᵀ Y (VJPs then JVPs), Q = orth(Y), B = Qᵀ J (VJPs), B = Ũ Σ Vᵀ,
+ * U = Q Ũ. For J_i the tangents live at position i; for "all" on every position.
+ */
+async function randomizedSvd(system: LinearSystem, token: number | "all", k: number, options: SvdOptions): Promise<SingularTriplets> {
+  const n = system.nTokens, d = system.nEmbd;
+  const cols = token === "all" ? n * d : d;
+  const l = Math.min(k + (options.oversampling ?? 10), cols, d);
+  const q = options.powerIterations ?? 3;
+  // tangents for a batch of input-space vectors [B × cols] → [B, n, d]
+  const asTangents = (x: Float32Array, batch: number) => {
+    if (token === "all") return x;
+    const t = new Float32Array(batch * n * d);
+    for (let b = 0; b < batch; b++) t.set(x.subarray(b * d, (b + 1) * d), (b * n + token) * d);
+    return t;
+  };
+  // VJP result [B, n, d] → input-space rows [B × cols]
+  const fromCotangents = (g: Float32Array, batch: number) => {
+    if (token === "all") return g;
+    const out = new Float32Array(batch * d);
+    for (let b = 0; b < batch; b++) out.set(g.subarray((b * n + token) * d, (b * n + token + 1) * d), b * d);
+    return out;
+  };
+  const omega = new Float32Array(l * cols);
+  for (let i = 0; i < omega.length; i++) omega[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+  let Y = await system.jvp(asTangents(omega, l));          // [l × d]: rows J ω_j
+  for (let it = 0; it < q; it++) {
+    const Qy = await orthonormalRows(Y, l, d);
+    const Z = await orthonormalRows(fromCotangents(await system.vjp(Qy), l), l, cols);  // rows Jᵀ q_j
+    Y = await system.jvp(asTangents(Z, l));
+  }
+  const Q = await orthonormalRows(Y, l, d);               // [l × d]
+  const Bt = fromCotangents(await system.vjp(Q), l);      // rows Jᵀ q_j: B = Qᵀ J has these as rows
+  const small = await getAddon().svd(Bt, l, cols);        // B = Ũ Σ Vᵀ with Ũ [l × l], V [cols × l]
+  const kk = Math.min(k, small.rank);
+  const u = new Float32Array(kk * d), v = new Float32Array(kk * cols);
+  for (let j = 0; j < kk; j++) {
+    for (let a = 0; a < l; a++) {
+      const coef = small.u[a * small.rank + j];
+      for (let r = 0; r < d; r++) u[j * d + r] += coef * Q[a * d + r];
+    }
+    let dotY = 0;
+    for (let r = 0; r < d; r++) dotY += u[j * d + r] * system.output[r];
+    const sign = dotY < 0 ? -1 : 1;
+    for (let r = 0; r < d; r++) u[j * d + r] *= sign;
+    for (let c = 0; c < cols; c++) v[j * cols + c] = sign * small.v[c * small.rank + j];
+  }
+  return { token, values: small.s.slice(0, kk), u, v, vWidth: cols, allValues: small.s, method: "randomized",
+    residualEstimate: kk < small.rank ? small.s[kk] : 0 };
 }
 
 /** Tokens a vector of the output space points to: the top of W_U·u. */

@@ -45,9 +45,6 @@ async function demo(argv: { gpu?: string; prompt: string }) {
   }
 }
 
-/** Largest width for which `analyze` computes the exact SVD of the last token's Jacobian. */
-const SVD_MAX_D = 1024;
-
 async function summarize(model: Model, prompt: string, precision: "exact" | "fast"): Promise<AnalysisSummary> {
   const t0 = performance.now();
   const lin = await model.linearize(prompt, { precision });
@@ -60,21 +57,15 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       cc += (lin.biasTerm?.[k] ?? 0) ** 2;
     }
     const attribution = await lin.attribution();
-    // The exact SVD needs the Jacobian (d VJPs, n·d² floats): fine for small models; larger
-    // ones wait for the matrix-free top-k route.
-    let singular: AnalysisSummary["singular"] = null;
-    let singularNote: string | undefined;
-    if (lin.nEmbd <= SVD_MAX_D) {
-      const s = await lin.svd({ k: 3 });
-      const pick = (rows: { text: string }[][]) => rows.map((r) => r.map((t) => t.text));
-      singular = {
-        values: Array.from(s.values),
-        u: pick(await lin.decode(s.u, { space: "output", top: 6 })),
-        v: pick(await lin.decode(s.v, { space: "input", top: 6 })),
-      };
-    } else {
-      singularNote = `skipped: d = ${lin.nEmbd} > ${SVD_MAX_D} (the full Jacobian would take d VJPs; the matrix-free top-k route is not built yet)`;
-    }
+    // Exact SVD for small d; the matrix-free randomized route (O(k) products) beyond.
+    const s = await lin.svd({ k: 3 });
+    const pick = (rows: { text: string }[][]) => rows.map((r) => r.map((t) => t.text));
+    const singular: AnalysisSummary["singular"] = {
+      values: Array.from(s.values),
+      u: pick(await lin.decode(s.u, { space: "output", top: 6 })),
+      v: pick(await lin.decode(s.v, { space: "input", top: 6 })),
+    };
+    const singularNote = s.method === "randomized" ? `randomized top-k, residual estimate ${s.residualEstimate.toExponential(2)}` : undefined;
     return {
       prompt,
       tokens: lin.tokens ?? [],

@@ -261,8 +261,7 @@ export class Linearization {
    * last) or of [J_1 … J_n], with left vectors pointing along y.
    */
   async svd(options: SvdOptions = {}): Promise<SingularTriplets> {
-    return svd({ nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
-      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction() }, options);
+    return svd(this.#system(), options);
   }
 
   /**
@@ -288,8 +287,14 @@ export class Linearization {
     const token = options.token ?? this.predictedToken;
     if (!Number.isInteger(token) || token < 0 || token >= this.logits.length) throw new LljError(`token must be an id in [0, ${this.logits.length})`);
     const native = this.#get();
-    return attribution({ nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
-      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction() }, native, token, this.#pieces([token])[0]);
+    return attribution(this.#system(), native, token, this.#pieces([token])[0]);
+  }
+
+  /** The operator as the analyses see it. */
+  #system() {
+    return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
+      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction(),
+      jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array) => this.vjp(u) };
   }
 
   #cachedReconstruction(): Promise<Reconstruction> {

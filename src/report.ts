@@ -81,7 +81,7 @@ export interface AnalysisSummary {
   /** W_U[predicted]·J_i x_i per position (sums with the bias terms to the predicted logit). */
   logitContributions: number[];
   logitBiasContribution: number;
-  /** Leading singular triplets of the last position's J_i, decoded; null when skipped (see note). */
+  /** Leading singular triplets of the last position's J_i, decoded. */
   singular: { values: number[]; u: string[][]; v: string[][] } | null;
   singularNote?: string;
   seconds: number;
@@ -115,13 +115,12 @@ export function formatAnalysis(a: AnalysisSummary): string {
   if (a.logitBiasContribution !== 0) lines.push(`  ${"".padStart(4)}  ${"bias c".padEnd(w)}  ${"".padStart(10)}  ${a.logitBiasContribution.toFixed(3).padStart(9)}`);
   lines.push("");
   if (a.singular) {
-    lines.push("leading singular vectors of the last token's detached Jacobian (u: through the LM head, v: nearest input embeddings)");
+    lines.push("leading singular vectors of the last token's detached Jacobian (u: through the LM head, v: nearest input embeddings)" +
+      (a.singularNote ? ` — ${a.singularNote}` : ""));
     a.singular.values.forEach((s, j) => {
       lines.push(`  σ${j + 1} = ${s.toFixed(3).padStart(8)}   u → ${a.singular!.u[j].map((t) => JSON.stringify(t)).join(" ")}`);
       lines.push(`  ${"".padStart(13)}   v → ${a.singular!.v[j].map((t) => JSON.stringify(t)).join(" ")}`);
     });
-  } else if (a.singularNote) {
-    lines.push(`singular vectors: ${a.singularNote}`);
   }
   lines.push("", `(${a.seconds.toFixed(2)} s)`);
   return lines.join("\n");
