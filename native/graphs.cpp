@@ -241,10 +241,15 @@ static ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r
 }
 
 ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & fz, const GraphInputs & in,
-                            ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs) {
+                            ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs,
+                            ggml_tensor ** final_residual) {
     const ArchSpec & arch = spec.arch;
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
-    if (opt.primal && x->ne[2] != 1) throw std::logic_error("the primal pass runs one sequence");
+    if (opt.primal && (x->ne[2] != 1 || opt.from_layer != 0 || opt.tap != Tap::Output)) throw std::logic_error("the primal pass runs one whole sequence");
+    const int last = opt.tap == Tap::Output ? spec.n_layer - 1 : opt.tap_layer;
+    if (opt.from_layer < 0 || last < opt.from_layer - (opt.tap == Tap::Residual ? 1 : 0) || last >= spec.n_layer) {
+        throw std::logic_error("bad layer range");
+    }
     if (opt.primal) {
         const size_t L = (size_t) spec.n_layer;
         fz = FrozenTensors{};
@@ -258,7 +263,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     auto rms = [&](ggml_tensor * t, const char * name, int il) { return freeze(rms_inverse(ctx, t, in.ones, spec.norm_eps), name, il); };
 
     ggml_tensor * h = x;
-    for (int il = 0; il < spec.n_layer; ++il) {
+    for (int il = opt.from_layer; il <= last; ++il) {
         const LayerWeights & L = spec.layers[(size_t) il];
         if (layer_inputs) {
             ggml_set_output(h);
@@ -279,6 +284,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             if (opt.primal) fz.r_attn_post[il] = rms(attn, "r_attn_post", il);
             attn = scaled(ctx, attn, fz.r_attn_post[il], L.attn_post_norm);
         }
+        if (il == last && opt.tap == Tap::Attn) return attn;
         h = ggml_add(ctx, h, attn);
 
         // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen
@@ -307,43 +313,64 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             if (opt.primal) fz.r_ffn_post[il] = rms(f, "r_ffn_post", il);
             f = scaled(ctx, f, fz.r_ffn_post[il], L.ffn_post_norm);
         }
+        if (il == last && opt.tap == Tap::Mlp) return f;
         h = ggml_add(ctx, h, f);
+    }
+    if (opt.tap == Tap::Residual) return h;
+    if (final_residual) {
+        ggml_set_output(h);
+        *final_residual = h;
     }
     if (opt.primal) fz.r_out = rms(h, "r_out", -1);
     return scaled(ctx, h, fz.r_out, spec.output_norm);
 }
 
+// Transpose of one layer's FFN branch: cotangent z on its output → cotangent on its input h.
+static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, const GraphInputs & in,
+                                   int il, ggml_tensor * z) {
+    const LayerWeights & L = spec.layers[(size_t) il];
+    if (spec.arch.post_norms) z = scaled(ctx, z, fz.r_ffn_post[il], L.ffn_post_norm);
+    ggml_tensor * dm;
+    if (spec.n_expert > 0) {
+        dm = experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
+    } else {
+        if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
+        ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
+        const Projection pu = gate_up(ctx, spec, L, 1);
+        if (pu.s) t = ggml_mul(ctx, t, pu.s);
+        dm = matmul_t(ctx, pu.w, t);
+    }
+    return spec.arch.pre_norms ? scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm) : dm;
+}
+
+// Transpose of one layer's attention branch: cotangent z on its output → on its input h.
+static ggml_tensor * attn_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, int il, ggml_tensor * z) {
+    const LayerWeights & L = spec.layers[(size_t) il];
+    if (spec.arch.post_norms) z = scaled(ctx, z, fz.r_attn_post[il], L.attn_post_norm);
+    if (L.so) z = ggml_mul(ctx, z, L.so);
+    ggml_tensor * dv = attend_t(ctx, matmul_t(ctx, L.wo, z), fz.probs[il], spec.head_dim, spec.n_head, spec.n_head_kv);
+    const Projection pv = qkv(ctx, spec, L, 2);
+    if (pv.s) dv = ggml_mul(ctx, dv, pv.s);
+    ggml_tensor * da = matmul_t(ctx, pv.w, dv);
+    return spec.arch.pre_norms ? scaled(ctx, da, fz.r_attn[il], L.attn_norm) : da;
+}
+
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, const GraphInputs & in,
-                              ggml_tensor * u, bool exact) {
-    (void) exact;  // transposed products always use F32 weights (no transposed quantized kernel)
-    const ArchSpec & arch = spec.arch;
-    const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
-    ggml_tensor * dh = scaled(ctx, u, fz.r_out, spec.output_norm);  // diagonal: its own transpose
-    for (int il = spec.n_layer - 1; il >= 0; --il) {
-        const LayerWeights & L = spec.layers[(size_t) il];
-        // FFN: f = post(s_down·Wd(G ⊙ s_up·Wu(m))), m = pre(h)
-        ggml_tensor * z = arch.post_norms ? scaled(ctx, dh, fz.r_ffn_post[il], L.ffn_post_norm) : dh;
-        ggml_tensor * dm;
-        if (spec.n_expert > 0) {
-            dm = experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
-        } else {
-            if (L.s_down) z = ggml_mul(ctx, z, L.s_down);
-            ggml_tensor * t = ggml_mul(ctx, matmul_t(ctx, L.down, z), fz.gate_act[il]);
-            const Projection pu = gate_up(ctx, spec, L, 1);
-            if (pu.s) t = ggml_mul(ctx, t, pu.s);
-            dm = matmul_t(ctx, pu.w, t);
+                              ggml_tensor * u, const BuildOptions & opt) {
+    // transposed products always use F32 weights (there is no transposed quantized kernel)
+    const int last = opt.tap == Tap::Output ? spec.n_layer - 1 : opt.tap_layer;
+    ggml_tensor * dh = opt.tap == Tap::Output ? scaled(ctx, u, fz.r_out, spec.output_norm) : u;  // diagonal: its own transpose
+    for (int il = last; il >= opt.from_layer; --il) {
+        if (il == last && opt.tap == Tap::Attn) {  // the cotangent enters at the attention output
+            dh = attn_transpose(ctx, spec, fz, il, dh);
+            continue;
         }
-        if (arch.pre_norms) dm = scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm);
-        dh = ggml_add(ctx, dh, dm);
-        // attention: attn = post(s_o·Wo(P · s_v·Wv(a))), a = pre(h)
-        z = arch.post_norms ? scaled(ctx, dh, fz.r_attn_post[il], L.attn_post_norm) : dh;
-        if (L.so) z = ggml_mul(ctx, z, L.so);
-        ggml_tensor * dv = attend_t(ctx, matmul_t(ctx, L.wo, z), fz.probs[il], hd, H, Hkv);
-        const Projection pv = qkv(ctx, spec, L, 2);
-        if (pv.s) dv = ggml_mul(ctx, dv, pv.s);
-        ggml_tensor * da = matmul_t(ctx, pv.w, dv);
-        if (arch.pre_norms) da = scaled(ctx, da, fz.r_attn[il], L.attn_norm);
-        dh = ggml_add(ctx, dh, da);
+        if (il == last && opt.tap == Tap::Mlp) {  // ...at the FFN output: no residual identity
+            dh = ffn_transpose(ctx, spec, fz, in, il, dh);
+        } else {
+            dh = ggml_add(ctx, dh, ffn_transpose(ctx, spec, fz, in, il, dh));
+        }
+        dh = ggml_add(ctx, dh, attn_transpose(ctx, spec, fz, il, dh));
     }
     return dh;
 }

@@ -48,23 +48,35 @@ struct GraphInputs {
     std::vector<ggml_tensor *> moe_ids_batch;
 };
 
+// Where a linear pass reads its result (forward) or injects its cotangent (transpose).
+enum class Tap {
+    Output,    // the final norm's output (the model's y)
+    Residual,  // the residual stream after layer `layer`
+    Attn,      // the attention branch output of layer `layer` (after its post-norm, before the add)
+    Mlp,       // the FFN branch output of layer `layer` (likewise)
+};
+
 struct BuildOptions {
     bool primal = false;  // compute and record the frozen values (B must be 1)
     bool bias = false;    // include the bias terms (primal, and the constant term c)
     bool exact = true;    // dequantize weights to F32 for every product (DESIGN.md §3)
+    int from_layer = 0;   // linear passes: x is the residual stream entering this layer
+    Tap tap = Tap::Output;
+    int tap_layer = -1;   // the layer of a Residual/Attn/Mlp tap
 };
 
-// x: [d, n, B]. Returns the output of the final norm at every position, [d, n, B].
-// In primal mode, fills `frozen` and, if given, `layer_inputs` (the residual stream
-// entering each layer).
+// x: [d, n, B], the residual stream entering layer opt.from_layer (the input embeddings for
+// 0). Returns the tapped quantity at every position, [d, n, B] (default: the final norm's
+// output). In primal mode, fills `frozen` and, if given, `layer_inputs` (the residual
+// stream entering each layer) and `final_residual` (the stream before the final norm).
 ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & frozen,
                             const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt,
-                            std::vector<ggml_tensor *> * layer_inputs);
+                            std::vector<ggml_tensor *> * layer_inputs, ggml_tensor ** final_residual = nullptr);
 
-// u: cotangent on the output of the final norm at every position, [d, n, B].
-// Returns the cotangent on the input embeddings, [d, n, B].
+// u: cotangent on the tapped quantity (opt.tap) at every position, [d, n, B]. Returns the
+// cotangent on the residual stream entering layer opt.from_layer, [d, n, B].
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & frozen,
-                              const GraphInputs & in, ggml_tensor * u, bool exact);
+                              const GraphInputs & in, ggml_tensor * u, const BuildOptions & opt);
 
 // A weight ready for an F32 product: dequantized in the graph in exact mode (per layer,
 // never the whole model at once).

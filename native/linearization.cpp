@@ -32,6 +32,7 @@ struct LinState {
     std::vector<int32_t> tokens;           // empty when built from embeddings
     std::vector<float> x;                  // [n, d] input embeddings
     std::vector<float> hidden;             // [n, d] output of the final norm, every position
+    std::vector<float> final_residual;     // [n, d] the residual stream entering the final norm
     std::vector<float> logits;             // [n_vocab], last position (after a final softcap)
     std::vector<float> logits_raw;         // [n_vocab], before the final softcap (same when none)
     std::vector<std::vector<float>> layer_inputs;  // [n, d] each
@@ -144,7 +145,8 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     opt.primal = true;
     opt.bias = true;
     opt.exact = s.exact;
-    ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr);
+    ggml_tensor * final_res = nullptr;
+    ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr, record ? &final_res : nullptr);
     ggml_set_output(y);
     ggml_tensor * logits = nullptr, * logits_capped = nullptr;
     if (record) {
@@ -193,6 +195,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     read_all(y, hidden_out);
     if (!record) return;
     read_all(x, s.x);
+    read_all(final_res, s.final_residual);
     read_all(logits, s.logits_raw);
     if (logits_capped) read_all(logits_capped, s.logits);
     else s.logits = s.logits_raw;
@@ -202,13 +205,37 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     store_frozen(s, fz);
 }
 
+// Where a pass starts and what it reads: parsed from { fromLayer, tap, tapLayer }.
+static BuildOptions tap_options(Napi::Env env, const Napi::Value & v, const LinState & s) {
+    BuildOptions opt;
+    opt.exact = s.exact;
+    if (!v.IsObject()) return opt;
+    auto o = v.As<Napi::Object>();
+    opt.from_layer = (int) get_number(o, "fromLayer", 0);
+    const std::string tap = get_string(o, "tap", "output");
+    if (tap == "output") opt.tap = Tap::Output;
+    else if (tap == "residual") opt.tap = Tap::Residual;
+    else if (tap == "attn") opt.tap = Tap::Attn;
+    else if (tap == "mlp") opt.tap = Tap::Mlp;
+    else throw Napi::RangeError::New(env, "tap must be \"output\", \"residual\", \"attn\" or \"mlp\"");
+    const int L = s.spec.n_layer;
+    opt.tap_layer = (int) get_number(o, "tapLayer", L - 1);
+    if (opt.from_layer < 0 || opt.from_layer >= L) throw Napi::RangeError::New(env, "fromLayer must lie in [0, " + std::to_string(L) + ")");
+    if (opt.tap != Tap::Output) {
+        const int lowest = opt.tap == Tap::Residual ? opt.from_layer - 1 : opt.from_layer;
+        if (opt.tap_layer < lowest || opt.tap_layer >= L) {
+            throw Napi::RangeError::New(env, "tapLayer must lie in [" + std::to_string(lowest) + ", " + std::to_string(L) + ") for this fromLayer");
+        }
+    }
+    return opt;
+}
+
 // L applied to B tangent sequences v [B, n, d]: the output at every position [B, n, d],
 // or at the last position [B, d]. With `bias`, the affine map instead (used for c = map(0)).
-static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out) {
+static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out, BuildOptions opt = {}) {
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, n, B);
-    BuildOptions opt;
     opt.bias = bias;
     opt.exact = s.exact;
     GraphInputs in = linear_inputs(ctx, s, B);
@@ -226,12 +253,12 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
 
 // Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
 // position): the cotangent on the input embeddings [B, n, d].
-static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out) {
+static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, const BuildOptions & opt = {}) {
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, n, B);
     GraphInputs in = linear_inputs(ctx, s, B);
-    ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, s.exact);
+    ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, opt);
     ggml_set_output(dx);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, dx);
@@ -263,6 +290,7 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
             InstanceMethod("forward", &NativeLinearization::Forward),
             InstanceMethod("vocabProducts", &NativeLinearization::VocabProducts),
             InstanceMethod("lmHeadRows", &NativeLinearization::LmHeadRows),
+            InstanceMethod("outputNorm", &NativeLinearization::OutputNorm),
             InstanceMethod("dispose", &NativeLinearization::Dispose),
         });
         env.GetInstanceData<AddonData>()->linearization_ctor = Napi::Persistent(f);
@@ -301,6 +329,7 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
     Napi::Value Forward(const Napi::CallbackInfo & info);
     Napi::Value VocabProducts(const Napi::CallbackInfo & info);
     Napi::Value LmHeadRows(const Napi::CallbackInfo & info);
+    Napi::Value OutputNorm(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info) {
         release();
         return info.Env().Undefined();
@@ -336,6 +365,7 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
     auto o = Napi::Object::New(env);
     o.Set("embeddings", to_float32_array(env, s->x.data(), s->x.size()));
     o.Set("hidden", to_float32_array(env, s->hidden.data(), s->hidden.size()));
+    o.Set("finalResidual", to_float32_array(env, s->final_residual.data(), s->final_residual.size()));
     o.Set("logits", to_float32_array(env, s->logits.data(), s->logits.size()));
     o.Set("logitsBeforeSoftcap", to_float32_array(env, s->logits_raw.data(), s->logits_raw.size()));
     o.Set("finalSoftcap", s->spec.final_softcap);
@@ -406,7 +436,7 @@ static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, co
     }
 }
 
-// jvp(V: Float32Array [B·n·d], B, allPositions, onProgress?, abortFlag?)
+// jvp(V: Float32Array [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer }?)
 Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
@@ -417,18 +447,19 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
         throw Napi::RangeError::New(env, "tangents must hold B·n·d = " + std::to_string(B) + "·" + std::to_string(s->n) + "·" +
                                              std::to_string(s->d) + " values, got " + std::to_string(v.size()));
     }
-    auto fn = [v = std::move(v), B, all](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+    const BuildOptions opt = tap_options(env, info[5], *s);
+    auto fn = [v = std::move(v), B, all, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         const size_t in_stride = (size_t) st.n * st.d, out_stride = (size_t) (all ? st.n : 1) * st.d;
         out.assign((size_t) B * out_stride, 0.0f);
         chunked(st, B, in_stride, out_stride, v.data(), out.data(),
-                [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, false, o); }, progress);
+                [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, false, o, opt); }, progress);
     };
     auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
     w->Queue();
     return w->Promise();
 }
 
-// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?)
+// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer }?)
 Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
@@ -440,23 +471,25 @@ Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
         throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·n·d" : "B·d") + " = " + std::to_string(B * per) +
                                              " values, got " + std::to_string(u.size()));
     }
-    auto fn = [u = std::move(u), B, all, per](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+    const BuildOptions opt = tap_options(env, info[5], *s);
+    auto fn = [u = std::move(u), B, all, per, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         const size_t out_stride = (size_t) st.n * st.d;
         out.assign((size_t) B * out_stride, 0.0f);
         chunked(st, B, per, out_stride, u.data(), out.data(),
-                [&](const float * in, int nb, float * o) { run_vjp(st, in, nb, all, o); }, progress);
+                [&](const float * in, int nb, float * o) { run_vjp(st, in, nb, all, o, opt); }, progress);
     };
     auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
     w->Queue();
     return w->Promise();
 }
 
-// jacobian(onProgress?, abortFlag?) -> Float32Array [n·d·d]: block J_i (row-major [d × d],
+// jacobian(onProgress?, abortFlag?, tap?) -> Float32Array [n·d·d]: block J_i (row-major [d × d],
 // J_i[k][c] = ∂y_k/∂x_{i,c}) at offset i·d·d. Reverse mode: d VJPs of the unit vectors.
 Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
-    auto fn = [](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+    const BuildOptions opt = tap_options(env, info[2], *s);
+    auto fn = [opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         const int n = st.n, d = st.d;
         out.assign((size_t) n * d * d, 0.0f);
         std::vector<float> rows;
@@ -465,7 +498,7 @@ Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
             std::vector<float> eye((size_t) nb * d, 0.0f);
             for (int b = 0; b < nb; ++b) eye[(size_t) b * d + k0 + b] = 1.0f;
             rows.assign((size_t) nb * n * d, 0.0f);
-            run_vjp(st, eye.data(), nb, false, rows.data());
+            run_vjp(st, eye.data(), nb, false, rows.data(), opt);
             for (int b = 0; b < nb; ++b)
                 for (int i = 0; i < n; ++i)
                     std::copy(rows.begin() + ((size_t) b * n + i) * d, rows.begin() + ((size_t) b * n + i + 1) * d,
@@ -581,6 +614,22 @@ Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
     auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
     w->Queue();
     return w->Promise();
+}
+
+// outputNorm() -> { weight: Float32Array [d], eps }: the final RMSNorm, for passing layer
+// quantities through it (the reference work's decoding of intermediate layers).
+Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::lock_guard<std::mutex> lock(s->mu);
+    const ggml_tensor * g = s->spec.output_norm;
+    if (g->type != GGML_TYPE_F32) throw Napi::Error::New(env, "output_norm.weight is not F32");
+    std::vector<float> w((size_t) ggml_nelements(g));
+    ggml_backend_tensor_get(g, w.data(), 0, ggml_nbytes(g));
+    auto o = Napi::Object::New(env);
+    o.Set("weight", to_float32_array(env, w.data(), w.size()));
+    o.Set("eps", s->spec.norm_eps);
+    return o;
 }
 
 // ---------------------------------------------------------------------------------------

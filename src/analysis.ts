@@ -234,3 +234,71 @@ export async function attribution(system: LinearSystem, native: NativeLinearizat
   const total = rec.contributionNorms.reduce((a, b) => a + b, 0);
   return { token, tokenText, logit, contributions, biasContribution, outputBias, normShares: rec.contributionNorms.map((x) => x / total) };
 }
+
+/** A layer quantity to analyse: a tap, optionally passed through the (detached) final norm. */
+export interface LayerQuantity {
+  layer: number;
+  tap: "residual" | "attn" | "mlp";
+  /** Pass it through the final norm with its 1/rms frozen at this quantity's own value (default true). */
+  finalNorm?: boolean;
+  /** Start from the residual stream entering this layer instead of the input embeddings ("layerwise" / "to end"). */
+  fromLayer?: number;
+}
+
+export interface EmergenceRow {
+  layer: number;
+  /** Leading singular values of the last token's Jacobian of the residual stream after this layer. */
+  values: number[];
+  /** Top tokens of each leading left singular vector, through the final norm and the LM head. */
+  tokens: DecodedToken[][];
+}
+
+/** The operator a LayerQuantity defines, as the analyses see it (JVP/VJP only; J from VJPs). */
+export interface TapOperator {
+  nTokens: number;
+  nEmbd: number;
+  jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<Float32Array>;
+  vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<Float32Array>;
+  jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
+  /** The primal input of the pass: the embeddings (fromLayer 0) or the stream entering fromLayer. */
+  inputOf(fromLayer: number): Float32Array;
+  outputNorm(): { weight: Float32Array; eps: number };
+}
+
+/**
+ * The linear system of one layer quantity: its value y_q at the last position and the map
+ * D·J_q with D = diag(g·r(y_q)) when passed through the final norm (identity otherwise).
+ */
+export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<LinearSystem> {
+  const n = op.nTokens, d = op.nEmbd;
+  const tap = { fromLayer: q.fromLayer ?? 0, tap: q.tap, layer: q.layer };
+  const value = await op.jvp(op.inputOf(tap.fromLayer), tap);  // the quantity itself (exact: the map reproduces it)
+  const D = new Float32Array(d).fill(1);
+  if (q.finalNorm ?? true) {
+    const { weight, eps } = op.outputNorm();
+    let ms = 0;
+    for (let k = 0; k < d; k++) ms += value[k] * value[k];
+    const r = 1 / Math.sqrt(ms / d + eps);
+    for (let k = 0; k < d; k++) D[k] = weight[k] * r;
+  }
+  const output = value.map((x, k) => x * D[k]);
+  const scaleRows = (x: Float32Array) => {  // [B × d] rows times D
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = x[i] * D[i % d];
+    return out;
+  };
+  return {
+    nTokens: n, nEmbd: d, output, biasTerm: null,
+    jvp: async (t) => scaleRows(await op.jvp(t, tap)),
+    vjp: (u) => op.vjp(scaleRows(u), tap),
+    jacobian: async () => {
+      const J = await op.jacobian(tap);
+      const data = new Float32Array(J.data.length);
+      for (let i = 0; i < n; i++)
+        for (let k = 0; k < d; k++)
+          for (let c = 0; c < d; c++) data[(i * d + k) * d + c] = D[k] * J.data[(i * d + k) * d + c];
+      return { data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
+    },
+    reconstruction: () => { throw new LljError("reconstruction() is for the model output"); },
+  };
+}

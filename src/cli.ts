@@ -45,7 +45,7 @@ async function demo(argv: { gpu?: string; prompt: string }) {
   }
 }
 
-async function summarize(model: Model, prompt: string, precision: "exact" | "fast"): Promise<AnalysisSummary> {
+async function summarize(model: Model, prompt: string, precision: "exact" | "fast", layers = false): Promise<AnalysisSummary> {
   const t0 = performance.now();
   const lin = await model.linearize(prompt, { precision });
   try {
@@ -66,6 +66,9 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       v: pick(await lin.decode(s.v, { space: "input", top: 6 })),
     };
     const singularNote = s.method === "randomized" ? `randomized top-k, residual estimate ${s.residualEstimate.toExponential(2)}` : undefined;
+    const emergence = layers
+      ? (await lin.emergence({ k: 1, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], tokens: r.tokens[0].map((t) => t.text) }))
+      : undefined;
     return {
       prompt,
       tokens: lin.tokens ?? [],
@@ -83,6 +86,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       logitBiasContribution: attribution.biasContribution,
       singular,
       singularNote,
+      emergence,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
@@ -90,10 +94,10 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
   }
 }
 
-async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: boolean }) {
+async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: boolean; layers?: boolean }) {
   const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
   try {
-    const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast");
+    const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers);
     console.log(argv.json ? JSON.stringify(summary, null, 2) : formatAnalysis(summary));
   } finally {
     await model.dispose();
@@ -114,8 +118,9 @@ async function main() {
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .positional("prompt", { type: "string", demandOption: true })
         .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
-        .option("json", { type: "boolean", describe: "print JSON" }),
-      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: boolean }))
+        .option("json", { type: "boolean", describe: "print JSON" })
+        .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" }),
+      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: boolean; layers?: boolean }))
     .command("demo", "generate a tiny synthetic model (no download) and show it",
       (y) => y.option("prompt", { type: "string", default: "Once upon a time," }),
       (argv) => demo(argv as { gpu?: string; prompt: string }))

@@ -1,9 +1,10 @@
 // The exact linear system of one prompt (DESIGN.md §2): y = Σ_i J_i x_i (+ c), with the
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
-import type { NativeLinearization } from "./native.js";
+import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
-import { svd, decodeOutput, decodeInput, attribution, type SvdOptions, type SingularTriplets, type DecodedToken, type Attribution } from "./analysis.js";
+import { svd, decodeOutput, decodeInput, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
+  type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
   /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
@@ -22,11 +23,27 @@ export interface LinearizeOptions {
   signal?: AbortSignal;
 }
 
-export interface PassOptions {
+/**
+ * Which linear map a pass applies (default: input embeddings → y). The tangents live on the
+ * residual stream entering `fromLayer` (the input embeddings for 0); the result is read at
+ * `tap` of `layer`: "residual" (the stream after that layer), "attn" / "mlp" (that layer's
+ * branch output, after any post-norm), or "output" (y, after the final norm).
+ */
+export interface LayerTap {
+  fromLayer?: number;
+  tap?: "output" | "residual" | "attn" | "mlp";
+  layer?: number;
+}
+
+export interface PassOptions extends LayerTap {
   /** Tangents/cotangents at every position ([B, n, d]) instead of the last one ([B, d]). */
   allPositions?: boolean;
   signal?: AbortSignal;
   onProgress?: (progress: number) => void;
+}
+
+function nativeTap(t: LayerTap): NativeTap {
+  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer };
 }
 
 export interface Jacobian {
@@ -93,6 +110,8 @@ export class Linearization {
   readonly output: Float32Array;
   /** The output of the final norm at every position, row-major [n × d]. */
   readonly hidden: Float32Array;
+  /** The residual stream entering the final norm (after the last layer), row-major [n × d]. */
+  readonly finalResidual: Float32Array;
   /** Logits of the last position: W_U y, then the final softcap c·tanh(·/c) where the model has one (Gemma 2/3). */
   readonly logits: Float32Array;
   /** W_U y before any final softcap (equal to `logits` when there is none): linear in y. */
@@ -132,6 +151,7 @@ export class Linearization {
     this.nEmbd = info.nEmbd;
     this.inputEmbeddings = p.embeddings;
     this.hidden = p.hidden;
+    this.finalResidual = p.finalResidual;
     this.output = p.hidden.slice((info.nTokens - 1) * info.nEmbd);
     this.logits = p.logits;
     this.logitsBeforeSoftcap = p.logitsBeforeSoftcap;
@@ -183,7 +203,7 @@ export class Linearization {
     if (tangents.length === 0 || tangents.length % per !== 0) {
       throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.nTokens}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
-    return this.#run(options.signal, (n, flag) => n.jvp(tangents, tangents.length / per, options.allPositions ?? false, options.onProgress, flag));
+    return this.#run(options.signal, (n, flag) => n.jvp(tangents, tangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
   }
 
   /**
@@ -196,12 +216,15 @@ export class Linearization {
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
       throw new LljError(`cotangents must be a Float32Array of ${options.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
     }
-    return this.#run(options.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, options.allPositions ?? false, options.onProgress, flag));
+    return this.#run(options.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
   }
 
-  /** The full detached Jacobian, n blocks [d × d], assembled from d VJPs (reverse mode). */
-  async jacobian(options: { signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
-    const data = await this.#run(options.signal, (n, flag) => n.jacobian(options.onProgress, flag));
+  /**
+   * The full detached Jacobian, n blocks [d × d], assembled from d VJPs (reverse mode); with
+   * a tap, the Jacobian of that layer quantity (last position) instead.
+   */
+  async jacobian(options: LayerTap & { signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
+    const data = await this.#run(options.signal, (n, flag) => n.jacobian(options.onProgress, flag, nativeTap(options)));
     const d = this.nEmbd;
     return { nTokens: this.nTokens, nEmbd: d, data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
   }
@@ -288,6 +311,40 @@ export class Linearization {
     if (!Number.isInteger(token) || token < 0 || token >= this.logits.length) throw new LljError(`token must be an id in [0, ${this.logits.length})`);
     const native = this.#get();
     return attribution(this.#system(), native, token, this.#pieces([token])[0]);
+  }
+
+  /**
+   * Singular triplets of the last token's Jacobian of a layer quantity (the residual stream
+   * after a layer, or a branch output; through the final norm by default) with respect to the
+   * input embeddings — or, with fromLayer, to the stream entering that layer.
+   */
+  async layerSvd(q: LayerQuantity, options: SvdOptions = {}): Promise<SingularTriplets> {
+    return svd(await layerSystem(this.#tapOperator(), q), options);
+  }
+
+  /**
+   * Concept emergence: for each layer, the leading singular vectors of the last token's
+   * Jacobian of the residual stream after it (through the final norm), decoded through the LM head.
+   */
+  async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"] } = {}): Promise<EmergenceRow[]> {
+    const layers = options.layers ?? this.layerInputs.map((_, l) => l);
+    const rows: EmergenceRow[] = [];
+    for (const layer of layers) {
+      const s = await this.layerSvd({ layer, tap: "residual" }, { k: options.k ?? 1, method: options.method });
+      rows.push({ layer, values: Array.from(s.values), tokens: await this.decode(s.u, { space: "output", top: options.top ?? 5 }) });
+    }
+    return rows;
+  }
+
+  #tapOperator(): TapOperator {
+    return {
+      nTokens: this.nTokens, nEmbd: this.nEmbd,
+      jvp: (t, tap) => this.jvp(t, tap),
+      vjp: (u, tap) => this.vjp(u, tap),
+      jacobian: (tap) => this.jacobian(tap),
+      inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
+      outputNorm: () => this.#get().outputNorm(),
+    };
   }
 
   /** The operator as the analyses see it. */

@@ -71,16 +71,25 @@ export interface NativeLinearizationInfo {
   ignoredTensors: string[];
 }
 
+export interface NativeTap {
+  fromLayer?: number;
+  tap?: "output" | "residual" | "attn" | "mlp";
+  tapLayer?: number;
+}
+
 export interface NativeLinearization {
   info(): NativeLinearizationInfo;
-  primal(): { embeddings: Float32Array; hidden: Float32Array; logits: Float32Array; logitsBeforeSoftcap: Float32Array;
+  primal(): { embeddings: Float32Array; hidden: Float32Array; finalResidual: Float32Array; logits: Float32Array; logitsBeforeSoftcap: Float32Array;
     finalSoftcap: number; layerInputs: Float32Array[]; biasTerm: Float32Array | null };
-  jvp(tangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
-  vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
-  jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array): Promise<Float32Array>;
+  jvp(tangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array,
+    tap?: NativeTap): Promise<Float32Array>;
+  vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array,
+    tap?: NativeTap): Promise<Float32Array>;
+  jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array, tap?: NativeTap): Promise<Float32Array>;
   forward(embeddings: Float32Array): Promise<Float32Array>;
   vocabProducts(vectors: Float32Array, batch: number, kind: "lmHead" | "embedding"): Promise<Float32Array>;
   lmHeadRows(tokens: Int32Array): Promise<Float32Array>;
+  outputNorm(): { weight: Float32Array; eps: number };
   dispose(): void;
 }
 

@@ -84,6 +84,8 @@ export interface AnalysisSummary {
   /** Leading singular triplets of the last position's J_i, decoded. */
   singular: { values: number[]; u: string[][]; v: string[][] } | null;
   singularNote?: string;
+  /** With --layers: per layer, σ1 of the last token's residual-stream Jacobian and its top decoded tokens. */
+  emergence?: Array<{ layer: number; value: number; tokens: string[] }>;
   seconds: number;
 }
 
@@ -121,6 +123,13 @@ export function formatAnalysis(a: AnalysisSummary): string {
       lines.push(`  σ${j + 1} = ${s.toFixed(3).padStart(8)}   u → ${a.singular!.u[j].map((t) => JSON.stringify(t)).join(" ")}`);
       lines.push(`  ${"".padStart(13)}   v → ${a.singular!.v[j].map((t) => JSON.stringify(t)).join(" ")}`);
     });
+  }
+  if (a.emergence) {
+    lines.push("", "emergence: per layer, the leading left singular vector of the last token's Jacobian of the residual stream",
+      "after that layer (through the final norm), decoded through the LM head");
+    for (const r of a.emergence) {
+      lines.push(`  layer ${String(r.layer).padStart(3)}  σ1 = ${r.value.toFixed(3).padStart(8)}   ${r.tokens.map((t) => JSON.stringify(t)).join(" ")}`);
+    }
   }
   lines.push("", `(${a.seconds.toFixed(2)} s)`);
   return lines.join("\n");

@@ -127,3 +127,55 @@ test("randomized top-k matches the exact SVD on a d=512 synthetic model", async 
     await m.dispose();
   }
 }, 300_000);
+
+describe("layer taps", () => {
+  const last = (a: Float32Array, d: number) => a.subarray(a.length - d);
+
+  test("the residual tap after layer l reconstructs the residual stream there; layerwise and to-end maps too", async () => {
+    const d = lin.nEmbd, L = lin.layerInputs.length;
+    for (let l = 0; l < L - 1; l++) {
+      expect(relErr(await lin.jvp(lin.inputEmbeddings, { tap: "residual", layer: l }), last(lin.layerInputs[l + 1], d))).toBeLessThan(1e-5);
+      // layerwise: block l on its own input
+      expect(relErr(await lin.jvp(lin.layerInputs[l], { fromLayer: l, tap: "residual", layer: l }), last(lin.layerInputs[l + 1], d))).toBeLessThan(1e-5);
+      // to end: from the stream after layer l to the output
+      expect(relErr(await lin.jvp(lin.layerInputs[l + 1], { fromLayer: l + 1 }), lin.output)).toBeLessThan(1e-5);
+    }
+    expect(relErr(await lin.jvp(lin.inputEmbeddings, { tap: "residual", layer: L - 1 }), last(lin.finalResidual, d))).toBeLessThan(1e-5);
+  });
+
+  test("attention + MLP + residual-in add up to the layer output; adjoint holds at every tap", async () => {
+    const n = lin.nTokens, d = lin.nEmbd;
+    const v = new Float32Array(n * d).map((_, i) => Math.sin(i * 0.37));
+    const u = new Float32Array(d).map((_, i) => Math.cos(i * 0.91));
+    for (let l = 0; l < lin.layerInputs.length; l++) {
+      const [a, m, out] = [await lin.jvp(v, { tap: "attn", layer: l }), await lin.jvp(v, { tap: "mlp", layer: l }), await lin.jvp(v, { tap: "residual", layer: l })];
+      const prev = l === 0 ? last(v, d) : await lin.jvp(v, { tap: "residual", layer: l - 1 });
+      expect(relErr(a.map((x, k) => x + m[k] + prev[k]), out)).toBeLessThan(1e-5);
+      for (const tap of ["attn", "mlp", "residual"] as const) {
+        const [lv, ltu] = [await lin.jvp(v, { tap, layer: l }), await lin.vjp(u, { tap, layer: l })];
+        expect(Math.abs(dot(lv, u) - dot(v, ltu))).toBeLessThan(1e-5 * Math.sqrt(dot(lv, lv) * dot(u, u)));
+      }
+    }
+  });
+
+  test("the last layer's residual through the final norm is the full Jacobian", async () => {
+    const L = lin.layerInputs.length, d = lin.nEmbd;
+    const full = await lin.svd({ k: d, method: "exact" });
+    const lastLayer = await lin.layerSvd({ layer: L - 1, tap: "residual" }, { k: d, method: "exact" });
+    expect(relErr(lastLayer.values, full.values)).toBeLessThan(1e-5);
+  });
+
+  test("emergence: the predicted token surfaces at the top layer", async () => {
+    const rows = await lin.emergence({ k: 1, top: 5 });
+    expect(rows.map((r) => r.layer)).toEqual([0, 1, 2, 3, 4]);
+    expect(rows[4].tokens[0].map((t) => t.id)).toContain(lin.predictedToken);
+    expect(rows[0].tokens[0][0].text).toBe(" little");
+  });
+
+  test("bad taps are refused", async () => {
+    const d = lin.nEmbd;
+    await expect(lin.jvp(lin.inputEmbeddings, { tap: "mlp", layer: 9 })).rejects.toThrow(/tapLayer must lie/);
+    await expect(lin.vjp(new Float32Array(d), { fromLayer: 7 })).rejects.toThrow(/fromLayer must lie/);
+    await expect(lin.jvp(lin.inputEmbeddings, { tap: "nope" as never, layer: 1 })).rejects.toThrow(/tap must be/);
+  });
+});

@@ -70,6 +70,15 @@ test("analyze prints the prediction, the exact reconstruction, the contrast and 
   expect(r.stdout).toMatch(/v → " little"/);
 });
 
+test("analyze --layers adds the emergence table", () => {
+  const r = run("analyze", STORIES, "Once upon a time, there was a little", "--layers");
+  expect(r.status).toBe(0);
+  const rows = r.stdout.split("\n").filter((l) => /^\s+layer\s+\d+\s+σ1 =/.test(l));
+  expect(rows).toHaveLength(5);
+  expect(rows[0]).toContain('" little"');
+  expect(rows[4]).toContain('" g"');
+});
+
 test("analyze --json", () => {
   const j = JSON.parse(run("analyze", STORIES, "One day", "--json").stdout);
   expect(j.tokens).toHaveLength(3);
