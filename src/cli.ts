@@ -5,6 +5,10 @@ import { hideBin } from "yargs/helpers";
 import { loadModel, type Model } from "./model.js";
 import { syntheticModel, TINY_LLAMA } from "./synthetic.js";
 import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } from "./report.js";
+import { writeNpy } from "./npy.js";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import type { Linearization } from "./linearization.js";
 import type { GpuOption } from "./backends.js";
 
 function gpuOption(v: string | undefined): GpuOption {
@@ -45,7 +49,16 @@ async function demo(argv: { gpu?: string; prompt: string }) {
   }
 }
 
-async function summarize(model: Model, prompt: string, precision: "exact" | "fast", layers = false): Promise<AnalysisSummary> {
+/** What --json FILE and --npy DIR write besides the summary. */
+interface AnalysisArrays {
+  lin: Linearization;
+  svd: Awaited<ReturnType<Linearization["svd"]>>;
+  contributions: Float32Array;
+  attribution: number[];
+}
+
+async function summarize(model: Model, prompt: string, precision: "exact" | "fast", layers = false,
+  exportTo?: (a: AnalysisArrays, summary: AnalysisSummary) => Promise<void>): Promise<AnalysisSummary> {
   const t0 = performance.now();
   const lin = await model.linearize(prompt, { precision });
   try {
@@ -69,7 +82,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
     const emergence = layers
       ? (await lin.emergence({ k: 1, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], tokens: r.tokens[0].map((t) => t.text) }))
       : undefined;
-    return {
+    const summary: AnalysisSummary = {
       prompt,
       tokens: lin.tokens ?? [],
       tokenTexts: model.tokenPieces(lin.tokens ?? []),
@@ -89,16 +102,64 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       emergence,
       seconds: (performance.now() - t0) / 1000,
     };
+    if (exportTo) await exportTo({ lin, svd: s, contributions: rec.contributions, attribution: attribution.contributions }, summary);
+    return summary;
   } finally {
     await lin.dispose();
   }
 }
 
-async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: boolean; layers?: boolean }) {
+/**
+ * --npy DIR: the arrays of an analysis as .npy files, described by manifest.json. The full
+ * Jacobian (n·d² floats) is written when the exact SVD route computed it (d ≤ 256).
+ */
+async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSummary): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const { lin, svd } = a;
+  const n = lin.nTokens, d = lin.nEmbd, k = svd.values.length;
+  const files: Record<string, { shape: number[]; meaning: string }> = {};
+  const put = (name: string, data: Float32Array | Int32Array, shape: number[], meaning: string) => {
+    writeNpy(path.join(dir, `${name}.npy`), data, shape);
+    files[`${name}.npy`] = { shape, meaning };
+  };
+  put("tokens", Int32Array.from(lin.tokens ?? []), [n], "prompt token ids");
+  put("embeddings", lin.inputEmbeddings, [n, d], "x: input embeddings, one row per position");
+  put("output", lin.output, [d], "y: last position after the final norm");
+  put("logits", lin.logits, [lin.logits.length], "logits of the last position");
+  put("contributions", a.contributions, [n, d], "J_i x_i per position (rows sum to y, plus the bias term if affine)");
+  put("logit_contributions", Float32Array.from(a.attribution), [n], "W_U[predicted] . J_i x_i per position");
+  if (lin.biasTerm) put("bias_term", lin.biasTerm, [d], "c: the affine constant");
+  put("singular_values", svd.values, [k], "leading singular values of the last token's J_i");
+  put("u", svd.u, [k, d], "left singular vectors (rows), u . y >= 0");
+  put("v", svd.v, [k, svd.vWidth], "right singular vectors (rows)");
+  if (svd.method === "exact") {
+    const J = await lin.cachedJacobian();
+    put("jacobian", J.data, [n, d, d], "J[i, k, c] = d y_k / d x_{i,c}");
+  }
+  writeFileSync(path.join(dir, "manifest.json"), JSON.stringify({ summary, files }, null, 2) + "\n");
+}
+
+async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }) {
   const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
   try {
-    const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers);
-    console.log(argv.json ? JSON.stringify(summary, null, 2) : formatAnalysis(summary));
+    let arrays: Record<string, number[]> | undefined;
+    const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers, async (a, s) => {
+      if (argv.npy) await writeNpyDir(argv.npy, a, s);
+      arrays = {
+        output: Array.from(a.lin.output), contributions: Array.from(a.contributions), singularValues: Array.from(a.svd.values),
+        u: Array.from(a.svd.u), v: Array.from(a.svd.v),
+      };
+    });
+    if (argv.json) {
+      // --json FILE: the summary and the arrays (row-major, shapes in the summary) in one file
+      writeFileSync(argv.json, JSON.stringify({ ...summary, arrays }, null, 2) + "\n");
+      console.log(`wrote ${argv.json}${argv.npy ? ` and ${argv.npy}/` : ""}`);
+    } else if (argv.json === "") {
+      console.log(JSON.stringify(summary, null, 2));
+    } else {
+      console.log(formatAnalysis(summary));
+      if (argv.npy) console.log(`arrays written to ${argv.npy}/ (see manifest.json)`);
+    }
   } finally {
     await model.dispose();
   }
@@ -118,9 +179,10 @@ async function main() {
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .positional("prompt", { type: "string", demandOption: true })
         .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
-        .option("json", { type: "boolean", describe: "print JSON" })
+        .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it)" })
+        .option("npy", { type: "string", describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
         .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" }),
-      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: boolean; layers?: boolean }))
+      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }))
     .command("demo", "generate a tiny synthetic model (no download) and show it",
       (y) => y.option("prompt", { type: "string", default: "Once upon a time," }),
       (argv) => demo(argv as { gpu?: string; prompt: string }))

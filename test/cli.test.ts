@@ -2,7 +2,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
-import { STORIES } from "./helpers.js";
+import { STORIES, relErr } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
@@ -102,4 +102,37 @@ test("info lists tensors llama.cpp loads but never applies", async () => {
   const r = run("info", file);
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/ignored\s+7 tensors llama\.cpp loads but never applies: blk\.0\.attn_k\.input_scale/);
+});
+
+test("analyze --json FILE and --npy DIR write everything, and it loads back", async () => {
+  const { mkdtempSync, readFileSync } = await import("node:fs");
+  const os = await import("node:os");
+  const { readNpy, loadModel } = await import("../src/index.js");
+  const dir = mkdtempSync(path.join(os.tmpdir(), "llj-npy-"));
+  const r = run("analyze", STORIES, "Once upon a time", "--npy", path.join(dir, "arrays"), "--json", path.join(dir, "a.json"));
+  expect(r.status).toBe(0);
+  const manifest = JSON.parse(readFileSync(path.join(dir, "arrays", "manifest.json"), "utf8"));
+  const json = JSON.parse(readFileSync(path.join(dir, "a.json"), "utf8"));
+  expect(manifest.summary.tokens).toEqual(json.tokens);
+  const n = json.tokens.length, d = 64;
+  const J = readNpy(path.join(dir, "arrays", "jacobian.npy"));
+  const x = readNpy(path.join(dir, "arrays", "embeddings.npy"));
+  const y = readNpy(path.join(dir, "arrays", "output.npy"));
+  expect(J.shape).toEqual([n, d, d]);
+  expect(x.shape).toEqual([n, d]);
+  expect(Array.from(readNpy(path.join(dir, "arrays", "tokens.npy")).data)).toEqual(json.tokens);
+  // Σ_i J_i x_i = y from the files alone
+  const sum = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) sum[k] += J.data[(i * d + k) * d + c] * x.data[i * d + c];
+  expect(relErr(sum, y.data)).toBeLessThan(1e-5);
+  // the same numbers as the API
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    const lin = await model.linearize("Once upon a time");
+    expect(relErr(y.data, lin.output)).toBeLessThan(1e-6);
+    expect(relErr(Float32Array.from(json.arrays.singularValues), (await lin.svd({ k: 3 })).values)).toBeLessThan(1e-5);
+    expect(relErr(readNpy(path.join(dir, "arrays", "u.npy")).data, Float32Array.from(json.arrays.u))).toBeLessThan(1e-6);
+  } finally {
+    await model.dispose();
+  }
 });
