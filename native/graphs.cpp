@@ -240,7 +240,30 @@ static ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r
     return ggml_mul(ctx, ggml_mul(ctx, h, r), w);
 }
 
-ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & fz, const GraphInputs & in,
+// The frozen coefficients restricted to positions [p0, n): views (the attention block is
+// made contiguous, a small copy).
+static ggml_tensor * positions_from(ggml_context * ctx, ggml_tensor * t, int64_t p0) {
+    if (!t) return nullptr;
+    const int pd = ggml_n_dims(t) - 1;  // positions are the outermost dimension
+    const int64_t n = t->ne[pd] - p0;
+    if (pd == 1) return ggml_view_2d(ctx, t, t->ne[0], n, t->nb[1], (size_t) p0 * t->nb[1]);
+    return ggml_view_3d(ctx, t, t->ne[0], t->ne[1], n, t->nb[1], t->nb[2], (size_t) p0 * t->nb[2]);
+}
+
+static FrozenTensors frozen_from(ggml_context * ctx, const FrozenTensors & fz, int64_t p0) {
+    FrozenTensors s = fz;
+    for (size_t l = 0; l < fz.probs.size(); ++l) {
+        for (auto * v : {&s.r_attn, &s.r_attn_post, &s.r_ffn, &s.gate_act, &s.r_ffn_post, &s.moe_coef}) (*v)[l] = positions_from(ctx, (*v)[l], p0);
+        ggml_tensor * p = fz.probs[l];  // [key, query, head]: both position dimensions
+        const int64_t n = p->ne[0] - p0;
+        s.probs[l] = ggml_cont(ctx, ggml_view_3d(ctx, p, n, n, p->ne[2], p->nb[1], p->nb[2], (size_t) p0 * (p->nb[0] + p->nb[1])));
+        s.moe_ids[l] = nullptr;  // linear passes take the ids from GraphInputs
+    }
+    s.r_out = positions_from(ctx, fz.r_out, p0);
+    return s;
+}
+
+ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & fz_all, const GraphInputs & in,
                             ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs,
                             ggml_tensor ** final_residual) {
     const ArchSpec & arch = spec.arch;
@@ -252,9 +275,13 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     }
     if (opt.primal) {
         const size_t L = (size_t) spec.n_layer;
-        fz = FrozenTensors{};
-        for (auto * v : {&fz.r_attn, &fz.probs, &fz.r_attn_post, &fz.r_ffn, &fz.gate_act, &fz.r_ffn_post, &fz.moe_ids, &fz.moe_coef}) v->assign(L, nullptr);
+        fz_all = FrozenTensors{};
+        for (auto * v : {&fz_all.r_attn, &fz_all.probs, &fz_all.r_attn_post, &fz_all.r_ffn, &fz_all.gate_act, &fz_all.r_ffn_post, &fz_all.moe_ids, &fz_all.moe_coef}) v->assign(L, nullptr);
     }
+    if (opt.primal && opt.first_position != 0) throw std::logic_error("the primal pass covers every position");
+    FrozenTensors sliced;
+    if (opt.first_position > 0) sliced = frozen_from(ctx, fz_all, opt.first_position);
+    FrozenTensors & fz = opt.first_position > 0 ? sliced : fz_all;
     auto freeze = [&](ggml_tensor * t, const char * name, int il) {
         ggml_format_name(t, "%s-%d", name, il);
         ggml_set_output(t);

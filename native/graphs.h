@@ -63,6 +63,9 @@ struct BuildOptions {
     int from_layer = 0;   // linear passes: x is the residual stream entering this layer
     Tap tap = Tap::Output;
     int tap_layer = -1;   // the layer of a Residual/Attn/Mlp tap
+    // Linear forward passes: x covers positions [first_position, n) only. Causal attention
+    // keeps earlier positions at zero when the tangents are zero there, so they are skipped.
+    int first_position = 0;
 };
 
 // x: [d, n, B], the residual stream entering layer opt.from_layer (the input embeddings for

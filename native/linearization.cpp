@@ -96,21 +96,23 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
     }
 }
 
-// Inputs of a linear pass over B sequences: each moe layer's chosen experts, repeated per sequence.
-static GraphInputs linear_inputs(ggml_context * ctx, const LinState & s, int B) {
+// Inputs of a linear pass over B sequences of positions [p0, n): each moe layer's chosen
+// experts, repeated per sequence.
+static GraphInputs linear_inputs(ggml_context * ctx, const LinState & s, int B, int p0 = 0) {
     GraphInputs in;
     if (s.spec.n_expert == 0) return in;
     for (const auto & ids : s.moe_ids) {
-        in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) s.n * B));
+        in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) (s.n - p0) * B));
     }
     return in;
 }
-static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B) {
+static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B, int p0 = 0) {
+    const size_t k = (size_t) s.spec.n_expert_used;
     for (size_t l = 0; l < in.moe_ids_batch.size(); ++l) {
         if (!in.moe_ids_batch[l]) continue;
         std::vector<int32_t> rep;
         rep.reserve(s.moe_ids[l].size() * (size_t) B);
-        for (int b = 0; b < B; ++b) rep.insert(rep.end(), s.moe_ids[l].begin(), s.moe_ids[l].end());
+        for (int b = 0; b < B; ++b) rep.insert(rep.end(), s.moe_ids[l].begin() + (size_t) p0 * k, s.moe_ids[l].end());
         tensor_set(in.moe_ids_batch[l], rep.data(), rep.size() * sizeof(int32_t));
     }
 }
@@ -234,21 +236,46 @@ static BuildOptions tap_options(Napi::Env env, const Napi::Value & v, const LinS
 // or at the last position [B, d]. With `bias`, the affine map instead (used for c = map(0)).
 static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out, BuildOptions opt = {}) {
     const int n = s.n, d = s.d;
+    // Positions before the first non-zero tangent stay zero through the causal network.
+    int p0 = n - 1;
+    for (int b = 0; b < B && p0 > 0; ++b) {
+        for (int i = 0; i < p0; ++i) {
+            const float * row = v + ((size_t) b * n + i) * d;
+            if (std::any_of(row, row + d, [](float x) { return x != 0.0f; })) { p0 = i; break; }
+        }
+    }
+    if (bias) p0 = 0;  // biases are non-zero everywhere
+    const int m = n - p0;
+    std::vector<float> xs;
+    if (p0 > 0) {
+        xs.resize((size_t) B * m * d);
+        for (int b = 0; b < B; ++b) std::copy(v + ((size_t) b * n + p0) * d, v + ((size_t) b * n + n) * d, xs.begin() + (size_t) b * m * d);
+    }
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, n, B);
+    ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, m, B);
     opt.bias = bias;
     opt.exact = s.exact;
-    GraphInputs in = linear_inputs(ctx, s, B);
+    opt.first_position = p0;
+    GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
-    if (!all_positions) y = ggml_cont(ctx, ggml_view_2d(ctx, y, d, B, y->nb[2], y->nb[1] * (n - 1)));
+    if (!all_positions) y = ggml_cont(ctx, ggml_view_2d(ctx, y, d, B, y->nb[2], y->nb[1] * (m - 1)));
     ggml_set_output(y);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, y);
     s.runner->compute(gf, [&] {
-        set_linear_inputs(in, s, B);
-        tensor_set(x, v, (size_t) B * n * d * sizeof(float));
+        set_linear_inputs(in, s, B, p0);
+        tensor_set(x, p0 > 0 ? xs.data() : v, (size_t) B * m * d * sizeof(float));
     });
-    tensor_get(y, out, (size_t) B * (all_positions ? n : 1) * d * sizeof(float));
+    if (!all_positions) {
+        tensor_get(y, out, (size_t) B * d * sizeof(float));
+    } else if (p0 == 0) {
+        tensor_get(y, out, (size_t) B * n * d * sizeof(float));
+    } else {
+        std::vector<float> ys((size_t) B * m * d);
+        tensor_get(y, ys.data(), ys.size() * sizeof(float));
+        std::fill(out, out + (size_t) B * n * d, 0.0f);
+        for (int b = 0; b < B; ++b) std::copy(ys.begin() + (size_t) b * m * d, ys.begin() + (size_t) (b + 1) * m * d, out + ((size_t) b * n + p0) * d);
+    }
 }
 
 // Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
