@@ -8,7 +8,8 @@
 //   4. the method's reference route (PyTorch autograd jacobian, same weights, same threads);
 //   5. peak RSS against the file size for a Q4_K model large enough to show that weights
 //      are dequantized layer by layer, never whole.
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch]
+//   6. the matrix-free top-k SVD of a 512-token prompt on the d=2048 model (time, RSS).
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -28,7 +29,7 @@ const threads = Number(args[args.indexOf("--threads") + 1]) > 0 && args.includes
 export const BENCH_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
 export const LARGE_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 22, nEmbd: 2048, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 5632, contextLength: 512 };
 const N_TOKENS = 16;
-const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog and her friends.";
+const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog and her friends. ".repeat(40);
 
 async function promptTokens(modelPath: string, n: number): Promise<number[]> {
   const m = await loadModel({ modelPath, gpu: false });
@@ -45,7 +46,11 @@ async function child(kind: string, modelPath: string, tokens: number[]) {
   const lin = await model.linearize(tokens, { threads });
   const tLin = performance.now();
   let columns = 0;
-  if (kind === "jacobian") {
+  let values: number[] = [];
+  if (kind === "svd512") {
+    const s = await lin.svd({ k: 4, method: "randomized", oversampling: 6, powerIterations: 1 });
+    values = Array.from(s.values);
+  } else if (kind === "jacobian") {
     await lin.jacobian();
     columns = lin.nEmbd;
   } else {
@@ -54,10 +59,11 @@ async function child(kind: string, modelPath: string, tokens: number[]) {
     columns = 64;
   }
   const tEnd = performance.now();
-  const rec = await lin.reconstruction();
+  const maxRssBytes = process.resourceUsage().maxRSS * 1024;
+  const reconstruction = kind === "svd512" ? NaN : (await lin.reconstruction()).relativeError;
   process.stdout.write(JSON.stringify({
     linearizeSeconds: (tLin - t0) / 1000, passSeconds: (tEnd - tLin) / 1000, columns, maxBatch: lin.maxBatch,
-    maxRssBytes: process.resourceUsage().maxRSS * 1024, reconstruction: rec.relativeError,
+    maxRssBytes, reconstruction, values,
   }));
   await model.dispose();
 }
@@ -205,6 +211,14 @@ async function main() {
     console.log(`\n5. Memory, synthetic Llama d=${L.nEmbd}, ${L.nLayer} layers, Q4_K_M, ${N_TOKENS} tokens, 64 VJP columns, exact`);
     console.log(`   file ${fmt(fileBytes / 2 ** 30, 2)} GiB   peak RSS ${fmt(big.maxRssBytes / 2 ** 30, 2)} GiB   (layers in F32 would be ${fmt(nParams * 4 / 2 ** 30, 2)} GiB; one layer ${fmt(layerF32 / 2 ** 20, 0)} MiB)`);
     console.log(`   peak RSS − file = ${fmt((big.maxRssBytes - fileBytes) / 2 ** 20, 0)} MiB    reconstruction ${big.reconstruction.toExponential(1)}    passes ${fmt(big.passSeconds, 2)} s`);
+  }
+
+  // 6. Matrix-free top-k on a long prompt
+  if (!args.includes("--skip-large") && !args.includes("--skip-long")) {
+    const q4 = await syntheticModel(LARGE_LLAMA, "Q4_K_M");
+    const r = runChild("svd512", q4, await promptTokens(q4, 512));
+    console.log(`\n6. Randomized top-4 SVD of J_last (oversampling 6, 1 power iteration), 512 tokens, d=${LARGE_LLAMA.nEmbd}, Q4_K_M`);
+    console.log(`   linearize ${fmt(r.linearizeSeconds, 1)} s   SVD ${fmt(r.passSeconds, 1)} s   peak RSS ${fmt(r.maxRssBytes / 2 ** 30, 2)} GiB   σ ${r.values.map((x: number) => x.toFixed(3)).join(" ")}`);
   }
 }
 
