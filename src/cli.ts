@@ -3,6 +3,8 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { loadModel, type Model } from "./model.js";
+import { LljError } from "./errors.js";
+import { readGgufSummary, unsupportedReason, SUPPORTED_ARCHITECTURES } from "./gguf.js";
 import { syntheticModel, TINY_LLAMA } from "./synthetic.js";
 import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } from "./report.js";
 import { writeNpy } from "./npy.js";
@@ -18,7 +20,28 @@ function gpuOption(v: string | undefined): GpuOption {
 }
 
 async function info(argv: { model: string; gpu?: string; tensors?: boolean; json?: boolean }) {
-  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
+  let model: Model;
+  try {
+    model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
+  } catch (e) {
+    // An architecture llj-gguf does not linearize: still show what the file is, and why.
+    if (!(e instanceof LljError) || e.code !== "unsupported-architecture") throw e;
+    const g = await readGgufSummary(argv.model);
+    const h = g.hparams;
+    const summary = { path: g.path, architecture: g.architecture, supported: false, reason: unsupportedReason(g.architecture),
+      layers: h.nLayer, nEmbd: h.nEmbd, heads: h.nHead, kvHeads: h.nHeadKv, tensors: g.tensors.length };
+    if (argv.json) console.log(JSON.stringify(summary, null, 2));
+    else {
+      console.log([
+        `model         ${g.path}`,
+        `architecture  ${g.architecture}`,
+        `linearization not supported: ${summary.reason}`,
+        `shape         ${h.nLayer} layers, d=${h.nEmbd}, ${h.nHead} heads, ${h.nHeadKv} KV heads, ${g.tensors.length} tensors`,
+        `supported     ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+      ].join("\n"));
+    }
+    return;
+  }
   try {
     if (argv.json) {
       console.log(JSON.stringify({ path: model.path, architecture: model.architecture, linearizability: model.linearizability,

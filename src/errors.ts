@@ -1,8 +1,11 @@
 /** Error raised by llj-gguf for bad input or a failed operation; `message` says what to do. */
 export class LljError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** A stable reason for callers that branch on it (e.g. "unsupported-architecture"). */
+  readonly code?: string;
+  constructor(message: string, options?: { cause?: unknown; code?: string }) {
     super(message, options);
     this.name = "LljError";
+    this.code = options?.code;
   }
 }
 

@@ -150,10 +150,32 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
   return { path: modelPath, fileSize: size, architecture, supported, hparams, tensors, metadata };
 }
 
+// Why a family of llama.cpp architectures has no exact linearization here. Families listed
+// by what stands in the way; anything else gets the generic reason.
+const RECURRENT = "its layers carry a recurrent state (state-space or RWKV mixing), whose detached form is not implemented";
+const ENCODER = "it is an encoder (bidirectional attention, pooled outputs), not a decoder-only language model";
+const UNSUPPORTED_REASONS: Array<[RegExp, string]> = [
+  [/^(mamba2?|rwkv\d*|arwkv\d*|rwkv\d+qwen|jamba|falcon-h1|granite-?hybrid|lfm2.*|nemotron-h.*|plamo2|qwen3next|qwen35.*|kimi-linear|plamo3)$/, RECURRENT],
+  [/^(bert|nomic-bert.*|jina-bert.*|modern-bert|neo-bert|eurobert|t5encoder|gemma-embedding|llama-embed)$/, ENCODER],
+  [/^t5$/, "it is an encoder-decoder model"],
+  [/^gemma3n$/, "it adds per-layer inputs (AltUp and per-layer embeddings), not implemented"],
+  [/^gemma4.*$/, "its per-layer inputs and shared KV layers are not implemented"],
+  [/^(deepseek2|deepseek3.*|deepseek4|kimi-k3|glm-dsa|minimax-m2)$/, "multi-head latent attention / its routing scheme is not implemented"],
+  [/^llama4$/, "chunked attention and shared-expert MoE are not implemented"],
+  [/^(gpt2|gptj|gptneox|starcoder|starcoder2|phi2|falcon|bloom|mpt|refact|codeshell|jais.*)$/,
+    "its LayerNorm and non-gated MLP family is not implemented yet (the method applies; the graph is not written)"],
+];
+
+/** Why llj-gguf refuses an architecture, as precisely as known. */
+export function unsupportedReason(architecture: string): string {
+  for (const [re, reason] of UNSUPPORTED_REASONS) if (re.test(architecture)) return reason;
+  return "no linearization graph is written for it yet";
+}
+
 export function assertSupported(summary: GgufSummary): void {
   if (!summary.supported) {
-    throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf ` +
-      `(supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`);
+    throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf: ` +
+      `${unsupportedReason(summary.architecture)} (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`, { code: "unsupported-architecture" });
   }
 }
 

@@ -51,7 +51,10 @@ test("a GGUF of an unsupported architecture", async () => {
     tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
   });
   expect(statSync(f).size).toBeGreaterThan(16 * 8 * 4);
-  await expect(loadModel({ modelPath: f, gpu: false })).rejects.toThrow(/architecture "mamba" .* is not supported by llj-gguf \(supported: llama, mistral3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2, phi3\)/);
+  const err = await loadModel({ modelPath: f, gpu: false }).catch((e) => e);
+  expect(err.message).toMatch(/architecture "mamba" .* is not supported by llj-gguf: its layers carry a recurrent state/);
+  expect(err.message).toMatch(/\(supported: llama, mistral3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2, phi3\)/);
+  expect(err.code).toBe("unsupported-architecture");
 });
 
 test("bad options", async () => {
