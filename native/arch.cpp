@@ -39,7 +39,7 @@ static RopeParams rope_params(const llama_model * model) {
     return r;
 }
 
-static std::string model_arch(const llama_model * m) {
+std::string model_architecture(const llama_model * m) {
     char buf[128];
     int32_t n = llama_model_meta_val_str(m, "general.architecture", buf, sizeof(buf));
     return n < 0 ? "" : std::string(buf);
@@ -135,7 +135,7 @@ static RopeParams layer_rope(const llama_model * model, const ArchSpec & arch, c
 ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     const llama_hparams & hp = model->hparams;
     ModelSpec s;
-    const std::string arch_name = model_arch(model);
+    const std::string arch_name = model_architecture(model);
     const ArchSpec * arch = find_arch(arch_name);
     if (!arch) throw std::runtime_error("architecture '" + arch_name + "' has no linearization graph");
     s.arch = *arch;

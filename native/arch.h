@@ -47,6 +47,9 @@ struct ArchSpec {
 // The architectures our graphs implement; nullptr for any other.
 const ArchSpec * find_arch(const std::string & name);
 
+// general.architecture of a loaded model ("" when absent).
+std::string model_architecture(const llama_model * m);
+
 struct RopeParams {
     int n_rot = 0;
     int mode = 0;

@@ -104,34 +104,25 @@ static const char * dev_type_name(enum ggml_backend_dev_type t) {
     }
 }
 
+static Napi::Object describe_device(Napi::Env env, ggml_backend_dev_t dev) {
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    auto d = Napi::Object::New(env);
+    d.Set("name", ggml_backend_dev_name(dev));
+    d.Set("description", ggml_backend_dev_description(dev));
+    d.Set("type", dev_type_name(ggml_backend_dev_type(dev)));
+    d.Set("backend", ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev)));
+    d.Set("memoryFree", Napi::Number::New(env, (double) free));
+    d.Set("memoryTotal", Napi::Number::New(env, (double) total));
+    return d;
+}
+
 Napi::Value BackendDevices(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto out = Napi::Array::New(env);
-    if (ggml_backend_reg_t blas = blas_backend_reg()) {
-        // Listed for information; used only by our graphs (see load_blas).
-        ggml_backend_dev_t dev = ggml_backend_reg_dev_get(blas, 0);
-        auto d = Napi::Object::New(env);
-        d.Set("name", ggml_backend_dev_name(dev));
-        d.Set("description", ggml_backend_dev_description(dev));
-        d.Set("type", "accel");
-        d.Set("backend", ggml_backend_reg_name(blas));
-        d.Set("memoryFree", 0);
-        d.Set("memoryTotal", 0);
-        out.Set(out.Length(), d);
-    }
-    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-        size_t free = 0, total = 0;
-        ggml_backend_dev_memory(dev, &free, &total);
-        auto d = Napi::Object::New(env);
-        d.Set("name", ggml_backend_dev_name(dev));
-        d.Set("description", ggml_backend_dev_description(dev));
-        d.Set("type", dev_type_name(ggml_backend_dev_type(dev)));
-        d.Set("backend", ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev)));
-        d.Set("memoryFree", Napi::Number::New(env, (double) free));
-        d.Set("memoryTotal", Napi::Number::New(env, (double) total));
-        out.Set(out.Length(), d);
-    }
+    // The BLAS device is listed for information; only our graphs use it (see load_blas).
+    if (ggml_backend_reg_t blas = blas_backend_reg()) out.Set(out.Length(), describe_device(env, ggml_backend_reg_dev_get(blas, 0)));
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) out.Set(out.Length(), describe_device(env, ggml_backend_dev_get(i)));
     return out;
 }
 

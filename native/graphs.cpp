@@ -163,6 +163,16 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
     return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, 0.0f);
 }
 
+// t [d, k, n, B] summed over its k chosen experts → [d, n, B], in llama.cpp's order.
+static ggml_tensor * sum_experts(ggml_context * ctx, ggml_tensor * t) {
+    ggml_tensor * out = nullptr;
+    for (int64_t j = 0; j < t->ne[1]; ++j) {
+        ggml_tensor * part = ggml_view_3d(ctx, t, t->ne[0], t->ne[2], t->ne[3], t->nb[2], t->nb[3], (size_t) j * t->nb[1]);
+        out = out ? ggml_add(ctx, out, part) : ggml_cont(ctx, part);
+    }
+    return out;
+}
+
 // Σ_k coef_k · down_k(G_k ⊙ up_k(m)) over the k chosen experts of each position, for
 // m [d, n, B]: the routed FFN with routing, weights and gate activations frozen. ids holds
 // the experts of each of the n·B columns.
@@ -173,13 +183,7 @@ static ggml_tensor * experts_forward(ggml_context * ctx, const ModelSpec & spec,
     ggml_tensor * up = ggml_mul_mat_id(ctx, weight_f32(ctx, L.up_exps, exact), ggml_reshape_3d(ctx, m, d, 1, n * B), ids);  // [ff, k, n·B]
     ggml_tensor * t = ggml_mul(ctx, ggml_reshape_4d(ctx, up, ff, k, n, B), G);
     ggml_tensor * down = ggml_mul_mat_id(ctx, weight_f32(ctx, L.down_exps, exact), ggml_reshape_3d(ctx, t, ff, k, n * B), ids);  // [d, k, n·B]
-    down = ggml_mul(ctx, ggml_reshape_4d(ctx, down, d, k, n, B), coef);
-    ggml_tensor * out = nullptr;
-    for (int64_t j = 0; j < k; ++j) {  // in llama.cpp's order
-        ggml_tensor * part = ggml_view_3d(ctx, down, d, n, B, down->nb[2], down->nb[3], (size_t) j * down->nb[1]);
-        out = out ? ggml_add(ctx, out, part) : ggml_cont(ctx, part);
-    }
-    return out;
+    return sum_experts(ctx, ggml_mul(ctx, ggml_reshape_4d(ctx, down, d, k, n, B), coef));
 }
 
 // Its transpose, for the cotangent dd [d, n, B].
@@ -193,13 +197,7 @@ static ggml_tensor * experts_transpose(ggml_context * ctx, const ModelSpec & spe
     t = ggml_mul(ctx, ggml_reshape_4d(ctx, t, ff, k, n, B), G);
     ggml_tensor * up_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.up_exps, true)));      // [ff, d, E]
     ggml_tensor * dm = ggml_mul_mat_id(ctx, up_t, ggml_reshape_3d(ctx, t, ff, k, n * B), ids);        // [d, k, n·B]
-    dm = ggml_reshape_4d(ctx, dm, d, k, n, B);
-    ggml_tensor * out = nullptr;
-    for (int64_t j = 0; j < k; ++j) {
-        ggml_tensor * part = ggml_view_3d(ctx, dm, d, n, B, dm->nb[2], dm->nb[3], (size_t) j * dm->nb[1]);
-        out = out ? ggml_add(ctx, out, part) : ggml_cont(ctx, part);
-    }
-    return out;
+    return sum_experts(ctx, ggml_reshape_4d(ctx, dm, d, k, n, B));
 }
 
 // The router of a moe layer (primal only), as llama.cpp's build_moe_ffn computes it for
@@ -273,11 +271,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     if (opt.from_layer < 0 || last < opt.from_layer - (opt.tap == Tap::Residual ? 1 : 0) || last >= spec.n_layer) {
         throw std::logic_error("bad layer range");
     }
-    if (opt.primal) {
-        const size_t L = (size_t) spec.n_layer;
-        fz_all = FrozenTensors{};
-        for (auto * v : {&fz_all.r_attn, &fz_all.probs, &fz_all.r_attn_post, &fz_all.r_ffn, &fz_all.gate_act, &fz_all.r_ffn_post, &fz_all.moe_ids, &fz_all.moe_coef}) v->assign(L, nullptr);
-    }
+    if (opt.primal) fz_all.reset((size_t) spec.n_layer);
     if (opt.primal && opt.first_position != 0) throw std::logic_error("the primal pass covers every position");
     FrozenTensors sliced;
     if (opt.first_position > 0) sliced = frozen_from(ctx, fz_all, opt.first_position);

@@ -27,11 +27,20 @@ struct FrozenTensors {
     std::vector<ggml_tensor *> moe_coef;     // [1, k, n]   router weight × the experts' up and down scales
     ggml_tensor * r_out = nullptr;           // [1, n]     1/rms before the output norm
 
+    // The per-layer sets, in a fixed order.
+    std::vector<std::vector<ggml_tensor *> *> per_layer() {
+        return {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef};
+    }
+    // n_layer empty entries in every set.
+    void reset(size_t n_layer) {
+        for (auto * v : per_layer()) v->assign(n_layer, nullptr);
+        r_out = nullptr;
+    }
     // Every frozen tensor, in a fixed order (for copying them as a set).
     std::vector<ggml_tensor **> all() {
         std::vector<ggml_tensor **> out;
         for (size_t l = 0; l < probs.size(); ++l) {
-            for (auto * v : {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef}) out.push_back(&(*v)[l]);
+            for (auto * v : per_layer()) out.push_back(&(*v)[l]);
         }
         out.push_back(&r_out);
         return out;

@@ -69,10 +69,7 @@ static void read_all(const ggml_tensor * t, std::vector<float> & out) {
 static void store_frozen(LinState & s, FrozenTensors & computed) {
     auto from = computed.all();
     FrozenTensors & f = s.frozen;
-    f = FrozenTensors{};
-    for (auto * v : {&f.r_attn, &f.probs, &f.r_attn_post, &f.r_ffn, &f.gate_act, &f.r_ffn_post, &f.moe_ids, &f.moe_coef}) {
-        v->assign(computed.probs.size(), nullptr);
-    }
+    f.reset(computed.probs.size());
     auto to = f.all();
     ggml_init_params p = {ggml_tensor_overhead() * from.size(), nullptr, true};
     s.frozen_ctx = ggml_init(p);
@@ -81,12 +78,8 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
     }
     s.frozen_buf = ggml_backend_alloc_ctx_tensors_from_buft(s.frozen_ctx, ggml_backend_cpu_buffer_type());
     if (!s.frozen_buf) throw std::runtime_error("cannot allocate memory for the frozen coefficients");
-    std::vector<char> tmp;
     for (size_t i = 0; i < from.size(); ++i) {
-        if (!*from[i]) continue;
-        tmp.resize(ggml_nbytes(*from[i]));
-        tensor_get(*from[i], tmp.data(), tmp.size());
-        tensor_set(*to[i], tmp.data(), tmp.size());
+        if (*from[i]) ggml_backend_tensor_copy(*from[i], *to[i]);
     }
     s.moe_ids.assign(computed.moe_ids.size(), {});
     for (size_t l = 0; l < computed.moe_ids.size(); ++l) {
@@ -721,11 +714,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {
-        auto t = info[1].As<Napi::Int32Array>();
-        s->tokens.assign(t.Data(), t.Data() + t.ElementLength());
-        const int n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
-        for (size_t i = 0; i < s->tokens.size(); ++i)
-            if (s->tokens[i] < 0 || s->tokens[i] >= n_vocab) throw Napi::RangeError::New(env, "token id " + std::to_string(s->tokens[i]) + " is outside the vocabulary");
+        s->tokens = checked_tokens(env, info[1], llama_model_get_vocab(model));
         s->n = (int) s->tokens.size();
     } else {
         embeddings = float_array_arg(env, info[2], "embeddings");

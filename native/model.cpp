@@ -164,7 +164,7 @@ Napi::Value NativeModel::Tokenize(const Napi::CallbackInfo & info) {
     return arr;
 }
 
-static std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab) {
+std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab) {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
         throw Napi::TypeError::New(env, "tokens must be an Int32Array");
     }

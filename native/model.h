@@ -6,8 +6,9 @@
 #include <napi.h>
 
 #include <atomic>
+#include <vector>
 
-struct llama_model;
+#include "llama.h"
 
 namespace llj {
 
@@ -37,6 +38,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     llama_model * model_ = nullptr;
     std::atomic<int> in_use_{0};
 };
+
+// Token ids from an Int32Array, each checked against the vocabulary (never let a bad id reach
+// llama.cpp's asserts); throws a JS RangeError naming the first bad one.
+std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab);
 
 // Whether llama.cpp's graph for this model's architecture records per-layer inputs.
 bool records_layer_inputs(const llama_model * m);

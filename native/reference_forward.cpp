@@ -1,6 +1,7 @@
 // llama.cpp's own forward pass, the reference our graphs are checked against
 // (DESIGN.md §2 invariant 4). Run with an F32 KV cache and flash attention off so that
 // llama.cpp's default F16 rounding does not hide errors (DESIGN.md §6).
+#include "arch.h"
 #include "common.h"
 #include "llama_internal.h"
 #include "model.h"
@@ -19,13 +20,7 @@ namespace llj {
 // them for any other graph aborts the process, so this list guards the call.
 static const std::set<std::string> k_layer_input_archs = {"llama", "qwen3", "qwen3moe"};
 
-static std::string model_arch(const llama_model * m) {
-    char buf[128];
-    int32_t n = llama_model_meta_val_str(m, "general.architecture", buf, sizeof(buf));
-    return n < 0 ? "" : std::string(buf);
-}
-
-bool records_layer_inputs(const llama_model * m) { return k_layer_input_archs.count(model_arch(m)) > 0; }
+bool records_layer_inputs(const llama_model * m) { return k_layer_input_archs.count(model_architecture(m)) > 0; }
 
 class ReferenceForwardWorker : public PromiseWorker {
   public:
@@ -155,19 +150,8 @@ Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     llama_model * m = get(env);
     const llama_vocab * vocab = llama_model_get_vocab(m);
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-        throw Napi::TypeError::New(env, "tokens must be an Int32Array");
-    }
-    auto arr = info[0].As<Napi::Int32Array>();
-    std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+    std::vector<llama_token> tokens = checked_tokens(env, info[0], vocab);
     if (tokens.empty()) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
-    for (size_t i = 0; i < tokens.size(); ++i) {
-        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
-            throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-                                              " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
-        }
-    }
     const int32_t n_ctx_train = llama_model_n_ctx_train(m);
     if ((int64_t) tokens.size() > n_ctx_train) {
         throw Napi::RangeError::New(env, "the prompt has " + std::to_string(tokens.size()) +

@@ -202,18 +202,14 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
     residualEstimate: kk < small.rank ? small.s[kk] : 0 };
 }
 
-/** Tokens a vector of the output space points to: the top of W_U·u. */
-export async function decodeOutput(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
-  pieces: (ids: number[]) => string[]): Promise<DecodedToken[][]> {
+/**
+ * Tokens vectors [B × d] point to: output-space vectors by the top of W_U·u, input-space
+ * vectors by cosine similarity to each input embedding.
+ */
+export async function decodeVectors(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
+  pieces: (ids: number[]) => string[], space: "output" | "input"): Promise<DecodedToken[][]> {
   const batch = vectors.length / d;
-  return topTokens(await native.vocabProducts(vectors, batch, "lmHead"), batch, top, pieces);
-}
-
-/** Tokens a vector of the input space is most similar to: cosine with each input embedding. */
-export async function decodeInput(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
-  pieces: (ids: number[]) => string[]): Promise<DecodedToken[][]> {
-  const batch = vectors.length / d;
-  return topTokens(await native.vocabProducts(vectors, batch, "embedding"), batch, top, pieces);
+  return topTokens(await native.vocabProducts(vectors, batch, space === "input" ? "embedding" : "lmHead"), batch, top, pieces);
 }
 
 /** Exact per-position contributions to one token's logit: row·(Σ J_i x_i + c) + bias = logit. */

@@ -3,7 +3,8 @@
 // built on those products.
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
-import { svd, decodeOutput, decodeInput, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
+import { abortFlagFor } from "./abort.js";
+import { svd, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
   type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
@@ -77,15 +78,6 @@ export interface NonlinearReconstruction {
   relativeError: number;
   maxAbsError: number;
   epsilon: number;
-}
-
-function abortFlagFor(signal: AbortSignal | undefined): { flag: Int32Array; done: () => void } {
-  const flag = new Int32Array(new SharedArrayBuffer(4));
-  if (!signal) return { flag, done: () => {} };
-  signal.throwIfAborted();
-  const onAbort = () => Atomics.store(flag, 0, 1);
-  signal.addEventListener("abort", onAbort, { once: true });
-  return { flag, done: () => signal.removeEventListener("abort", onAbort) };
 }
 
 function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxAbsError: number } {
@@ -231,13 +223,23 @@ export class Linearization {
 
   /**
    * Σ_i J_i x_i (+ c) against y: each J_i x_i is L applied to x restricted to position i
-   * (one batched JVP), so the contributions are exact per-token attributions.
+   * (one batched JVP), so the contributions are exact per-token attributions. Computed once
+   * (attribution reuses it); a failed or aborted computation is not kept.
    */
   async reconstruction(options: { signal?: AbortSignal } = {}): Promise<Reconstruction> {
+    options.signal?.throwIfAborted();
+    this.#reconstruction ??= this.#reconstruct(options.signal).catch((e) => {
+      this.#reconstruction = undefined;
+      throw e;
+    });
+    return this.#reconstruction;
+  }
+
+  async #reconstruct(signal: AbortSignal | undefined): Promise<Reconstruction> {
     const n = this.nTokens, d = this.nEmbd;
     const tangents = new Float32Array(n * n * d);
     for (let i = 0; i < n; i++) tangents.set(this.inputEmbeddings.subarray(i * d, (i + 1) * d), (i * n + i) * d);
-    const contributions = await this.jvp(tangents, { signal: options.signal });
+    const contributions = await this.jvp(tangents, { signal });
     const reconstructed = new Float32Array(d);
     const norms: number[] = [];
     for (let i = 0; i < n; i++) {
@@ -297,8 +299,7 @@ export class Linearization {
     }
     const native = this.#get();
     const top = options.top ?? 10;
-    const p = options.space === "input" ? decodeInput(native, vectors, this.nEmbd, top, this.#pieces)
-      : decodeOutput(native, vectors, this.nEmbd, top, this.#pieces);
+    const p = decodeVectors(native, vectors, this.nEmbd, top, this.#pieces, options.space);
     return this.#run(undefined, () => p);
   }
 
@@ -350,13 +351,8 @@ export class Linearization {
   /** The operator as the analyses see it. */
   #system() {
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
-      jacobian: () => this.cachedJacobian(), reconstruction: () => this.#cachedReconstruction(),
+      jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
       jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array) => this.vjp(u) };
-  }
-
-  #cachedReconstruction(): Promise<Reconstruction> {
-    this.#reconstruction ??= this.reconstruction();
-    return this.#reconstruction;
   }
 
   async dispose(): Promise<void> {

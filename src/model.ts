@@ -5,6 +5,7 @@ import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, type HyperParameters, type GgufSummary } from "./gguf.js";
 import { LljError, isFloat32Array } from "./errors.js";
+import { abortFlagFor } from "./abort.js";
 import { Linearization, type LinearizeOptions } from "./linearization.js";
 
 export interface LoadModelOptions {
@@ -275,12 +276,10 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   else if (Number.isInteger(gl) && gl >= 0) gpuLayers = gl;
   else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
 
-  const abortFlag = new Int32Array(new SharedArrayBuffer(4));
-  const onAbort = () => Atomics.store(abortFlag, 0, 1);
-  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const { flag, done } = abortFlagFor(options.signal);
   try {
     const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
-      options.onLoadProgress, abortFlag);
+      options.onLoadProgress, flag);
     try {
       options.signal?.throwIfAborted();
       return new Model(native, gguf, backends);
@@ -292,6 +291,6 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
     if (e instanceof LljError || (e as Error)?.name === "AbortError") throw e;
     throw new LljError((e as Error).message, { cause: e });
   } finally {
-    options.signal?.removeEventListener("abort", onAbort);
+    done();
   }
 }

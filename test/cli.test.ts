@@ -2,7 +2,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
-import { STORIES, relErr } from "./helpers.js";
+import { STORIES, relErr, writeArchitectureStub } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
@@ -140,18 +140,7 @@ test("analyze --json FILE and --npy DIR write everything, and it loads back", as
 test("info on an architecture llj-gguf does not linearize says so, and why, up front", async () => {
   const { mkdtempSync } = await import("node:fs");
   const os = await import("node:os");
-  const { getAddon } = await import("../src/native.js");
-  const { initBackends } = await import("../src/backends.js");
-  initBackends(false);
-  const f = path.join(mkdtempSync(path.join(os.tmpdir(), "llj-arch-")), "rwkv.gguf");
-  await getAddon().writeGguf(f, {
-    kv: [
-      { key: "general.architecture", type: "str", value: "rwkv6" },
-      { key: "rwkv6.embedding_length", type: "u32", value: 16 },
-      { key: "rwkv6.block_count", type: "u32", value: 2 },
-    ],
-    tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
-  });
+  const f = await writeArchitectureStub(path.join(mkdtempSync(path.join(os.tmpdir(), "llj-arch-")), "rwkv.gguf"), "rwkv6", 2);
   const r = run("info", f);
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/architecture\s+rwkv6/);

@@ -4,9 +4,7 @@ import { mkdtempSync, writeFileSync, readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadModel, LljError } from "../src/index.js";
-import { getAddon } from "../src/native.js";
-import { initBackends } from "../src/backends.js";
-import { STORIES } from "./helpers.js";
+import { STORIES, writeArchitectureStub } from "./helpers.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "llj-errors-"));
 
@@ -40,16 +38,7 @@ test("a GGUF truncated inside its header", async () => {
 });
 
 test("a GGUF of an unsupported architecture", async () => {
-  initBackends(false);
-  const f = path.join(tmp, "mamba.gguf");
-  await getAddon().writeGguf(f, {
-    kv: [
-      { key: "general.architecture", type: "str", value: "mamba" },
-      { key: "mamba.embedding_length", type: "u32", value: 16 },
-      { key: "mamba.block_count", type: "u32", value: 1 },
-    ],
-    tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
-  });
+  const f = await writeArchitectureStub(path.join(tmp, "mamba.gguf"), "mamba", 1);
   expect(statSync(f).size).toBeGreaterThan(16 * 8 * 4);
   const err = await loadModel({ modelPath: f, gpu: false }).catch((e) => e);
   expect(err.message).toMatch(/architecture "mamba" .* is not supported by llj-gguf: its layers carry a recurrent state/);

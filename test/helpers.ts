@@ -3,7 +3,8 @@
 import { existsSync, openSync, readSync, closeSync } from "node:fs";
 import path from "node:path";
 import { readGgufFileInfo } from "node-llama-cpp";
-import { packageRoot } from "../src/native.js";
+import { packageRoot, getAddon } from "../src/native.js";
+import { initBackends } from "../src/backends.js";
 import type { Linearization } from "../src/index.js";
 
 /** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
@@ -75,3 +76,20 @@ export async function adjointError(lin: Linearization, allPositions = false, zer
   return Math.abs(dot(lv, u) - dot(v, ltu)) / (norm(lv) * norm(u));
 }
 
+
+/**
+ * A header-only GGUF of some other architecture (d = 16, one token_embd tensor): enough for
+ * llj-gguf to read and refuse, not a model llama.cpp could run.
+ */
+export async function writeArchitectureStub(file: string, architecture: string, layers: number): Promise<string> {
+  initBackends(false);
+  await getAddon().writeGguf(file, {
+    kv: [
+      { key: "general.architecture", type: "str", value: architecture },
+      { key: `${architecture}.embedding_length`, type: "u32", value: 16 },
+      { key: `${architecture}.block_count`, type: "u32", value: layers },
+    ],
+    tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
+  });
+  return file;
+}
