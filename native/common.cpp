@@ -73,6 +73,40 @@ void PromiseWorker::OnOK() {
     }
 }
 
+ProgressPromiseWorker::ProgressPromiseWorker(Napi::Env env, Napi::Value on_progress, Napi::Value abort)
+    : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)), abort_(abort) {
+    if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
+}
+
+void ProgressPromiseWorker::Execute(const ExecutionProgress & progress) {
+    Run([&](float p) {
+        progress.Send(&p, 1);
+        return !abort_.aborted();
+    });
+}
+
+void ProgressPromiseWorker::OnProgress(const float * data, size_t count) {
+    if (!on_progress_.IsEmpty() && count > 0) on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
+}
+
+void ProgressPromiseWorker::OnOK() {
+    Napi::Env env = Env();
+    try {
+        deferred_.Resolve(Result(env));
+    } catch (const Napi::Error & e) {
+        Discard();
+        deferred_.Reject(e.Value());
+    } catch (const std::exception & e) {
+        Discard();
+        deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+    }
+}
+
+void ProgressPromiseWorker::OnError(const Napi::Error & e) {
+    Discard();
+    deferred_.Reject(e.Value());
+}
+
 std::string get_string(const Napi::Object & o, const char * key, const std::string & def) {
     auto v = o.Get(key);
     return v.IsString() ? v.As<Napi::String>().Utf8Value() : def;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -63,6 +64,29 @@ class PromiseWorker : public Napi::AsyncWorker {
     void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
   private:
     Napi::Promise::Deferred deferred_;
+};
+
+// A PromiseWorker that also reports progress in [0, 1] to an optional JS callback and reads
+// an abort flag shared with JS (long operations: loading, linearizing, linear passes).
+class ProgressPromiseWorker : public Napi::AsyncProgressWorker<float> {
+  public:
+    ProgressPromiseWorker(Napi::Env env, Napi::Value on_progress, Napi::Value abort);
+    Napi::Promise Promise() { return deferred_.Promise(); }
+  protected:
+    // Off the JS thread; report(p) sends p to the callback and returns false once aborted.
+    virtual void Run(const std::function<bool(float)> & report) = 0;
+    virtual Napi::Value Result(Napi::Env env) = 0;
+    // On the JS thread after a failure: frees what Run built.
+    virtual void Discard() {}
+    bool aborted() const { return abort_.aborted(); }
+  private:
+    void Execute(const ExecutionProgress & progress) final;
+    void OnProgress(const float * data, size_t count) final;
+    void OnOK() final;
+    void OnError(const Napi::Error & e) final;
+    Napi::Promise::Deferred deferred_;
+    AbortFlag abort_;
+    Napi::FunctionReference on_progress_;
 };
 
 inline Napi::Float32Array to_float32_array(Napi::Env env, const float * data, size_t n) {

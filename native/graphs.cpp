@@ -336,6 +336,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         }
         if (il == last && opt.tap == Tap::Mlp) return f;
         h = ggml_add(ctx, h, f);
+        ggml_format_name(h, "l_out-%d", il);  // observed for progress reports
     }
     if (opt.tap == Tap::Residual) return h;
     if (final_residual) {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -113,7 +114,9 @@ static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B,
 // The primal pass: the real network on the prompt. With `record`, stores the frozen
 // coefficients, the embeddings, the per-layer inputs and the logits into `s`; otherwise
 // only returns the final hidden states of the given embeddings (the non-detached forward).
-static void run_primal(LinState & s, const std::vector<float> * embeddings, bool record, std::vector<float> & hidden_out) {
+// `progress` (optional) gets the fraction of layers computed.
+static void run_primal(LinState & s, const std::vector<float> * embeddings, bool record, std::vector<float> & hidden_out,
+                       const std::function<bool(float)> * progress = nullptr) {
     const ModelSpec & sp = s.spec;
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
@@ -160,6 +163,11 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     if (logits) ggml_build_forward_expand(gf, logits);
     if (logits_capped) ggml_build_forward_expand(gf, logits_capped);
 
+    // Layer outputs are named "l_out-<il>" by build_forward.
+    GraphRunner::NodeObserver layers = {"l_out-", [&](const ggml_tensor * t) {
+        int il = 0;
+        if (std::sscanf(ggml_get_name(t), "l_out-%d", &il) == 1) (*progress)((float) (il + 1) / (float) sp.n_layer);
+    }};
     s.runner->compute(gf, [&] {
         std::vector<int32_t> pos((size_t) n);
         for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
@@ -185,7 +193,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
         tensor_set(in.ones, ones.data(), ones.size() * sizeof(float));
         if (embeddings) tensor_set(x, embeddings->data(), embeddings->size() * sizeof(float));
         else tensor_set(ids, s.tokens.data(), s.tokens.size() * sizeof(int32_t));
-    });
+    }, progress ? &layers : nullptr);
 
     read_all(y, hidden_out);
     if (!record) return;
@@ -397,40 +405,30 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
 }
 
 // Runs fn(state) on a worker thread with the state locked; resolves with a Float32Array.
-class LinearWorker : public Napi::AsyncProgressWorker<float> {
+// The abort flag also stops a graph mid-computation (GraphRunner's abort check).
+class LinearWorker : public ProgressPromiseWorker {
   public:
     using Fn = std::function<void(LinState &, std::vector<float> &, const std::function<bool(float)> &)>;
     LinearWorker(Napi::Env env, std::shared_ptr<LinState> s, const Napi::Object & self, Fn fn, Napi::Value on_progress, Napi::Value abort)
-        : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)), s_(std::move(s)),
-          self_(Napi::Persistent(self)), fn_(std::move(fn)), abort_(abort) {
-        if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute(const ExecutionProgress & progress) override {
+        : ProgressPromiseWorker(env, on_progress, abort), s_(std::move(s)), self_(Napi::Persistent(self)), fn_(std::move(fn)) {}
+
+  protected:
+    void Run(const std::function<bool(float)> & report) override {
         LogCapture log;
         std::lock_guard<std::mutex> lock(s_->mu);
+        AbortScope scope(*s_->runner, [this] { return aborted(); });
         try {
-            fn_(*s_, out_, [&](float p) {
-                progress.Send(&p, 1);
-                return !abort_.aborted();
-            });
+            fn_(*s_, out_, report);
         } catch (const std::exception & e) {
             throw error_with_log(e.what(), log);
         }
     }
-    void OnProgress(const float * data, size_t count) override {
-        if (!on_progress_.IsEmpty() && count > 0) on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
-    }
-    void OnOK() override { deferred_.Resolve(to_float32_array(Env(), out_.data(), out_.size())); }
-    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+    Napi::Value Result(Napi::Env env) override { return to_float32_array(env, out_.data(), out_.size()); }
 
   private:
-    Napi::Promise::Deferred deferred_;
     std::shared_ptr<LinState> s_;
-    Napi::ObjectReference self_;
+    Napi::ObjectReference self_;  // keeps the linearization (and its model) alive meanwhile
     Fn fn_;
-    AbortFlag abort_;
-    Napi::FunctionReference on_progress_;
     std::vector<float> out_;
 };
 
@@ -452,7 +450,7 @@ static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, co
     for (int b0 = 0; b0 < B; b0 += (int) s.max_batch) {
         int nb = std::min(B - b0, (int) s.max_batch);
         pass(in + (size_t) b0 * in_stride, nb, out + (size_t) b0 * out_stride);
-        if (!progress((float) (b0 + nb) / (float) B)) throw std::runtime_error("aborted");
+        if (!progress((float) (b0 + nb) / (float) B)) throw Aborted();
     }
 }
 
@@ -523,7 +521,7 @@ Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
                 for (int i = 0; i < n; ++i)
                     std::copy(rows.begin() + ((size_t) b * n + i) * d, rows.begin() + ((size_t) b * n + i + 1) * d,
                               out.begin() + (size_t) i * d * d + (size_t) (k0 + b) * d);
-            if (!progress((float) (k0 + nb) / (float) d)) throw std::runtime_error("aborted");
+            if (!progress((float) (k0 + nb) / (float) d)) throw Aborted();
         }
     };
     auto * w = new LinearWorker(env, s, Value(), fn, info[0], info[1]);
@@ -654,26 +652,29 @@ Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
 
 // ---------------------------------------------------------------------------------------
 
-class LinearizeWorker : public PromiseWorker {
+// The primal pass (progress per layer, abortable mid-graph), then the bias term c.
+class LinearizeWorker : public ProgressPromiseWorker {
   public:
     LinearizeWorker(Napi::Env env, const Napi::Object & model_obj, std::unique_ptr<LinState> s, std::vector<float> embeddings,
-                    int threads, size_t budget, uint32_t n_ctx)
-        : PromiseWorker(env), model_obj_(Napi::Persistent(model_obj)), use_(NativeModel::Unwrap(model_obj), model_obj),
+                    int threads, size_t budget, uint32_t n_ctx, Napi::Value on_progress, Napi::Value abort)
+        : ProgressPromiseWorker(env, on_progress, abort), model_obj_(Napi::Persistent(model_obj)), use_(NativeModel::Unwrap(model_obj), model_obj),
           s_(std::move(s)), embeddings_(std::move(embeddings)), threads_(threads), budget_(budget), n_ctx_(n_ctx) {}
 
-    void Execute() override {
+  protected:
+    void Run(const std::function<bool(float)> & report) override {
         LogCapture log;
         try {
             LinState & s = *s_;
             s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
             s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas);
+            AbortScope scope(*s.runner, [this] { return aborted(); });
             // Batch width from the memory budget: a column costs about its activations in
             // one layer (the scheduler reuses buffers across layers), counted generously.
             const size_t col_bytes = sizeof(float) * (size_t) s.n *
                 (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head);
             s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget_ / std::max<size_t>(1, col_bytes)));
-            run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden);
+            run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden, &report);
             if (!embeddings_.empty()) s.x = embeddings_;
             if (s.spec.affine) {
                 std::vector<float> zeros((size_t) s.n * s.d, 0.0f);
@@ -699,7 +700,7 @@ class LinearizeWorker : public PromiseWorker {
 };
 
 // linearize(model, tokens: Int32Array | null, embeddings: Float32Array | null,
-//           { threads, exact, batchMemoryBytes }) -> Promise<NativeLinearization>
+//           { threads, exact, batchMemoryBytes, blas, contextSize }, onProgress?, abortFlag?) -> Promise<NativeLinearization>
 Napi::Value Linearize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) throw Napi::TypeError::New(env, "linearize(model, tokens, embeddings, options)");
@@ -734,7 +735,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     const double ctx_opt = get_number(opts, "contextSize", 0);
     if (ctx_opt != 0 && ctx_opt < s->n) throw Napi::RangeError::New(env, "contextSize is smaller than the prompt");
     const uint32_t n_ctx = ctx_opt > 0 ? (uint32_t) ctx_opt : (uint32_t) s->n;
-    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget, n_ctx);
+    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget, n_ctx, info[4], info[5]);
     w->Queue();
     return w->Promise();
 }

@@ -220,17 +220,15 @@ Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
 // ---------------------------------------------------------------------------------------
 // Loading
 
-class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
+class LoadModelWorker : public ProgressPromiseWorker {
   public:
     LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap, bool cpu_only,
                     Napi::Value on_progress, Napi::Value abort)
-        : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)),
-          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), cpu_only_(cpu_only), abort_(abort) {
-        if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
+        : ProgressPromiseWorker(env, on_progress, abort),
+          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), cpu_only_(cpu_only) {}
 
-    void Execute(const ExecutionProgress & progress) override {
+  protected:
+    void Run(const std::function<bool(float)> & report) override {
         LogCapture log;
         llama_model_params mp = llama_model_default_params();
         mp.n_gpu_layers = gpu_layers_;
@@ -242,44 +240,31 @@ class LoadModelWorker : public Napi::AsyncProgressWorker<float> {
         mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
         // Repacked CPU buffers are only readable by llama.cpp's own matmul (DESIGN.md §6).
         mp.use_extra_bufts = false;
-        progress_ = &progress;
-        mp.progress_callback = [](float p, void * self) -> bool {
-            auto * w = static_cast<LoadModelWorker *>(self);
-            w->progress_->Send(&p, 1);
-            return !w->abort_.aborted();
+        mp.progress_callback = [](float p, void * report) -> bool {
+            return (*static_cast<const std::function<bool(float)> *>(report))(p);
         };
-        mp.progress_callback_user_data = this;
+        mp.progress_callback_user_data = const_cast<std::function<bool(float)> *>(&report);
         model_ = llama_model_load_from_file(path_.c_str(), mp);
         if (!model_) {
-            if (abort_.aborted()) throw std::runtime_error("model loading was aborted");
+            if (aborted()) throw std::runtime_error("model loading was aborted");
             throw error_with_log("llama.cpp could not load '" + path_ + "'", log);
         }
     }
-    void OnProgress(const float * data, size_t count) override {
-        if (!on_progress_.IsEmpty() && count > 0) {
-            on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
-        }
-    }
-    void OnOK() override {
+    Napi::Value Result(Napi::Env env) override {
         llama_model * m = model_;
         model_ = nullptr;
-        deferred_.Resolve(NativeModel::Wrap(Env(), m));
+        return NativeModel::Wrap(env, m);
     }
-    void OnError(const Napi::Error & e) override {
+    void Discard() override {
         if (model_) llama_model_free(model_);
         model_ = nullptr;
-        deferred_.Reject(e.Value());
     }
 
   private:
-    Napi::Promise::Deferred deferred_;
     std::string path_;
     int32_t gpu_layers_;
     bool use_mmap_;
     bool cpu_only_;
-    AbortFlag abort_;
-    Napi::FunctionReference on_progress_;
-    const ExecutionProgress * progress_ = nullptr;
     llama_model * model_ = nullptr;
 };
 

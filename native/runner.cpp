@@ -4,6 +4,7 @@
 #include "llama-ext.h"  // llama_model_n_devices / llama_model_get_device
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -34,6 +35,9 @@ GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas
     // memory-bound element-wise ops; sharing the cores halves the contention (OpenBLAS
     // threads yield-spin between calls): measured 2.4 s vs 3.1 s for bench/'s Jacobian.
     if (set_threads) set_threads(cpu, uses_blas_ ? std::max(1, n_threads / 2) : n_threads);
+    // The CPU backend polls this between nodes and stops the graph (GGML_STATUS_ABORTED).
+    auto set_abort = (void (*)(ggml_backend_t, ggml_abort_callback, void *)) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_abort_callback");
+    if (set_abort) set_abort(cpu, [](void * self) { return static_cast<GraphRunner *>(self)->abort_requested(); }, this);
     backends_.push_back(cpu);  // the scheduler wants the CPU last
 }
 
@@ -57,13 +61,31 @@ ggml_context * GraphRunner::begin(size_t graph_size) {
     return ctx_;
 }
 
-void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_inputs) {
+// The scheduler's eval callback: asks for the observed nodes, reports them once computed,
+// and stops the split on an abort (the CPU backend's own abort callback stops the rest).
+struct EvalContext {
+    GraphRunner * runner;
+    const GraphRunner::NodeObserver * observer;
+};
+static bool eval_callback(ggml_tensor * t, bool ask, void * user) {
+    auto * e = static_cast<EvalContext *>(user);
+    if (ask) return std::strncmp(ggml_get_name(t), e->observer->prefix.c_str(), e->observer->prefix.size()) == 0;
+    e->observer->on_node(t);
+    return !e->runner->abort_requested();
+}
+
+void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_inputs, const NodeObserver * observer) {
+    if (abort_requested()) throw Aborted();
     ggml_backend_sched_reset(sched_);
+    EvalContext eval = {this, observer};
+    ggml_backend_sched_set_eval_callback(sched_, observer ? eval_callback : nullptr, observer ? &eval : nullptr);
     if (!ggml_backend_sched_alloc_graph(sched_, gf)) throw std::runtime_error("cannot allocate the graph (out of memory?)");
     set_inputs();
     ggml_status st = ggml_backend_sched_graph_compute(sched_, gf);
-    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error("graph computation failed (status " + std::to_string((int) st) + ")");
     ggml_backend_sched_synchronize(sched_);
+    ggml_backend_sched_set_eval_callback(sched_, nullptr, nullptr);
+    if (abort_requested()) throw Aborted();
+    if (st != GGML_STATUS_SUCCESS) throw std::runtime_error("graph computation failed (status " + std::to_string((int) st) + ")");
 }
 
 void tensor_set(ggml_tensor * t, const void * data, size_t bytes) {

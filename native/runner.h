@@ -8,6 +8,8 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace llj {
@@ -23,8 +25,19 @@ class GraphRunner {
 
     // A fresh graph context sized for `graph_size` nodes; valid until the next call.
     ggml_context * begin(size_t graph_size);
-    // Allocates `gf`, lets `set_inputs` fill the input tensors, computes.
-    void compute(ggml_cgraph * gf, const std::function<void()> & set_inputs);
+    // Called after each computed node whose name starts with `prefix` (progress reports).
+    struct NodeObserver {
+        std::string prefix;
+        std::function<void(const ggml_tensor *)> on_node;
+    };
+    // Allocates `gf`, lets `set_inputs` fill the input tensors, computes. Throws Aborted when
+    // the abort check fired during the computation.
+    void compute(ggml_cgraph * gf, const std::function<void()> & set_inputs, const NodeObserver * observer = nullptr);
+
+    // Polled while graphs compute: between nodes on the CPU backend and at observed nodes.
+    // Set for the duration of one operation (AbortScope); empty means never abort.
+    void set_abort_check(std::function<bool()> check) { abort_check_ = std::move(check); }
+    bool abort_requested() const { return abort_check_ && abort_check_(); }
 
   private:
     std::vector<ggml_backend_t> backends_;
@@ -32,6 +45,23 @@ class GraphRunner {
     ggml_context * ctx_ = nullptr;
     size_t sched_graph_size_ = 0;
     bool uses_blas_ = false;
+    std::function<bool()> abort_check_;
+};
+
+// Thrown when a computation stops on the abort check.
+struct Aborted : std::runtime_error {
+    Aborted() : std::runtime_error("aborted") {}
+};
+
+// Installs an abort check on a runner for the lifetime of the scope.
+class AbortScope {
+  public:
+    AbortScope(GraphRunner & r, std::function<bool()> check) : r_(r) { r_.set_abort_check(std::move(check)); }
+    ~AbortScope() { r_.set_abort_check({}); }
+    AbortScope(const AbortScope &) = delete;
+    AbortScope & operator=(const AbortScope &) = delete;
+  private:
+    GraphRunner & r_;
 };
 
 // Copies a host buffer into a graph tensor / back.

@@ -21,7 +21,10 @@ export interface LinearizeOptions {
    * whether the context (padded to 256) exceeds rope.scaling.original_context_length.
    */
   contextSize?: number;
+  /** Stops the primal pass between graph nodes; the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** Called with the fraction of the primal pass done (per layer), in [0, 1]. */
+  onProgress?: (progress: number) => void;
 }
 
 /**

@@ -222,16 +222,17 @@ export class Model {
     } else {
       tokens = this.toTokens(prompt as string | ArrayLike<number>);
     }
-    options.signal?.throwIfAborted();
+    const { flag, done } = abortFlagFor(options.signal);
     const native = await this.#track(getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings, {
       threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
       exact: precision === "exact",
       batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
       blas: options.blas ?? true,
       contextSize: options.contextSize,
-    }).catch((e: Error) => {
+    }, options.onProgress, flag).catch((e: Error) => {
+      options.signal?.throwIfAborted();
       throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
-    }));
+    }).finally(done));
     const lin = new Linearization(native, tokens, (ids) => this.tokenPieces(ids), () => this.#linearizations.delete(lin));
     this.#linearizations.add(lin);
     if (options.signal?.aborted) {

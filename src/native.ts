@@ -129,7 +129,8 @@ export interface NativeAddon {
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
-    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number }): Promise<NativeLinearization>;
+    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number },
+    onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeLinearization>;
   /** A = U diag(s) Vᵀ for A [m × n] row-major (one-sided Jacobi, double accumulation). */
   svd(a: Float32Array, m: number, n: number): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number }>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */

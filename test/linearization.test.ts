@@ -1,6 +1,6 @@
 // The linearization engine against DESIGN.md's four invariants: faithfulness to llama.cpp's
 // own forward, exact reconstruction, the adjoint identity, linearity and batching.
-import { loadModel, type Model, type Linearization } from "../src/index.js";
+import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
 import { STORIES, relErr, randn, adjointError, PROMPT } from "./helpers.js";
 
 /** A prompt of exactly n tokens (BOS + story text). */
@@ -169,3 +169,31 @@ describe("stories260K (F32, trained)", () => {
     await expect(gone.jvp(new Float32Array(2 * d))).rejects.toThrow(/disposed/);
   });
 });
+
+test("linearize reports the primal pass's progress per layer and stops mid-pass on abort", async () => {
+  // The d=512 model of the analysis suite: a 256-token primal pass takes tens of ms per layer.
+  const m = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536 }, "F32"), gpu: false });
+  try {
+    const tokens = Array.from({ length: 256 }, (_, i) => 1 + ((i * 37) % 200));
+    const progress: number[] = [];
+    const l = await m.linearize(tokens, { onProgress: (p) => progress.push(p) });
+    await l.dispose();
+    expect(progress.length).toBeGreaterThan(1);
+    for (let i = 1; i < progress.length; i++) expect(progress[i]).toBeGreaterThan(progress[i - 1]);
+    expect(progress[progress.length - 1]).toBe(1);
+    expect(progress.every((p) => p > 0 && p <= 1 && Number.isInteger(p * 8))).toBe(true);
+
+    // Aborted at the first layer's report: the pass stops before the last layer.
+    const ac = new AbortController();
+    const seen: number[] = [];
+    await expect(m.linearize(tokens, { signal: ac.signal, onProgress: (p) => { seen.push(p); ac.abort(); } })).rejects.toThrow(/abort/i);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(Math.max(...seen)).toBeLessThan(1);
+    // the model stays usable
+    const again = await m.linearize(tokens.slice(0, 4));
+    expect((await again.reconstruction()).relativeError).toBeLessThan(1e-5);
+    await again.dispose();
+  } finally {
+    await m.dispose();
+  }
+}, 300_000);
