@@ -13,6 +13,8 @@ Napi::Function DefineLinearization(Napi::Env env);
 Napi::Value BenchGemm(const Napi::CallbackInfo & info);
 Napi::Value BenchForward(const Napi::CallbackInfo & info);
 Napi::Value Svd(const Napi::CallbackInfo & info);
+Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info);
+Napi::Value Gemm(const Napi::CallbackInfo & info);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -28,6 +30,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("NativeLinearization", llj::DefineLinearization(env));
     exports.Set("linearize", Napi::Function::New(env, llj::Linearize));
     exports.Set("svd", Napi::Function::New(env, llj::Svd));
+    exports.Set("orthonormalizeAgainst", Napi::Function::New(env, llj::OrthonormalizeAgainst));
+    exports.Set("gemm", Napi::Function::New(env, llj::Gemm));
     exports.Set("benchGemm", Napi::Function::New(env, llj::BenchGemm));
     exports.Set("benchForward", Napi::Function::New(env, llj::BenchForward));
     return exports;

@@ -377,10 +377,13 @@ static ggml_tensor * attn_transpose(ggml_context * ctx, const ModelSpec & spec, 
     return spec.arch.pre_norms ? scaled(ctx, da, fz.r_attn[il], L.attn_norm) : da;
 }
 
-ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, const GraphInputs & in,
+ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz_all, const GraphInputs & in,
                               ggml_tensor * u, const BuildOptions & opt) {
     // transposed products always use F32 weights (there is no transposed quantized kernel)
     const int last = opt.tap == Tap::Output ? spec.n_layer - 1 : opt.tap_layer;
+    FrozenTensors sliced;
+    if (opt.first_position > 0) sliced = frozen_from(ctx, fz_all, opt.first_position);
+    const FrozenTensors & fz = opt.first_position > 0 ? sliced : fz_all;
     ggml_tensor * dh = opt.tap == Tap::Output ? scaled(ctx, u, fz.r_out, spec.output_norm) : u;  // diagonal: its own transpose
     for (int il = last; il >= opt.from_layer; --il) {
         if (il == last && opt.tap == Tap::Attn) {  // the cotangent enters at the attention output

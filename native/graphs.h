@@ -72,8 +72,9 @@ struct BuildOptions {
     int from_layer = 0;   // linear passes: x is the residual stream entering this layer
     Tap tap = Tap::Output;
     int tap_layer = -1;   // the layer of a Residual/Attn/Mlp tap
-    // Linear forward passes: x covers positions [first_position, n) only. Causal attention
-    // keeps earlier positions at zero when the tangents are zero there, so they are skipped.
+    // Linear passes over positions [first_position, n) only. Forward: causal attention keeps
+    // earlier positions at zero when the tangents are zero there. Transpose: the cotangents
+    // on positions >= first_position depend only on those positions, so they are exact.
     int first_position = 0;
 };
 
@@ -85,8 +86,9 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
                             const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt,
                             std::vector<ggml_tensor *> * layer_inputs, ggml_tensor ** final_residual = nullptr);
 
-// u: cotangent on the tapped quantity (opt.tap) at every position, [d, n, B]. Returns the
-// cotangent on the residual stream entering layer opt.from_layer, [d, n, B].
+// u: cotangent on the tapped quantity (opt.tap) at positions [opt.first_position, n),
+// [d, n - first_position, B]. Returns the cotangent on the residual stream entering layer
+// opt.from_layer at those positions, same shape.
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & frozen,
                               const GraphInputs & in, ggml_tensor * u, const BuildOptions & opt);
 

@@ -1,11 +1,13 @@
 // Dense linear algebra for the analyses, on worker threads: the SVD of a Jacobian block by
 // one-sided Jacobi rotations (Hestenes), accumulated in double. Exact to working precision,
 // O(sweeps · m · n²): the route for blocks up to a few thousand columns; larger problems go
-// through the matrix-free top-k route built on jvp/vjp.
+// through the matrix-free top-k route built on jvp/vjp, whose basis work (orthonormalizing
+// a block against a basis, small products) is here too.
 #include "common.h"
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 namespace llj {
@@ -109,6 +111,117 @@ class SvdWorker : public PromiseWorker {
     int64_t m_, n_;
     SvdResult r_;
 };
+
+// A small dense job run off the JS thread, resolving with a Float32Array.
+class DenseWorker : public PromiseWorker {
+  public:
+    DenseWorker(Napi::Env env, std::function<std::vector<double>()> fn) : PromiseWorker(env), fn_(std::move(fn)) {}
+    void Execute() override { out_ = fn_(); }
+    Napi::Value Result(Napi::Env env) override {
+        auto a = Napi::Float32Array::New(env, out_.size());
+        for (size_t i = 0; i < out_.size(); ++i) a[i] = (float) out_[i];
+        return a;
+    }
+  private:
+    std::function<std::vector<double>()> fn_;
+    std::vector<double> out_;
+};
+
+static std::vector<double> float_matrix_arg(Napi::Env env, const Napi::Value & v, size_t rows, size_t cols, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
+    }
+    auto a = v.As<Napi::Float32Array>();
+    if (a.ElementLength() != rows * cols) {
+        throw Napi::RangeError::New(env, std::string(what) + " must hold " + std::to_string(rows) + "·" + std::to_string(cols) + " values");
+    }
+    std::vector<double> out(a.Data(), a.Data() + a.ElementLength());
+    for (double x : out) if (!std::isfinite(x)) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value");
+    return out;
+}
+
+// The rows of `block` [b × w] made orthonormal and orthogonal to the orthonormal rows of
+// `basis` [m × w]: two rounds of classical Gram–Schmidt against the basis (in double), then
+// the left singular vectors of what remains. Directions whose remaining norm falls below
+// 1e-6 of the block's largest row norm are dropped (the Krylov space is exhausted there), so
+// the result has r ≤ b rows.
+static std::vector<double> orthonormalize_against(const std::vector<double> & basis, int64_t m, std::vector<double> block, int64_t b, int64_t w) {
+    double scale = 0;
+    for (int64_t i = 0; i < b; ++i) {
+        double s2 = 0;
+        for (int64_t c = 0; c < w; ++c) s2 += block[(size_t) (i * w + c)] * block[(size_t) (i * w + c)];
+        scale = std::max(scale, std::sqrt(s2));
+    }
+    for (int round = 0; round < 2; ++round) {
+        for (int64_t i = 0; i < b; ++i) {
+            double * x = &block[(size_t) (i * w)];
+            for (int64_t j = 0; j < m; ++j) {
+                const double * q = &basis[(size_t) (j * w)];
+                double p = 0;
+                for (int64_t c = 0; c < w; ++c) p += q[c] * x[c];
+                for (int64_t c = 0; c < w; ++c) x[c] -= p * q[c];
+            }
+        }
+    }
+    // block = U S Vᵀ through its transpose [w × b] (tall): the new rows are U's columns.
+    std::vector<double> t((size_t) (w * b));
+    for (int64_t i = 0; i < b; ++i)
+        for (int64_t c = 0; c < w; ++c) t[(size_t) (c * b + i)] = block[(size_t) (i * w + c)];
+    SvdResult r = jacobi_svd_tall(t, w, b);
+    std::vector<double> out;
+    for (int64_t k = 0; k < b; ++k) {
+        if (!(r.s[(size_t) k] > 1e-6 * scale)) break;  // descending
+        for (int64_t c = 0; c < w; ++c) out.push_back(r.u[(size_t) (c * b + k)]);
+    }
+    return out;
+}
+
+// orthonormalizeAgainst(basis: Float32Array [m·w] | null, block: Float32Array [b·w], w) -> Float32Array [r·w]
+Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const int64_t w = info[2].As<Napi::Number>().Int64Value();
+    if (w < 1) throw Napi::RangeError::New(env, "width must be positive");
+    const size_t m = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
+    const size_t b = info[1].IsTypedArray() ? info[1].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
+    std::vector<double> basis = m ? float_matrix_arg(env, info[0], m, (size_t) w, "basis") : std::vector<double>();
+    std::vector<double> block = float_matrix_arg(env, info[1], b, (size_t) w, "block");
+    if (b == 0) throw Napi::RangeError::New(env, "the block is empty");
+    auto * worker = new DenseWorker(env, [basis = std::move(basis), block = std::move(block), m, b, w]() mutable {
+        return orthonormalize_against(basis, (int64_t) m, std::move(block), (int64_t) b, w);
+    });
+    worker->Queue();
+    return worker->Promise();
+}
+
+// gemm(a: Float32Array [p·q], b: Float32Array, p, q, w, transposeB) -> Float32Array [p·w]:
+// A B with B [q × w], or A Bᵀ with B [w × q] when transposeB; accumulated in double.
+Napi::Value Gemm(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    const int64_t p = info[2].As<Napi::Number>().Int64Value(), q = info[3].As<Napi::Number>().Int64Value(),
+                  w = info[4].As<Napi::Number>().Int64Value();
+    const bool tb = info[5].ToBoolean();
+    if (p < 1 || q < 1 || w < 1) throw Napi::RangeError::New(env, "gemm: dimensions must be positive");
+    std::vector<double> a = float_matrix_arg(env, info[0], (size_t) p, (size_t) q, "a");
+    std::vector<double> bm = float_matrix_arg(env, info[1], tb ? (size_t) w : (size_t) q, tb ? (size_t) q : (size_t) w, "b");
+    auto * worker = new DenseWorker(env, [a = std::move(a), bm = std::move(bm), p, q, w, tb]() {
+        std::vector<double> c((size_t) (p * w), 0.0);
+        for (int64_t i = 0; i < p; ++i) {
+            double * ci = &c[(size_t) (i * w)];
+            for (int64_t k = 0; k < q; ++k) {
+                const double aik = a[(size_t) (i * q + k)];
+                if (tb) {
+                    for (int64_t j = 0; j < w; ++j) ci[j] += aik * bm[(size_t) (j * q + k)];
+                } else {
+                    const double * bk = &bm[(size_t) (k * w)];
+                    for (int64_t j = 0; j < w; ++j) ci[j] += aik * bk[j];
+                }
+            }
+        }
+        return c;
+    });
+    worker->Queue();
+    return worker->Promise();
+}
 
 // svd(a: Float32Array [m·n] row-major, m, n) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n) }>
 Napi::Value Svd(const Napi::CallbackInfo & info) {

@@ -280,27 +280,31 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
 }
 
 // Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
-// position): the cotangent on the input embeddings [B, n, d].
+// position): the cotangent on the input embeddings at positions [p0, n), [B, n - p0, d]
+// (opt.first_position = p0; exact there, earlier positions are not computed).
 static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, const BuildOptions & opt = {}) {
-    const int n = s.n, d = s.d;
+    const int n = s.n, d = s.d, p0 = opt.first_position, m = n - p0;
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, n, B);
-    GraphInputs in = linear_inputs(ctx, s, B);
+    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, m, B);
+    GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, opt);
     ggml_set_output(dx);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
-        set_linear_inputs(in, s, B);
-        if (all_positions) {
+        set_linear_inputs(in, s, B, p0);
+        if (all_positions && p0 == 0) {
             tensor_set(ut, u, (size_t) B * n * d * sizeof(float));
         } else {
-            std::vector<float> full((size_t) B * n * d, 0.0f);
-            for (int b = 0; b < B; ++b) std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * n + n - 1) * d);
+            std::vector<float> full((size_t) B * m * d, 0.0f);
+            for (int b = 0; b < B; ++b) {
+                if (all_positions) std::copy(u + ((size_t) b * n + p0) * d, u + (size_t) (b + 1) * n * d, full.begin() + (size_t) b * m * d);
+                else std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * m + m - 1) * d);
+            }
             tensor_set(ut, full.data(), full.size() * sizeof(float));
         }
     });
-    tensor_get(dx, out, (size_t) B * n * d * sizeof(float));
+    tensor_get(dx, out, (size_t) B * m * d * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -477,7 +481,8 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     return w->Promise();
 }
 
-// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer }?)
+// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer, firstPosition }?)
+//   -> Float32Array [B·(n - firstPosition)·d]
 Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
@@ -489,9 +494,14 @@ Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
         throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·n·d" : "B·d") + " = " + std::to_string(B * per) +
                                              " values, got " + std::to_string(u.size()));
     }
-    const BuildOptions opt = tap_options(env, info[5], *s);
+    BuildOptions opt = tap_options(env, info[5], *s);
+    if (info[5].IsObject()) {
+        const double p0 = get_number(info[5].As<Napi::Object>(), "firstPosition", 0);
+        if (p0 != std::floor(p0) || p0 < 0 || p0 >= s->n) throw Napi::RangeError::New(env, "firstPosition must be an integer in [0, " + std::to_string(s->n) + ")");
+        opt.first_position = (int) p0;
+    }
     auto fn = [u = std::move(u), B, all, per, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
-        const size_t out_stride = (size_t) st.n * st.d;
+        const size_t out_stride = (size_t) (st.n - opt.first_position) * st.d;
         out.assign((size_t) B * out_stride, 0.0f);
         chunked(st, B, per, out_stride, u.data(), out.data(),
                 [&](const float * in, int nb, float * o) { run_vjp(st, in, nb, all, o, opt); }, progress);

@@ -15,9 +15,15 @@ export interface SvdOptions {
    * (O(k) products; for long prompts and large models); "auto" (default): exact for d ≤ 256.
    */
   method?: "exact" | "randomized" | "auto";
-  /** Randomized route: extra sketch columns (default 10) and power iterations (default 3). */
+  /** Randomized route: block size k + oversampling (default 10). */
   oversampling?: number;
-  powerIterations?: number;
+  /** Randomized route: at most this many Krylov blocks, each one batch of VJPs and one of JVPs (default 16). */
+  maxIterations?: number;
+  /**
+   * Randomized route: stop once every returned triplet has ‖J v_j − σ_j u_j‖ ≤ tolerance·σ_j
+   * (default 1e-4). Then each σ_j lies within tolerance·σ_j of a true singular value.
+   */
+  tolerance?: number;
 }
 
 export interface SingularTriplets {
@@ -36,9 +42,15 @@ export interface SingularTriplets {
   method: "exact" | "randomized";
   /**
    * Randomized route: an estimate of the spectral-norm error of the rank-k approximation
-   * (the (k+1)-th singular value of the sketch); 0 for the exact route.
+   * (the (k+1)-th Ritz value); 0 for the exact route.
    */
   residualEstimate: number;
+  /** ‖J v_j − σ_j u_j‖ per triplet, computed from the products (0 for the exact route). */
+  residuals: Float32Array;
+  /** Randomized route: Krylov blocks used (0 for the exact route). */
+  iterations: number;
+  /** Whether every residual met the tolerance (always true for the exact route). */
+  converged: boolean;
 }
 
 export interface DecodedToken {
@@ -71,7 +83,8 @@ export interface LinearSystem {
   jacobian(): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
   reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
   jvp(tangents: Float32Array): Promise<Float32Array>;
-  vjp(cotangents: Float32Array): Promise<Float32Array>;
+  /** Lᵀ u on positions [firstPosition, n) (default 0): [B, n − firstPosition, d]. */
+  vjp(cotangents: Float32Array, firstPosition?: number): Promise<Float32Array>;
 }
 
 /** Top-k of each row of a [B × V] score matrix. */
@@ -137,29 +150,39 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
     for (let row = 0; row < d; row++) u[j * d + row] = sign * r.u[row * rank + j];
     for (let c = 0; c < cols; c++) v[j * cols + c] = sign * r.v[c * rank + j];
   }
-  return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0 };
+  return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0,
+    residuals: new Float32Array(kk), iterations: 0, converged: true };
 }
 
-/** Rows [B × w] → an orthonormal basis of their span, as rows (the left factor of a native SVD of the transpose). */
-async function orthonormalRows(rows: Float32Array, batch: number, width: number): Promise<Float32Array> {
-  const t = new Float32Array(width * batch);  // [width × B]: columns are the rows
-  for (let b = 0; b < batch; b++) for (let c = 0; c < width; c++) t[c * batch + b] = rows[b * width + c];
-  const r = await getAddon().svd(t, width, batch);
-  const out = new Float32Array(batch * width);
-  for (let b = 0; b < batch; b++) for (let c = 0; c < width; c++) out[b * width + c] = r.u[c * r.rank + b];
+/** Rows stacked: [a; b]. */
+function stack(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
   return out;
 }
 
 /**
- * Halko–Martinsson–Tropp range finder with power iterations, through the operator only:
- * Y = J Ω (JVPs), Y ← J Jᵀ Y (VJPs then JVPs), Q = orth(Y), B = Qᵀ J (VJPs), B = Ũ Σ Vᵀ,
- * U = Q Ũ. For J_i the tangents live at position i; for "all" on every position.
+ * Matrix-free top-k: block Lanczos on J Jᵀ in the output space (d-wide vectors only, so
+ * the stacked [J_1 … J_n] costs no input-space basis), with full reorthogonalization.
+ * Each block q costs one batch of VJPs (Jᵀ q) and one of JVPs (J Jᵀ q); the Rayleigh–Ritz
+ * step on the Krylov basis Q gives J Jᵀ ≈ Q H Qᵀ, H = S Λ Sᵀ, u_j = Q s_j, σ_j = √λ_j, and
+ * the residual ‖J Jᵀ u_j − λ_j u_j‖ / σ_j = ‖J v_j − σ_j u_j‖ for v_j = Jᵀ u_j / σ_j comes
+ * from the stored products, so convergence is checked, not assumed. For J_i the tangents
+ * live at position i; for "all" on every position.
  */
 async function randomizedSvd(system: LinearSystem, token: number | "all", k: number, options: SvdOptions): Promise<SingularTriplets> {
   const n = system.nTokens, d = system.nEmbd;
   const cols = token === "all" ? n * d : d;
-  const l = Math.min(k + (options.oversampling ?? 10), cols, d);
-  const q = options.powerIterations ?? 3;
+  const addon = getAddon();
+  const oversampling = options.oversampling ?? 10;
+  const maxIterations = options.maxIterations ?? 16;
+  const tolerance = options.tolerance ?? 1e-4;
+  if (!Number.isInteger(oversampling) || oversampling < 0) throw new LljError("oversampling must be a non-negative integer");
+  if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new LljError("maxIterations must be a positive integer");
+  if (!(tolerance > 0)) throw new LljError("tolerance must be positive");
+  const kk = Math.min(k, d, cols);
+  const l = Math.min(kk + oversampling, d, cols);
   // tangents for a batch of input-space vectors [B × cols] → [B, n, d]
   const asTangents = (x: Float32Array, batch: number) => {
     if (token === "all") return x;
@@ -167,39 +190,83 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
     for (let b = 0; b < batch; b++) t.set(x.subarray(b * d, (b + 1) * d), (b * n + token) * d);
     return t;
   };
-  // VJP result [B, n, d] → input-space rows [B × cols]
-  const fromCotangents = (g: Float32Array, batch: number) => {
-    if (token === "all") return g;
+  // Jᵀ for a batch of output-space rows [B × d] → input-space rows [B × cols]. For J_i only
+  // positions [i, n) take part (causality), and position i comes first in the result.
+  const transposed = async (rows: Float32Array, batch: number) => {
+    if (token === "all") return system.vjp(rows);
+    const g = await system.vjp(rows, token), m = n - token;
     const out = new Float32Array(batch * d);
-    for (let b = 0; b < batch; b++) out.set(g.subarray((b * n + token) * d, (b * n + token + 1) * d), b * d);
+    for (let b = 0; b < batch; b++) out.set(g.subarray(b * m * d, (b * m + 1) * d), b * d);
     return out;
   };
-  const omega = new Float32Array(l * cols);
-  for (let i = 0; i < omega.length; i++) omega[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
-  let Y = await system.jvp(asTangents(omega, l));          // [l × d]: rows J ω_j
-  for (let it = 0; it < q; it++) {
-    const Qy = await orthonormalRows(Y, l, d);
-    const Z = await orthonormalRows(fromCotangents(await system.vjp(Qy), l), l, cols);  // rows Jᵀ q_j
-    Y = await system.jvp(asTangents(Z, l));
-  }
-  const Q = await orthonormalRows(Y, l, d);               // [l × d]
-  const Bt = fromCotangents(await system.vjp(Q), l);      // rows Jᵀ q_j: B = Qᵀ J has these as rows
-  const small = await getAddon().svd(Bt, l, cols);        // B = Ũ Σ Vᵀ with Ũ [l × l], V [cols × l]
-  const kk = Math.min(k, small.rank);
-  const u = new Float32Array(kk * d), v = new Float32Array(kk * cols);
-  for (let j = 0; j < kk; j++) {
-    for (let a = 0; a < l; a++) {
-      const coef = small.u[a * small.rank + j];
-      for (let r = 0; r < d; r++) u[j * d + r] += coef * Q[a * d + r];
+  const gaussian = new Float32Array(l * d);
+  for (let i = 0; i < gaussian.length; i++) gaussian[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+
+  let block: Float32Array = await addon.orthonormalizeAgainst(null, gaussian, d);
+  let Q: Float32Array = new Float32Array(0), Z: Float32Array = new Float32Array(0);  // basis [m × d] and J Jᵀ Q [m × d]
+  let H = new Float64Array(0);                            // Qᵀ J Jᵀ Q [m × m]
+  let m = 0, iterations = 0;
+  let lambda: Float32Array = new Float32Array(0), rank = 0;
+  let U: Float32Array = new Float32Array(0), residuals = new Float32Array(0), converged = false;
+  for (;;) {
+    const b = block.length / d;
+    const Zb = await system.jvp(asTangents(await transposed(block, b), b));  // J Jᵀ q
+    Q = stack(Q, block);
+    Z = stack(Z, Zb);
+    const m0 = m;
+    m += b;
+    iterations++;
+    // H grows by the new block's columns Qᵀ Z_b (and rows, by symmetry)
+    const cNew = await addon.gemm(Q, Zb, m, d, b, true);  // [m × b]
+    const grown = new Float64Array(m * m);
+    for (let r = 0; r < m0; r++) grown.set(H.subarray(r * m0, (r + 1) * m0), r * m);
+    for (let r = 0; r < m; r++) {
+      for (let c = 0; c < b; c++) {
+        const x = r >= m0 ? 0.5 * (cNew[r * b + c] + cNew[(m0 + c) * b + (r - m0)]) : cNew[r * b + c];
+        grown[r * m + m0 + c] = x;
+        grown[(m0 + c) * m + r] = x;
+      }
     }
-    let dotY = 0;
-    for (let r = 0; r < d; r++) dotY += u[j * d + r] * system.output[r];
-    const sign = dotY < 0 ? -1 : 1;
-    for (let r = 0; r < d; r++) u[j * d + r] *= sign;
-    for (let c = 0; c < cols; c++) v[j * cols + c] = sign * small.v[c * small.rank + j];
+    H = grown;
+    const eig = await addon.svd(Float32Array.from(H), m, m);  // H is symmetric positive semidefinite: its SVD is its eigendecomposition
+    rank = eig.rank;
+    lambda = eig.s;
+    const kNow = Math.min(kk, rank);
+    const S = new Float32Array(kNow * m);  // top eigenvectors as rows [kNow × m]
+    for (let j = 0; j < kNow; j++) for (let r = 0; r < m; r++) S[j * m + r] = eig.u[r * rank + j];
+    U = await addon.gemm(S, Q, kNow, m, d, false);
+    const AU = await addon.gemm(S, Z, kNow, m, d, false);
+    residuals = new Float32Array(kNow);
+    for (let j = 0; j < kNow; j++) {
+      let r2 = 0;
+      for (let c = 0; c < d; c++) r2 += (AU[j * d + c] - lambda[j] * U[j * d + c]) ** 2;
+      const sigma = Math.sqrt(lambda[j]);
+      residuals[j] = sigma > 0 ? Math.sqrt(r2) / sigma : 0;
+    }
+    converged = residuals.every((r, j) => r <= tolerance * Math.sqrt(lambda[j]));
+    if (converged || iterations >= maxIterations || m >= d) break;
+    // the next Krylov block: J Jᵀ q_b, orthogonalized against the whole basis
+    const next = await addon.orthonormalizeAgainst(Q, Zb, d);
+    if (next.length === 0) { converged = true; break; }  // an invariant subspace: the Ritz pairs are exact
+    block = next.subarray(0, Math.min(next.length, (d - m) * d));
   }
-  return { token, values: small.s.slice(0, kk), u, v, vWidth: cols, allValues: small.s, method: "randomized",
-    residualEstimate: kk < small.rank ? small.s[kk] : 0 };
+  const kOut = Math.min(kk, rank);
+  const values = new Float32Array(kOut);
+  for (let j = 0; j < kOut; j++) values[j] = Math.sqrt(Math.max(0, lambda[j]));
+  // v_j = Jᵀ u_j / σ_j; the sign makes u_j point along y
+  const Vt = await transposed(U.subarray(0, kOut * d), kOut);
+  const u = new Float32Array(kOut * d), v = new Float32Array(kOut * cols);
+  for (let j = 0; j < kOut; j++) {
+    let dotY = 0, vn = 0;
+    for (let r = 0; r < d; r++) dotY += U[j * d + r] * system.output[r];
+    for (let c = 0; c < cols; c++) vn += Vt[j * cols + c] ** 2;
+    const sign = dotY < 0 ? -1 : 1, scale = vn > 0 ? sign / Math.sqrt(vn) : 0;
+    for (let r = 0; r < d; r++) u[j * d + r] = sign * U[j * d + r];
+    for (let c = 0; c < cols; c++) v[j * cols + c] = scale * Vt[j * cols + c];
+  }
+  const allValues = lambda.map((x) => Math.sqrt(Math.max(0, x)));
+  return { token, values, u, v, vWidth: cols, allValues, method: "randomized",
+    residualEstimate: kOut < rank ? allValues[kOut] : 0, residuals: residuals.slice(0, kOut), iterations, converged };
 }
 
 /**
@@ -254,7 +321,7 @@ export interface TapOperator {
   nTokens: number;
   nEmbd: number;
   jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<Float32Array>;
-  vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<Float32Array>;
+  vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
   jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
   /** The primal input of the pass: the embeddings (fromLayer 0) or the stream entering fromLayer. */
   inputOf(fromLayer: number): Float32Array;
@@ -286,7 +353,7 @@ export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<Li
   return {
     nTokens: n, nEmbd: d, output, biasTerm: null,
     jvp: async (t) => scaleRows(await op.jvp(t, tap)),
-    vjp: (u) => op.vjp(scaleRows(u), tap),
+    vjp: (u, firstPosition) => op.vjp(scaleRows(u), tap, firstPosition),
     jacobian: async () => {
       const J = await op.jacobian(tap);
       const data = new Float32Array(J.data.length);

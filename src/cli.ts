@@ -101,7 +101,10 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       u: pick(await lin.decode(s.u, { space: "output", top: 6 })),
       v: pick(await lin.decode(s.v, { space: "input", top: 6 })),
     };
-    const singularNote = s.method === "randomized" ? `randomized top-k, residual estimate ${s.residualEstimate.toExponential(2)}` : undefined;
+    const worst = Math.max(...Array.from(s.residuals, (r, j) => (s.values[j] > 0 ? r / s.values[j] : 0)));
+    const singularNote = s.method !== "randomized" ? undefined
+      : `matrix-free top-k, ${s.iterations} Krylov blocks, max ‖Jv − σu‖/σ ${worst.toExponential(1)}` +
+        (s.converged ? "" : " — NOT converged: raise maxIterations or oversampling before trusting these vectors");
     const emergence = layers
       ? (await lin.emergence({ k: 1, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], tokens: r.tokens[0].map((t) => t.text) }))
       : undefined;

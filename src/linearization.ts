@@ -46,8 +46,17 @@ export interface PassOptions extends LayerTap {
   onProgress?: (progress: number) => void;
 }
 
-function nativeTap(t: LayerTap): NativeTap {
-  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer };
+export interface VjpOptions extends PassOptions {
+  /**
+   * Compute only the cotangents on positions [firstPosition, n), returned as
+   * [B, n − firstPosition, d]. They are exact: by causality they depend only on those
+   * positions, so the pass costs O(n − firstPosition) (J_i for the last token: one position).
+   */
+  firstPosition?: number;
+}
+
+function nativeTap(t: LayerTap & { firstPosition?: number }): NativeTap {
+  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer, firstPosition: t.firstPosition };
 }
 
 export interface Jacobian {
@@ -203,9 +212,10 @@ export class Linearization {
 
   /**
    * Lᵀ u for a batch of cotangents, u row-major [B, d] (on the last position) or [B, n, d]
-   * with allPositions. Returns the cotangents on the input embeddings, [B, n, d].
+   * with allPositions. Returns the cotangents on the input embeddings, [B, n, d] (or
+   * [B, n − firstPosition, d], see VjpOptions).
    */
-  async vjp(cotangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
+  async vjp(cotangents: Float32Array, options: VjpOptions = {}): Promise<Float32Array> {
     const per = (options.allPositions ? this.nTokens : 1) * this.nEmbd;
     if (!isFloat32Array(cotangents)) throw new LljError("cotangents must be a Float32Array");
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
@@ -344,7 +354,7 @@ export class Linearization {
     return {
       nTokens: this.nTokens, nEmbd: this.nEmbd,
       jvp: (t, tap) => this.jvp(t, tap),
-      vjp: (u, tap) => this.vjp(u, tap),
+      vjp: (u, tap, firstPosition) => this.vjp(u, { ...tap, firstPosition }),
       jacobian: (tap) => this.jacobian(tap),
       inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
       outputNorm: () => this.#get().outputNorm(),
@@ -355,7 +365,7 @@ export class Linearization {
   #system() {
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
       jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
-      jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array) => this.vjp(u) };
+      jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
   }
 
   async dispose(): Promise<void> {

@@ -75,6 +75,8 @@ export interface NativeTap {
   fromLayer?: number;
   tap?: "output" | "residual" | "attn" | "mlp";
   tapLayer?: number;
+  /** vjp only: compute positions [firstPosition, n) alone. */
+  firstPosition?: number;
 }
 
 export interface NativeLinearization {
@@ -133,6 +135,10 @@ export interface NativeAddon {
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeLinearization>;
   /** A = U diag(s) Vᵀ for A [m × n] row-major (one-sided Jacobi, double accumulation). */
   svd(a: Float32Array, m: number, n: number): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number }>;
+  /** The rows of `block` [b × w] made orthonormal and orthogonal to the orthonormal rows of `basis` [m × w]; exhausted directions dropped. */
+  orthonormalizeAgainst(basis: Float32Array | null, block: Float32Array, w: number): Promise<Float32Array>;
+  /** A [p × q] times B [q × w] (or Bᵀ with B [w × q] when transposeB), accumulated in double. */
+  gemm(a: Float32Array, b: Float32Array, p: number, q: number, w: number, transposeB: boolean): Promise<Float32Array>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */

@@ -5,7 +5,7 @@ import path from "node:path";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { packageRoot, getAddon } from "../src/native.js";
 import { initBackends } from "../src/backends.js";
-import type { Linearization } from "../src/index.js";
+import type { Linearization, LayerTap } from "../src/index.js";
 
 /** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
 export const STORIES = process.env.LLJ_TEST_STORIES ?? path.resolve(packageRoot, "..", "shared", "models", "stories260K.gguf");
@@ -76,6 +76,20 @@ export async function adjointError(lin: Linearization, allPositions = false, zer
   return Math.abs(dot(lv, u) - dot(v, ltu)) / (norm(lv) * norm(u));
 }
 
+/**
+ * VJPs restricted to positions [p0, n) (causality) against the full VJP there: the relative
+ * difference, which is rounding only when the restricted pass is exact.
+ */
+export async function truncatedVjpError(lin: Linearization, allPositions: boolean, p0: number, tap: LayerTap = {}): Promise<number> {
+  const n = lin.nTokens, d = lin.nEmbd;
+  const u = randn(3 * (allPositions ? n : 1) * d);  // a batch of 3
+  const full = await lin.vjp(u, { allPositions, ...tap });
+  const part = await lin.vjp(u, { allPositions, ...tap, firstPosition: p0 });
+  expect(part).toHaveLength(3 * (n - p0) * d);
+  const want = new Float32Array(3 * (n - p0) * d);
+  for (let b = 0; b < 3; b++) want.set(full.subarray((b * n + p0) * d, (b + 1) * n * d), b * (n - p0) * d);
+  return relErr(part, want);
+}
 
 /**
  * A header-only GGUF of some other architecture (d = 16, one token_embd tensor): enough for
