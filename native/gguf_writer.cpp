@@ -212,7 +212,8 @@ Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
 }
 
 static const std::map<std::string, llama_ftype> k_ftypes = {
-    {"F32", LLAMA_FTYPE_ALL_F32},          {"F16", LLAMA_FTYPE_MOSTLY_F16},       {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
+    {"F32", LLAMA_FTYPE_ALL_F32},          {"F16", LLAMA_FTYPE_MOSTLY_F16},       {"BF16", LLAMA_FTYPE_MOSTLY_BF16},
+    {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
     {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},     {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M},
     {"Q4_K_S", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},
     {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"Q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},

@@ -11,7 +11,7 @@ import { LljError } from "./errors.js";
 /** Bump when the generated files change for the same spec. */
 const GENERATOR_VERSION = 1;
 
-export type QuantType = "F32" | "F16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
+export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
 export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3";

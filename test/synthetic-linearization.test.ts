@@ -36,7 +36,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["qwen3moe (8 experts, top 2)", { ...TINY_LLAMA, architecture: "qwen3moe", seed: 73, experts: { count: 8, used: 2 } }],
     ...swa);
   const swaNames = new Set(swa.map(([n]) => n));
-  const types: QuantType[] = ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
+  const types: QuantType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
   const allTypes = new Set(["llama GQA, untied", "llama biases, scales, rope factors"]);
   const someTypes = new Set(["llama MoE (Mixtral-style: 4 experts, top 2, per-expert scales)", "qwen3moe (8 experts, top 2)", "qwen3 (Q/K norm), head dim 128", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
     ...swaNames]);
