@@ -10,7 +10,7 @@
 //      are dequantized layer by layer, never whole.
 //   6. the matrix-free top-k SVD of a 512-token prompt on the d=2048 model, of J_last and
 //      of the stacked Jacobian (time, blocks, residual reached, RSS).
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long]
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 5|6]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -26,6 +26,8 @@ const srcDir = path.resolve(path.dirname(here), "..", "..", "bench");
 const args = process.argv.slice(2);
 const threads = Number(args[args.indexOf("--threads") + 1]) > 0 && args.includes("--threads")
   ? Number(args[args.indexOf("--threads") + 1]) : os.availableParallelism();
+// --only 5 or --only 6: that large-model section alone (sections 1–4 share one model and run together)
+const only = args.includes("--only") ? Number(args[args.indexOf("--only") + 1]) : 0;
 
 export const BENCH_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
 export const LARGE_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 22, nEmbd: 2048, nLayer: 16, nHead: 16, nHeadKv: 8, nFf: 5632, contextLength: 512 };
@@ -129,6 +131,13 @@ async function main() {
   if (args[0] === "--child") return child(args[1], args[2], JSON.parse(args[3]));
   const addon = getAddon();
   console.log(`llj-gguf benchmark — ${os.cpus()[0]?.model ?? "cpu"}, ${threads} threads, node ${process.version}`);
+  if (!only) await smallModelSections(addon);
+  if (!args.includes("--skip-large") && (!only || only === 5)) await memorySection();
+  if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
+}
+
+/** Sections 1–4, on the d=512 model. */
+async function smallModelSections(addon: ReturnType<typeof getAddon>) {
 
   // 1. Full Jacobian, d=512, 8 layers, 16 tokens, exact
   const s = BENCH_LLAMA;
@@ -206,31 +215,31 @@ async function main() {
     await lin.dispose();
   }
   await model.dispose();
+}
 
-  // 5. Memory: a Q4_K model large enough that whole-model dequantization would show
-  if (!args.includes("--skip-large")) {
-    const L = LARGE_LLAMA;
-    const q4 = await syntheticModel(L, "Q4_K_M");
-    const big = runChild("vjp", q4, await promptTokens(q4, N_TOKENS));
-    const fileBytes = statSync(q4).size;
-    const nParams = L.nLayer * (2 * L.nEmbd * L.nEmbd + 2 * L.nEmbd * (L.nEmbd / L.nHead) * L.nHeadKv + 3 * L.nEmbd * L.nFf);
-    const layerF32 = nParams / L.nLayer * 4;
-    console.log(`\n5. Memory, synthetic Llama d=${L.nEmbd}, ${L.nLayer} layers, Q4_K_M, ${N_TOKENS} tokens, 64 VJP columns, exact`);
-    console.log(`   file ${fmt(fileBytes / 2 ** 30, 2)} GiB   peak RSS ${fmt(big.maxRssBytes / 2 ** 30, 2)} GiB   (layers in F32 would be ${fmt(nParams * 4 / 2 ** 30, 2)} GiB; one layer ${fmt(layerF32 / 2 ** 20, 0)} MiB)`);
-    console.log(`   peak RSS − file = ${fmt((big.maxRssBytes - fileBytes) / 2 ** 20, 0)} MiB    reconstruction ${big.reconstruction.toExponential(1)}    passes ${fmt(big.passSeconds, 2)} s`);
-  }
+/** 5. Memory: a Q4_K model large enough that whole-model dequantization would show. */
+async function memorySection() {
+  const L = LARGE_LLAMA;
+  const q4 = await syntheticModel(L, "Q4_K_M");
+  const big = runChild("vjp", q4, await promptTokens(q4, N_TOKENS));
+  const fileBytes = statSync(q4).size;
+  const nParams = L.nLayer * (2 * L.nEmbd * L.nEmbd + 2 * L.nEmbd * (L.nEmbd / L.nHead) * L.nHeadKv + 3 * L.nEmbd * L.nFf);
+  const layerF32 = nParams / L.nLayer * 4;
+  console.log(`\n5. Memory, synthetic Llama d=${L.nEmbd}, ${L.nLayer} layers, Q4_K_M, ${N_TOKENS} tokens, 64 VJP columns, exact`);
+  console.log(`   file ${fmt(fileBytes / 2 ** 30, 2)} GiB   peak RSS ${fmt(big.maxRssBytes / 2 ** 30, 2)} GiB   (layers in F32 would be ${fmt(nParams * 4 / 2 ** 30, 2)} GiB; one layer ${fmt(layerF32 / 2 ** 20, 0)} MiB)`);
+  console.log(`   peak RSS − file = ${fmt((big.maxRssBytes - fileBytes) / 2 ** 20, 0)} MiB    reconstruction ${big.reconstruction.toExponential(1)}    passes ${fmt(big.passSeconds, 2)} s`);
+}
 
-  // 6. Matrix-free top-k on a long prompt
-  if (!args.includes("--skip-large") && !args.includes("--skip-long")) {
-    const q4 = await syntheticModel(LARGE_LLAMA, "Q4_K_M");
-    const tokens = await promptTokens(q4, 512);
-    console.log(`\n6. Matrix-free top-4 SVD, 512 tokens, d=${LARGE_LLAMA.nEmbd}, ${LARGE_LLAMA.nLayer} layers, Q4_K_M`);
-    for (const [kind, label] of [["svd512", "J_last, defaults (tolerance 1e-4)"], ["svd512all", "[J_1 … J_n], 2 blocks of 10"]]) {
-      const r = runChild(kind, q4, tokens);
-      console.log(`   ${label}: linearize ${fmt(r.linearizeSeconds, 1)} s   SVD ${fmt(r.passSeconds, 1)} s (${r.iterations} blocks, ` +
-        `${r.converged ? "converged" : "not converged"}, max ‖Jv − σu‖/σ ${r.maxRelResidual.toExponential(1)})   peak RSS ${fmt(r.maxRssBytes / 2 ** 30, 2)} GiB   ` +
-        `σ ${r.values.map((x: number) => x.toFixed(3)).join(" ")}`);
-    }
+/** 6. Matrix-free top-k on a long prompt: J_last to convergence, the stacked Jacobian on a fixed budget. */
+async function longPromptSection() {
+  const q4 = await syntheticModel(LARGE_LLAMA, "Q4_K_M");
+  const tokens = await promptTokens(q4, 512);
+  console.log(`\n6. Matrix-free top-4 SVD, 512 tokens, d=${LARGE_LLAMA.nEmbd}, ${LARGE_LLAMA.nLayer} layers, Q4_K_M`);
+  for (const [kind, label] of [["svd512", "J_last, defaults (tolerance 1e-4)"], ["svd512all", "[J_1 … J_n], 2 blocks of 10"]]) {
+    const r = runChild(kind, q4, tokens);
+    console.log(`   ${label}: linearize ${fmt(r.linearizeSeconds, 1)} s   SVD ${fmt(r.passSeconds, 1)} s (${r.iterations} blocks, ` +
+      `${r.converged ? "converged" : "not converged"}, max ‖Jv − σu‖/σ ${r.maxRelResidual.toExponential(1)})   peak RSS ${fmt(r.maxRssBytes / 2 ** 30, 2)} GiB   ` +
+      `σ ${r.values.map((x: number) => x.toFixed(3)).join(" ")}`);
   }
 }
 

@@ -133,8 +133,8 @@ export interface NativeAddon {
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
     options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number },
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeLinearization>;
-  /** A = U diag(s) Vᵀ for A [m × n] row-major (one-sided Jacobi, double accumulation). */
-  svd(a: Float32Array, m: number, n: number): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number }>;
+  /** A = U diag(s) Vᵀ for A [m × n] row-major, in double: LAPACK dgesdd when OpenBLAS was found at build time, else one-sided Jacobi. */
+  svd(a: Float32Array, m: number, n: number, options?: { lapack?: boolean }): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number; routine: "dgesdd" | "jacobi" }>;
   /** The rows of `block` [b × w] made orthonormal and orthogonal to the orthonormal rows of `basis` [m × w]; exhausted directions dropped. */
   orthonormalizeAgainst(basis: Float32Array | null, block: Float32Array, w: number): Promise<Float32Array>;
   /** A [p × q] times B [q × w] (or Bᵀ with B [w × q] when transposeB), accumulated in double. */

@@ -1,6 +1,8 @@
 // Analyses on the linear system: SVD of the detached Jacobian, decoding, exact attribution.
 import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
 import { STORIES, relErr, dot } from "./helpers.js";
+import { getAddon } from "../src/native.js";
+import { initBackends } from "../src/backends.js";
 
 let model: Model;
 let lin: Linearization;
@@ -18,6 +20,13 @@ function compose(u: Float32Array, s: Float32Array, v: Float32Array, m: number, n
       const a = s[j] * u[j * m + r];
       for (let c = 0; c < n; c++) out[r * n + c] += a * v[j * n + c];
     }
+  return out;
+}
+
+/** The columns of a row-major [rows × k] matrix as rows [k × rows]. */
+function transposeCols(x: Float32Array, rows: number, k: number): Float32Array {
+  const out = new Float32Array(rows * k);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) out[j * rows + r] = x[r * k + j];
   return out;
 }
 
@@ -42,6 +51,20 @@ test("exact SVD of J_i: U Σ Vᵀ = J_i, orthonormal U and V, descending values,
     expect(maxOrthogonalityError(s.u, d, d)).toBeLessThan(1e-5);
     expect(maxOrthogonalityError(s.v, d, d)).toBeLessThan(1e-5);
     for (let j = 0; j < d; j++) expect(dot(s.u.subarray(j * d, (j + 1) * d), lin.output)).toBeGreaterThanOrEqual(0);
+  }
+});
+
+test("the LAPACK (dgesdd) and Jacobi routes of the exact SVD agree; dgesdd is used wherever OpenBLAS is", async () => {
+  const n = lin.nTokens, d = lin.nEmbd;
+  const J = await lin.jacobian();
+  const stacked = new Float32Array(d * n * d);
+  for (let i = 0; i < n; i++) for (let r = 0; r < d; r++) stacked.set(J.block(i).subarray(r * d, (r + 1) * d), r * n * d + i * d);
+  for (const [a, cols] of [[J.block(n - 1).slice(), d], [stacked, n * d]] as const) {
+    const [fast, jacobi] = [await getAddon().svd(a, d, cols), await getAddon().svd(a, d, cols, { lapack: false })];
+    expect(jacobi.routine).toBe("jacobi");
+    if (initBackends(false).blas) expect(fast.routine).toBe("dgesdd");
+    expect(relErr(fast.s, jacobi.s)).toBeLessThan(1e-6);
+    for (const x of [fast, jacobi]) expect(relErr(compose(transposeCols(x.u, d, d), x.s, transposeCols(x.v, cols, d), d, cols), a)).toBeLessThan(1e-5);
   }
 });
 
