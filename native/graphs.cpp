@@ -49,13 +49,14 @@ static ggml_tensor * attend(ggml_context * ctx, ggml_tensor * v, ggml_tensor * p
     return ggml_reshape_3d(ctx, o, hd * n_head, n, B);
 }
 
-// The transpose of attend: dv_j = Σ_heads in group Σ_i P[i→j] do_i.
+// The transpose of attend: dv_j = Σ_heads in group Σ_i P[i→j] do_i, for dout on n_query
+// positions and probs [n_key, n_query, H] (the queries may be the last position alone).
 static ggml_tensor * attend_t(ggml_context * ctx, ggml_tensor * dout, ggml_tensor * probs, int hd, int n_head, int n_head_kv) {
-    const int64_t n = dout->ne[1], B = dout->ne[2];
+    const int64_t nq = dout->ne[1], B = dout->ne[2], n = probs->ne[0];
     const int group = n_head / n_head_kv;
-    ggml_tensor * t = ggml_reshape_4d(ctx, dout, hd, n_head, n, B);
-    t = ggml_cont(ctx, ggml_permute(ctx, t, 1, 3, 0, 2));           // [n, hd, B, H]
-    t = ggml_reshape_3d(ctx, t, n, hd * B, n_head);
+    ggml_tensor * t = ggml_reshape_4d(ctx, dout, hd, n_head, nq, B);
+    t = ggml_cont(ctx, ggml_permute(ctx, t, 1, 3, 0, 2));           // [n_query, hd, B, H]
+    t = ggml_reshape_3d(ctx, t, nq, hd * B, n_head);
     ggml_tensor * pt = ggml_cont(ctx, ggml_transpose(ctx, probs));    // [query, key, H]
     ggml_tensor * r = ggml_mul_mat(ctx, t, pt);                        // [hd·B, n_key, H]
     const int64_t X = hd * B;
@@ -384,8 +385,28 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
     FrozenTensors sliced;
     if (opt.first_position > 0) sliced = frozen_from(ctx, fz_all, opt.first_position);
     const FrozenTensors & fz = opt.first_position > 0 ? sliced : fz_all;
-    ggml_tensor * dh = opt.tap == Tap::Output ? scaled(ctx, u, fz.r_out, spec.output_norm) : u;  // diagonal: its own transpose
-    for (int il = last; il >= opt.from_layer; --il) {
+    int top = last;  // the first layer still to walk
+    ggml_tensor * dh;
+    if (opt.last_only) {
+        // The cotangent sits on the last position only, and the top layer's FFN and output
+        // projection act per position: run them on that one position; the attention
+        // (queries = the last position) then spreads the cotangent over every key.
+        if (opt.tap != Tap::Output || spec.n_expert > 0) throw std::logic_error("last_only is for dense models' output cotangents");
+        const int64_t m = fz.probs[(size_t) last]->ne[0];
+        const FrozenTensors at_last = frozen_from(ctx, fz, m - 1);
+        dh = scaled(ctx, u, at_last.r_out, spec.output_norm);
+        dh = ggml_add(ctx, dh, ffn_transpose(ctx, spec, at_last, in, last, dh));
+        FrozenTensors mixed = fz;  // output side at the last position, input side everywhere
+        mixed.r_attn_post[(size_t) last] = at_last.r_attn_post[(size_t) last];
+        ggml_tensor * p = fz.probs[(size_t) last];  // [key, query, head]: the last query
+        mixed.probs[(size_t) last] = ggml_view_3d(ctx, p, m, 1, p->ne[2], p->nb[1], p->nb[2], (size_t) (m - 1) * p->nb[1]);
+        ggml_tensor * da = attn_transpose(ctx, spec, mixed, last, dh);  // [d, m, B]
+        dh = ggml_acc(ctx, da, dh, da->nb[1], da->nb[2], da->nb[3], (size_t) (m - 1) * da->nb[1]);
+        top = last - 1;
+    } else {
+        dh = opt.tap == Tap::Output ? scaled(ctx, u, fz.r_out, spec.output_norm) : u;  // diagonal: its own transpose
+    }
+    for (int il = top; il >= opt.from_layer; --il) {
         if (il == last && opt.tap == Tap::Attn) {  // the cotangent enters at the attention output
             dh = attn_transpose(ctx, spec, fz, il, dh);
             continue;

@@ -76,6 +76,9 @@ struct BuildOptions {
     // earlier positions at zero when the tangents are zero there. Transpose: the cotangents
     // on positions >= first_position depend only on those positions, so they are exact.
     int first_position = 0;
+    // Transpose of the output map: u holds the last position only, [d, 1, B] (dense models;
+    // the top layer then runs on that position).
+    bool last_only = false;
 };
 
 // x: [d, n, B], the residual stream entering layer opt.from_layer (the input embeddings for

@@ -282,10 +282,12 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
 // Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
 // position): the cotangent on the input embeddings at positions [p0, n), [B, n - p0, d]
 // (opt.first_position = p0; exact there, earlier positions are not computed).
-static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, const BuildOptions & opt = {}) {
+static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, BuildOptions opt = {}) {
     const int n = s.n, d = s.d, p0 = opt.first_position, m = n - p0;
+    // An output cotangent on the last position: the top layer runs on that position alone.
+    opt.last_only = !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, m, B);
+    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, opt);
     ggml_set_output(dx);
@@ -293,8 +295,8 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
         set_linear_inputs(in, s, B, p0);
-        if (all_positions && p0 == 0) {
-            tensor_set(ut, u, (size_t) B * n * d * sizeof(float));
+        if (opt.last_only || (all_positions && p0 == 0)) {
+            tensor_set(ut, u, (size_t) B * (opt.last_only ? 1 : n) * d * sizeof(float));
         } else {
             std::vector<float> full((size_t) B * m * d, 0.0f);
             for (int b = 0; b < B; ++b) {
@@ -539,8 +541,8 @@ Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
     return w->Promise();
 }
 
-// forward(embeddings [n·d]) -> hidden [n·d]: the real (non-detached) network at other
-// input embeddings, with the same positions; the linearization is unchanged.
+// forward(embeddings [n·d], abortFlag?) -> hidden [n·d]: the real (non-detached) network at
+// other input embeddings, with the same positions; the linearization is unchanged.
 Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
@@ -549,7 +551,7 @@ Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
     auto fn = [e = std::move(e)](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
         run_primal(st, &e, false, out);
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
+    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), info[1]);
     w->Queue();
     return w->Promise();
 }

@@ -281,7 +281,7 @@ export class Linearization {
       plus[i] = x[i] * (1 + eps);
       minus[i] = x[i] * (1 - eps);
     }
-    const [hp, hm] = [await this.#run(options.signal, (n) => n.forward(plus)), await this.#run(options.signal, (n) => n.forward(minus))];
+    const [hp, hm] = [await this.#run(options.signal, (n, flag) => n.forward(plus, flag)), await this.#run(options.signal, (n, flag) => n.forward(minus, flag))];
     const d = this.nEmbd, off = (this.nTokens - 1) * d;
     const reconstructed = new Float32Array(d);
     for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);

@@ -88,7 +88,7 @@ export interface NativeLinearization {
   vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array,
     tap?: NativeTap): Promise<Float32Array>;
   jacobian(onProgress?: (p: number) => void, abortFlag?: Int32Array, tap?: NativeTap): Promise<Float32Array>;
-  forward(embeddings: Float32Array): Promise<Float32Array>;
+  forward(embeddings: Float32Array, abortFlag?: Int32Array): Promise<Float32Array>;
   vocabProducts(vectors: Float32Array, batch: number, kind: "lmHead" | "embedding"): Promise<Float32Array>;
   lmHeadRows(tokens: Int32Array): Promise<Float32Array>;
   outputNorm(): { weight: Float32Array; eps: number };
