@@ -84,11 +84,16 @@ function runChild(kind: string, modelPath: string, tokens: number[]) {
   return JSON.parse(r.stdout);
 }
 
-/** FLOPs of one VJP column (transpose products V, O, up, down and the attention mixing). */
+/**
+ * FLOPs of one VJP column of the output map: the transpose products V, O, up, down and the
+ * attention mixing on every position, except the top layer, whose FFN and O products act
+ * on the last position alone (the cotangent is only there).
+ */
 function vjpFlopsPerColumn(s: SyntheticSpec, n: number): number {
   const hd = s.nEmbd / s.nHead;
-  const perPosition = 4 * s.nEmbd * s.nFf + 2 * s.nEmbd * s.nHead * hd + 2 * s.nEmbd * s.nHeadKv * hd + 2 * n * s.nHead * hd;
-  return perPosition * n * s.nLayer;
+  const ffnAndO = 4 * s.nEmbd * s.nFf + 2 * s.nEmbd * s.nHead * hd;
+  const vAndMixing = 2 * s.nEmbd * s.nHeadKv * hd + 2 * n * s.nHead * hd;
+  return (ffnAndO + vAndMixing) * n * (s.nLayer - 1) + ffnAndO + vAndMixing * n;
 }
 
 function gemmShapes(s: SyntheticSpec, cols: number): Array<[number, number, number, number]> {

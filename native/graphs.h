@@ -79,6 +79,8 @@ struct BuildOptions {
     // Transpose of the output map: u holds the last position only, [d, 1, B] (dense models;
     // the top layer then runs on that position).
     bool last_only = false;
+    // The BLAS backend runs the products: transposed products as outer products (sgemm).
+    bool blas = false;
 };
 
 // x: [d, n, B], the residual stream entering layer opt.from_layer (the input embeddings for

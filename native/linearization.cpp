@@ -286,6 +286,7 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     const int n = s.n, d = s.d, p0 = opt.first_position, m = n - p0;
     // An output cotangent on the last position: the top layer runs on that position alone.
     opt.last_only = !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
+    opt.blas = s.runner->uses_blas();
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
     GraphInputs in = linear_inputs(ctx, s, B, p0);
