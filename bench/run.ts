@@ -42,6 +42,12 @@ async function promptTokens(modelPath: string, n: number): Promise<number[]> {
   return t;
 }
 
+function relErrOf(a: number[], b: number[]): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / den);
+}
+
 /** Child mode: one measurement in a fresh process, so that its peak RSS is its own. */
 async function child(kind: string, modelPath: string, tokens: number[]) {
   const model = await loadModel({ modelPath, gpu: false });
@@ -214,6 +220,16 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
         console.log(`   llj-gguf                   ${fmt(jac.linearizeSeconds + jac.passSeconds, 3)} s`);
         console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / (jac.linearizeSeconds + jac.passSeconds), 1)}×`);
         console.log(`   Jacobians agree to         ${Math.sqrt(num / den).toExponential(1)} (relative)`);
+        // The paper's per-token analysis: all singular values of J_last. PyTorch forms the
+        // full Jacobian first; llj-gguf needs only J_last, from one-position VJPs.
+        const fresh = await model.linearize(tokens, { threads });
+        const t0 = performance.now();
+        const ours = await fresh.svd({ method: "exact", k: d });
+        const oursSeconds = (performance.now() - t0) / 1000;
+        await fresh.dispose();
+        console.log(`   SVD of J_last (all ${d} values): PyTorch ${fmt(t.seconds + t.svd_seconds, 3)} s (Jacobian + torch.linalg.svd), ` +
+          `llj-gguf ${fmt(oursSeconds, 3)} s (d one-position VJPs + dgesdd) → ${fmt((t.seconds + t.svd_seconds) / oursSeconds, 0)}×`);
+        console.log(`   their singular values agree to ${relErrOf(Array.from(ours.values), t.svd_values).toExponential(1)} (relative)`);
       }
       rmSync(dir, { recursive: true, force: true });
     }

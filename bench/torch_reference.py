@@ -75,7 +75,11 @@ with torch.no_grad():
 t0 = time.perf_counter()
 J = torch.autograd.functional.jacobian(forward, x0, vectorize=True, strategy="reverse-mode")
 sec = time.perf_counter() - t0
+# the paper's analysis of the last token: the SVD of J_last, from that Jacobian
+t1 = time.perf_counter()
+sigma = torch.linalg.svd(J[:, -1, :].double()).S
+svd_sec = time.perf_counter() - t1
 J.numpy().astype(np.float32).tofile(os.path.join(root, "jacobian.bin"))
 recon = torch.einsum("kic,ic->k", J, x0)
-json.dump({"seconds": sec, "reconstruction_error": float((recon - y).norm() / y.norm()),
+json.dump({"seconds": sec, "svd_seconds": svd_sec, "svd_values": sigma.tolist(), "reconstruction_error": float((recon - y).norm() / y.norm()),
            "jacobian_file": os.path.join(root, "jacobian.bin"), "torch": torch.__version__}, sys.stdout)

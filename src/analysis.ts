@@ -81,6 +81,8 @@ export interface LinearSystem {
   readonly output: Float32Array;
   readonly biasTerm: Float32Array | null;
   jacobian(): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
+  /** J_i alone [d × d] row-major (from the full Jacobian when it is already there). */
+  jacobianBlock(i: number): Promise<Float32Array>;
   reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
   jvp(tangents: Float32Array): Promise<Float32Array>;
   /** Lᵀ u on positions [firstPosition, n) (default 0): [B, n − firstPosition, d]. */
@@ -125,10 +127,10 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
   const method = options.method ?? "auto";
   if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
   if (method === "randomized" || (method === "auto" && d > 256)) return randomizedSvd(system, token, k, options);
-  const J = await system.jacobian();
   let matrix: Float32Array;
   let cols: number;
   if (token === "all") {
+    const J = await system.jacobian();
     cols = n * d;  // row k of [J_1 … J_n] is the concatenation of row k of each block
     matrix = new Float32Array(d * cols);
     for (let i = 0; i < n; i++) {
@@ -137,7 +139,7 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
     }
   } else {
     cols = d;
-    matrix = J.block(token).slice();
+    matrix = (await system.jacobianBlock(token)).slice();
   }
   const r = await getAddon().svd(matrix, d, cols);
   const rank = r.rank;
@@ -152,6 +154,19 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
   }
   return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0,
     residuals: new Float32Array(kk), iterations: 0, converged: true };
+}
+
+/**
+ * J_i from d VJPs of the unit vectors restricted to positions [i, n) (exact by causality):
+ * row k is (Lᵀ e_k) at position i. For the last token each pass covers one position.
+ */
+export async function jacobianBlockFromVjps(vjp: LinearSystem["vjp"], n: number, d: number, i: number): Promise<Float32Array> {
+  const eye = new Float32Array(d * d);
+  for (let k = 0; k < d; k++) eye[k * d + k] = 1;
+  const g = await vjp(eye, i), m = n - i;  // [d, n − i, d]
+  const block = new Float32Array(d * d);
+  for (let k = 0; k < d; k++) block.set(g.subarray(k * m * d, k * m * d + d), k * d);
+  return block;
 }
 
 /** Rows stacked: [a; b]. */
@@ -354,6 +369,7 @@ export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<Li
     nTokens: n, nEmbd: d, output, biasTerm: null,
     jvp: async (t) => scaleRows(await op.jvp(t, tap)),
     vjp: (u, firstPosition) => op.vjp(scaleRows(u), tap, firstPosition),
+    jacobianBlock: (i) => jacobianBlockFromVjps((u, p) => op.vjp(scaleRows(u), tap, p), n, d, i),
     jacobian: async () => {
       const J = await op.jacobian(tap);
       const data = new Float32Array(J.data.length);

@@ -4,7 +4,7 @@
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
 import { abortFlagFor } from "./abort.js";
-import { svd, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
+import { svd, jacobianBlockFromVjps, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
   type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
@@ -250,9 +250,15 @@ export class Linearization {
 
   async #reconstruct(signal: AbortSignal | undefined): Promise<Reconstruction> {
     const n = this.nTokens, d = this.nEmbd;
-    const tangents = new Float32Array(n * n * d);
-    for (let i = 0; i < n; i++) tangents.set(this.inputEmbeddings.subarray(i * d, (i + 1) * d), (i * n + i) * d);
-    const contributions = await this.jvp(tangents, { signal });
+    // 32 positions per batch: tangents stay small (32·n·d floats), and each batch's JVPs skip
+    // the positions before its first token (causality), about half the work of one batch.
+    const contributions = new Float32Array(n * d);
+    for (let i0 = 0; i0 < n; i0 += 32) {
+      const B = Math.min(32, n - i0);
+      const tangents = new Float32Array(B * n * d);
+      for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * n + i0 + b) * d);
+      contributions.set(await this.jvp(tangents, { signal }), i0 * d);
+    }
     const reconstructed = new Float32Array(d);
     const norms: number[] = [];
     for (let i = 0; i < n; i++) {
@@ -365,6 +371,8 @@ export class Linearization {
   #system() {
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
       jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
+      jacobianBlock: async (i: number) => (this.#jacobian ? (await this.#jacobian).block(i)
+        : jacobianBlockFromVjps((u, p) => this.vjp(u, { firstPosition: p }), this.nTokens, this.nEmbd, i)),
       jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
   }
 
