@@ -88,6 +88,8 @@ export interface SyntheticSpec {
   ropeDims?: number;
   /** rope.scaling.attn_factor (phi3's long-rope magnitude scale). */
   ropeAttnFactor?: number;
+  /** rope.scaling.type and .factor (Gemma 3's linear ×8 on global layers, YaRN contexts). */
+  ropeScaling?: { type: "linear" | "yarn"; factor: number };
   /** Mixture-of-experts FFNs (llama, Mixtral-style): expert count and experts used per token. */
   experts?: { count: number; used: number; /** default true; false writes no ffn_gate_exps */ gated?: boolean };
 }
@@ -155,6 +157,10 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     ["rope.scaling.attn_factor", "f32", spec.ropeAttnFactor],
   ];
   for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
+  if (spec.ropeScaling) {
+    kv.push({ key: `${a}.rope.scaling.type`, type: "str", value: spec.ropeScaling.type },
+      { key: `${a}.rope.scaling.factor`, type: "f32", value: spec.ropeScaling.factor });
+  }
   if (spec.experts) {
     if (a !== "llama" && a !== "qwen3moe") throw new LljError("the generator writes experts for llama and qwen3moe only");
     kv.push({ key: `${a}.expert_count`, type: "u32", value: spec.experts.count }, { key: `${a}.expert_used_count`, type: "u32", value: spec.experts.used });

@@ -16,14 +16,16 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["llama GQA, untied", TINY_LLAMA],
     ["llama biases, scales, rope factors", { ...TINY_LLAMA, biases: true, scales: true, ropeFreqs: true, seed: 3 }],
     ["llama tied LM head, MHA", { ...TINY_LLAMA, tiedEmbeddings: true, nHeadKv: 4, nLayer: 1, seed: 4 }],
-    ["qwen3 (Q/K norm), head dim 128", { ...TINY_LLAMA, architecture: "qwen3", headDim: 128, seed: 41 }],
+    ["qwen3 (Q/K norm), head dim 128, YaRN ×4", { ...TINY_LLAMA, architecture: "qwen3", headDim: 128, seed: 41,
+      ropeScaling: { type: "yarn", factor: 4 }, ropeOriginalContext: 128 }],
     ["qwen2 (QKV biases, affine)", { ...TINY_LLAMA, architecture: "qwen2", biases: true, seed: 43 }],
     ["qwen2 with FFN scales llama.cpp ignores, tied", { ...TINY_LLAMA, architecture: "qwen2", biases: true, scales: true, tiedEmbeddings: true, nLayer: 1, seed: 44 }],
   ];
   // Sliding-window models: a window of 16 well inside the 300-token prompt.
   const swa: Array<[string, SyntheticSpec]> = [
-    ["gemma3 (Q/K norm, post-norms, GELU, SWA + global layers, final softcap)",
-      { ...TINY_LLAMA, architecture: "gemma3", seed: 52, slidingWindow: 16, slidingWindowPattern: 2, ropeFreqBase: 1e6, ropeFreqBaseSwa: 1e4, finalLogitSoftcap: 30 }],
+    ["gemma3 (Q/K norm, post-norms, GELU, SWA + global layers with linear rope ×8, final softcap)",
+      { ...TINY_LLAMA, architecture: "gemma3", seed: 52, slidingWindow: 16, slidingWindowPattern: 2, ropeFreqBase: 1e6, ropeFreqBaseSwa: 1e4,
+        finalLogitSoftcap: 30, ropeScaling: { type: "linear", factor: 8 } }],
     ["gemma2 (attention and final softcaps, SWA, tied)",
       { ...TINY_LLAMA, architecture: "gemma2", seed: 54, tiedEmbeddings: true, slidingWindow: 16, attnLogitSoftcap: 50, finalLogitSoftcap: 30 }],
     ["olmo2 (no pre-norms, full-width Q/K norm, SWA layers)", { ...TINY_LLAMA, architecture: "olmo2", seed: 55, nLayer: 4, slidingWindow: 16 }],
@@ -38,7 +40,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
   const swaNames = new Set(swa.map(([n]) => n));
   const types: QuantType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
   const allTypes = new Set(["llama GQA, untied", "llama biases, scales, rope factors"]);
-  const someTypes = new Set(["llama MoE (Mixtral-style: 4 experts, top 2, per-expert scales)", "qwen3moe (8 experts, top 2)", "qwen3 (Q/K norm), head dim 128", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
+  const someTypes = new Set(["llama MoE (Mixtral-style: 4 experts, top 2, per-expert scales)", "qwen3moe (8 experts, top 2)", "qwen3 (Q/K norm), head dim 128, YaRN ×4", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
     ...swaNames]);
   const cases = variants.flatMap(([name, spec]) => types.map((t) => [name, t, spec] as const))
     .filter(([name, t]) => t === "F32" || allTypes.has(name) || (someTypes.has(name) && (t === "Q8_0" || t === "Q4_K_M")));
