@@ -17,6 +17,14 @@ test("info prints the architecture and sizes of stories260K", () => {
   expect(r.stdout).toMatch(/devices\s+.*CPU \[cpu\]/);
 });
 
+test("`npx llj-gguf` runs as the README says (the bin is executable after every build)", () => {
+  const r = spawnSync("npx", ["--no-install", "llj-gguf", "info", STORIES, "--gpu", "false"],
+    { cwd: packageRoot, encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
+  expect(r.stderr).toBe("");
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/architecture\s+llama/);
+});
+
 test("info --json and --tensors", () => {
   const j = JSON.parse(run("info", STORIES, "--json").stdout);
   expect(j.hparams).toMatchObject({ nLayer: 5, nEmbd: 64, nHead: 8, nHeadKv: 4, nVocab: 512 });
