@@ -233,24 +233,25 @@ static BuildOptions tap_options(Napi::Env env, const Napi::Value & v, const LinS
     return opt;
 }
 
-// L applied to B tangent sequences v [B, n, d]: the output at every position [B, n, d],
-// or at the last position [B, d]. With `bias`, the affine map instead (used for c = map(0)).
+// L applied to B tangent sequences on positions [f, n) (f = opt.first_position; earlier
+// positions are zero), v [B, n - f, d]: the output at those positions [B, n - f, d], or at
+// the last one [B, d]. With `bias`, the affine map instead (used for c = map(0)).
 static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out, BuildOptions opt = {}) {
-    const int n = s.n, d = s.d;
+    const int n = s.n, d = s.d, f = opt.first_position, nv = n - f;
     // Positions before the first non-zero tangent stay zero through the causal network.
-    int p0 = n - 1;
-    for (int b = 0; b < B && p0 > 0; ++b) {
-        for (int i = 0; i < p0; ++i) {
-            const float * row = v + ((size_t) b * n + i) * d;
-            if (std::any_of(row, row + d, [](float x) { return x != 0.0f; })) { p0 = i; break; }
+    int skip = nv - 1;
+    for (int b = 0; b < B && skip > 0; ++b) {
+        for (int i = 0; i < skip; ++i) {
+            const float * row = v + ((size_t) b * nv + i) * d;
+            if (std::any_of(row, row + d, [](float x) { return x != 0.0f; })) { skip = i; break; }
         }
     }
-    if (bias) p0 = 0;  // biases are non-zero everywhere
-    const int m = n - p0;
+    if (bias) skip = 0;  // biases are non-zero everywhere (and f is 0 then)
+    const int p0 = f + skip, m = n - p0;
     std::vector<float> xs;
-    if (p0 > 0) {
+    if (skip > 0) {
         xs.resize((size_t) B * m * d);
-        for (int b = 0; b < B; ++b) std::copy(v + ((size_t) b * n + p0) * d, v + ((size_t) b * n + n) * d, xs.begin() + (size_t) b * m * d);
+        for (int b = 0; b < B; ++b) std::copy(v + ((size_t) b * nv + skip) * d, v + (size_t) (b + 1) * nv * d, xs.begin() + (size_t) b * m * d);
     }
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, m, B);
@@ -265,23 +266,24 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
     ggml_build_forward_expand(gf, y);
     s.runner->compute(gf, [&] {
         set_linear_inputs(in, s, B, p0);
-        tensor_set(x, p0 > 0 ? xs.data() : v, (size_t) B * m * d * sizeof(float));
+        tensor_set(x, skip > 0 ? xs.data() : v, (size_t) B * m * d * sizeof(float));
     });
     if (!all_positions) {
         tensor_get(y, out, (size_t) B * d * sizeof(float));
-    } else if (p0 == 0) {
-        tensor_get(y, out, (size_t) B * n * d * sizeof(float));
+    } else if (skip == 0) {
+        tensor_get(y, out, (size_t) B * m * d * sizeof(float));
     } else {
         std::vector<float> ys((size_t) B * m * d);
         tensor_get(y, ys.data(), ys.size() * sizeof(float));
-        std::fill(out, out + (size_t) B * n * d, 0.0f);
-        for (int b = 0; b < B; ++b) std::copy(ys.begin() + (size_t) b * m * d, ys.begin() + (size_t) (b + 1) * m * d, out + ((size_t) b * n + p0) * d);
+        std::fill(out, out + (size_t) B * nv * d, 0.0f);
+        for (int b = 0; b < B; ++b) std::copy(ys.begin() + (size_t) b * m * d, ys.begin() + (size_t) (b + 1) * m * d, out + ((size_t) b * nv + skip) * d);
     }
 }
 
-// Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n, d] on every
-// position): the cotangent on the input embeddings at positions [p0, n), [B, n - p0, d]
-// (opt.first_position = p0; exact there, earlier positions are not computed).
+// Lᵀ applied to B cotangents u ([B, d] on the last position, or [B, n - p0, d] on positions
+// [p0, n) with all_positions; p0 = opt.first_position): the cotangent on the input
+// embeddings at positions [p0, n), [B, n - p0, d] — exact there, as those positions depend
+// only on later ones; earlier positions are not computed.
 static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, BuildOptions opt = {}) {
     const int n = s.n, d = s.d, p0 = opt.first_position, m = n - p0;
     // An output cotangent on the last position: the top layer runs on that position alone.
@@ -296,14 +298,11 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
         set_linear_inputs(in, s, B, p0);
-        if (opt.last_only || (all_positions && p0 == 0)) {
-            tensor_set(ut, u, (size_t) B * (opt.last_only ? 1 : n) * d * sizeof(float));
-        } else {
+        if (opt.last_only || all_positions) {
+            tensor_set(ut, u, (size_t) B * (opt.last_only ? 1 : m) * d * sizeof(float));
+        } else {  // the last position of m
             std::vector<float> full((size_t) B * m * d, 0.0f);
-            for (int b = 0; b < B; ++b) {
-                if (all_positions) std::copy(u + ((size_t) b * n + p0) * d, u + (size_t) (b + 1) * n * d, full.begin() + (size_t) b * m * d);
-                else std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * m + m - 1) * d);
-            }
+            for (int b = 0; b < B; ++b) std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * m + m - 1) * d);
             tensor_set(ut, full.data(), full.size() * sizeof(float));
         }
     });
@@ -461,20 +460,30 @@ static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, co
     }
 }
 
-// jvp(V: Float32Array [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer }?)
+// The { firstPosition } of a pass's options: an integer in [0, n), default 0.
+static int first_position_arg(Napi::Env env, const Napi::Value & v, int n) {
+    const double p = v.IsObject() ? get_number(v.As<Napi::Object>(), "firstPosition", 0) : 0;
+    if (p != std::floor(p) || p < 0 || p >= n) throw Napi::RangeError::New(env, "firstPosition must be an integer in [0, " + std::to_string(n) + ")");
+    return (int) p;
+}
+
+// jvp(V: Float32Array [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
+//     { fromLayer, tap, tapLayer, firstPosition }?) -> [B·d], or [B·(n - firstPosition)·d] with allPositions
 Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
     std::vector<float> v = float_array_arg(env, info[0], "tangents");
     int B = info[1].As<Napi::Number>().Int32Value();
     bool all = info[2].ToBoolean();
-    if (B < 1 || v.size() != (size_t) B * s->n * s->d) {
-        throw Napi::RangeError::New(env, "tangents must hold B·n·d = " + std::to_string(B) + "·" + std::to_string(s->n) + "·" +
+    BuildOptions opt = tap_options(env, info[5], *s);
+    opt.first_position = first_position_arg(env, info[5], s->n);
+    const int nv = s->n - opt.first_position;
+    if (B < 1 || v.size() != (size_t) B * nv * s->d) {
+        throw Napi::RangeError::New(env, "tangents must hold B·(n − firstPosition)·d = " + std::to_string(B) + "·" + std::to_string(nv) + "·" +
                                              std::to_string(s->d) + " values, got " + std::to_string(v.size()));
     }
-    const BuildOptions opt = tap_options(env, info[5], *s);
-    auto fn = [v = std::move(v), B, all, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
-        const size_t in_stride = (size_t) st.n * st.d, out_stride = (size_t) (all ? st.n : 1) * st.d;
+    auto fn = [v = std::move(v), B, all, nv, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+        const size_t in_stride = (size_t) nv * st.d, out_stride = (size_t) (all ? nv : 1) * st.d;
         out.assign((size_t) B * out_stride, 0.0f);
         chunked(st, B, in_stride, out_stride, v.data(), out.data(),
                 [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, false, o, opt); }, progress);
@@ -484,24 +493,20 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     return w->Promise();
 }
 
-// vjp(U: Float32Array [B·d] or [B·n·d], B, allPositions, onProgress?, abortFlag?, { fromLayer, tap, tapLayer, firstPosition }?)
-//   -> Float32Array [B·(n - firstPosition)·d]
+// vjp(U: Float32Array [B·d] or [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
+//     { fromLayer, tap, tapLayer, firstPosition }?) -> Float32Array [B·(n - firstPosition)·d]
 Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
     std::vector<float> u = float_array_arg(env, info[0], "cotangents");
     int B = info[1].As<Napi::Number>().Int32Value();
     bool all = info[2].ToBoolean();
-    const size_t per = (size_t) (all ? s->n : 1) * s->d;
-    if (B < 1 || u.size() != (size_t) B * per) {
-        throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·n·d" : "B·d") + " = " + std::to_string(B * per) +
-                                             " values, got " + std::to_string(u.size()));
-    }
     BuildOptions opt = tap_options(env, info[5], *s);
-    if (info[5].IsObject()) {
-        const double p0 = get_number(info[5].As<Napi::Object>(), "firstPosition", 0);
-        if (p0 != std::floor(p0) || p0 < 0 || p0 >= s->n) throw Napi::RangeError::New(env, "firstPosition must be an integer in [0, " + std::to_string(s->n) + ")");
-        opt.first_position = (int) p0;
+    opt.first_position = first_position_arg(env, info[5], s->n);
+    const size_t per = (size_t) (all ? s->n - opt.first_position : 1) * s->d;
+    if (B < 1 || u.size() != (size_t) B * per) {
+        throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·(n − firstPosition)·d" : "B·d") + " = " +
+                                             std::to_string(B * per) + " values, got " + std::to_string(u.size()));
     }
     auto fn = [u = std::move(u), B, all, per, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         const size_t out_stride = (size_t) (st.n - opt.first_position) * st.d;

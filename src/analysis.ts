@@ -84,7 +84,8 @@ export interface LinearSystem {
   /** J_i alone [d × d] row-major (from the full Jacobian when it is already there). */
   jacobianBlock(i: number): Promise<Float32Array>;
   reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
-  jvp(tangents: Float32Array): Promise<Float32Array>;
+  /** L v for tangents on positions [firstPosition, n) (default 0), [B, n − firstPosition, d] → [B, d]. */
+  jvp(tangents: Float32Array, firstPosition?: number): Promise<Float32Array>;
   /** Lᵀ u on positions [firstPosition, n) (default 0): [B, n − firstPosition, d]. */
   vjp(cotangents: Float32Array, firstPosition?: number): Promise<Float32Array>;
 }
@@ -198,12 +199,13 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
   if (!(tolerance > 0)) throw new LljError("tolerance must be positive");
   const kk = Math.min(k, d, cols);
   const l = Math.min(kk + oversampling, d, cols);
-  // tangents for a batch of input-space vectors [B × cols] → [B, n, d]
-  const asTangents = (x: Float32Array, batch: number) => {
-    if (token === "all") return x;
-    const t = new Float32Array(batch * n * d);
-    for (let b = 0; b < batch; b++) t.set(x.subarray(b * d, (b + 1) * d), (b * n + token) * d);
-    return t;
+  // J for a batch of input-space rows [B × cols] → output-space rows [B × d]. For J_i the
+  // tangents sit at position i, the first of the positions [i, n) the pass covers.
+  const forward = async (x: Float32Array, batch: number) => {
+    if (token === "all") return system.jvp(x);
+    const m = n - token, t = new Float32Array(batch * m * d);
+    for (let b = 0; b < batch; b++) t.set(x.subarray(b * d, (b + 1) * d), b * m * d);
+    return system.jvp(t, token);
   };
   // Jᵀ for a batch of output-space rows [B × d] → input-space rows [B × cols]. For J_i only
   // positions [i, n) take part (causality), and position i comes first in the result.
@@ -225,7 +227,7 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
   let U: Float32Array = new Float32Array(0), residuals = new Float32Array(0), converged = false;
   for (;;) {
     const b = block.length / d;
-    const Zb = await system.jvp(asTangents(await transposed(block, b), b));  // J Jᵀ q
+    const Zb = await forward(await transposed(block, b), b);  // J Jᵀ q
     Q = stack(Q, block);
     Z = stack(Z, Zb);
     const m0 = m;
@@ -335,7 +337,7 @@ export interface EmergenceRow {
 export interface TapOperator {
   nTokens: number;
   nEmbd: number;
-  jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<Float32Array>;
+  jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
   vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
   jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
   /** The primal input of the pass: the embeddings (fromLayer 0) or the stream entering fromLayer. */
@@ -367,7 +369,7 @@ export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<Li
   };
   return {
     nTokens: n, nEmbd: d, output, biasTerm: null,
-    jvp: async (t) => scaleRows(await op.jvp(t, tap)),
+    jvp: async (t, firstPosition) => scaleRows(await op.jvp(t, tap, firstPosition)),
     vjp: (u, firstPosition) => op.vjp(scaleRows(u), tap, firstPosition),
     jacobianBlock: (i) => jacobianBlockFromVjps((u, p) => op.vjp(scaleRows(u), tap, p), n, d, i),
     jacobian: async () => {

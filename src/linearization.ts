@@ -42,20 +42,19 @@ export interface LayerTap {
 export interface PassOptions extends LayerTap {
   /** Tangents/cotangents at every position ([B, n, d]) instead of the last one ([B, d]). */
   allPositions?: boolean;
+  /**
+   * Restrict the pass to positions [firstPosition, n): every per-position array of it —
+   * JVP tangents, all-position outputs and cotangents, VJP results — is then
+   * [B, n − firstPosition, d]. Exact by causality: a JVP's earlier tangents are zero, and a
+   * VJP's cotangents on those positions depend only on later ones. The pass then costs
+   * O(n − firstPosition) positions (one for J_last).
+   */
+  firstPosition?: number;
   signal?: AbortSignal;
   onProgress?: (progress: number) => void;
 }
 
-export interface VjpOptions extends PassOptions {
-  /**
-   * Compute only the cotangents on positions [firstPosition, n), returned as
-   * [B, n − firstPosition, d]. They are exact: by causality they depend only on those
-   * positions, so the pass costs O(n − firstPosition) (J_i for the last token: one position).
-   */
-  firstPosition?: number;
-}
-
-function nativeTap(t: LayerTap & { firstPosition?: number }): NativeTap {
+function nativeTap(t: PassOptions): NativeTap {
   return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer, firstPosition: t.firstPosition };
 }
 
@@ -199,29 +198,36 @@ export class Linearization {
 
   /**
    * L v for a batch of tangent sequences, v row-major [B, n, d] (B inferred from the
-   * length). Returns [B, d] (last position) or [B, n, d] with allPositions.
+   * length; [B, n − firstPosition, d] with firstPosition). Returns [B, d] (last position) or
+   * [B, n, d] with allPositions.
    */
   async jvp(tangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
-    const per = this.nTokens * this.nEmbd;
+    const per = this.#positions(options) * this.nEmbd;
     if (!isFloat32Array(tangents)) throw new LljError("tangents must be a Float32Array");
     if (tangents.length === 0 || tangents.length % per !== 0) {
-      throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.nTokens}·${this.nEmbd} = ${per}), got ${tangents.length}`);
+      throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.#positions(options)}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
     return this.#run(options.signal, (n, flag) => n.jvp(tangents, tangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
   }
 
   /**
    * Lᵀ u for a batch of cotangents, u row-major [B, d] (on the last position) or [B, n, d]
-   * with allPositions. Returns the cotangents on the input embeddings, [B, n, d] (or
-   * [B, n − firstPosition, d], see VjpOptions).
+   * with allPositions. Returns the cotangents on the input embeddings, [B, n, d] (n counted
+   * from firstPosition when given).
    */
-  async vjp(cotangents: Float32Array, options: VjpOptions = {}): Promise<Float32Array> {
-    const per = (options.allPositions ? this.nTokens : 1) * this.nEmbd;
+  async vjp(cotangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
+    const per = (options.allPositions ? this.#positions(options) : 1) * this.nEmbd;
     if (!isFloat32Array(cotangents)) throw new LljError("cotangents must be a Float32Array");
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
       throw new LljError(`cotangents must be a Float32Array of ${options.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
     }
     return this.#run(options.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
+  }
+
+  /** Positions a pass covers: n, or n − firstPosition (checked natively). */
+  #positions(options: PassOptions): number {
+    const p = options.firstPosition ?? 0;
+    return Number.isInteger(p) && p >= 0 && p < this.nTokens ? this.nTokens - p : this.nTokens;
   }
 
   /**
@@ -250,14 +256,14 @@ export class Linearization {
 
   async #reconstruct(signal: AbortSignal | undefined): Promise<Reconstruction> {
     const n = this.nTokens, d = this.nEmbd;
-    // 32 positions per batch: tangents stay small (32·n·d floats), and each batch's JVPs skip
-    // the positions before its first token (causality), about half the work of one batch.
+    // 32 positions per batch, each batch's JVPs on positions [i0, n) only (causality): the
+    // tangents stay small, and the work is about half that of one batch over all positions.
     const contributions = new Float32Array(n * d);
     for (let i0 = 0; i0 < n; i0 += 32) {
-      const B = Math.min(32, n - i0);
-      const tangents = new Float32Array(B * n * d);
-      for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * n + i0 + b) * d);
-      contributions.set(await this.jvp(tangents, { signal }), i0 * d);
+      const B = Math.min(32, n - i0), m = n - i0;  // tangents on positions [i0, n)
+      const tangents = new Float32Array(B * m * d);
+      for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * m + b) * d);
+      contributions.set(await this.jvp(tangents, { signal, firstPosition: i0 }), i0 * d);
     }
     const reconstructed = new Float32Array(d);
     const norms: number[] = [];
@@ -359,7 +365,7 @@ export class Linearization {
   #tapOperator(): TapOperator {
     return {
       nTokens: this.nTokens, nEmbd: this.nEmbd,
-      jvp: (t, tap) => this.jvp(t, tap),
+      jvp: (t, tap, firstPosition) => this.jvp(t, { ...tap, firstPosition }),
       vjp: (u, tap, firstPosition) => this.vjp(u, { ...tap, firstPosition }),
       jacobian: (tap) => this.jacobian(tap),
       inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
@@ -373,7 +379,8 @@ export class Linearization {
       jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
       jacobianBlock: async (i: number) => (this.#jacobian ? (await this.#jacobian).block(i)
         : jacobianBlockFromVjps((u, p) => this.vjp(u, { firstPosition: p }), this.nTokens, this.nEmbd, i)),
-      jvp: (t: Float32Array) => this.jvp(t), vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
+      jvp: (t: Float32Array, firstPosition?: number) => this.jvp(t, { firstPosition }),
+      vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
   }
 
   async dispose(): Promise<void> {

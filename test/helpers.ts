@@ -77,18 +77,27 @@ export async function adjointError(lin: Linearization, allPositions = false, zer
 }
 
 /**
- * VJPs restricted to positions [p0, n) (causality) against the full VJP there: the relative
- * difference, which is rounding only when the restricted pass is exact.
+ * Passes restricted to positions [p0, n) (causality) against full passes: the relative
+ * difference of the VJP there, and of the JVP of tangents that are zero before p0 — rounding
+ * only when the restricted passes are exact.
  */
-export async function truncatedVjpError(lin: Linearization, allPositions: boolean, p0: number, tap: LayerTap = {}): Promise<number> {
-  const n = lin.nTokens, d = lin.nEmbd;
-  const u = randn(3 * (allPositions ? n : 1) * d);  // a batch of 3
-  const full = await lin.vjp(u, { allPositions, ...tap });
-  const part = await lin.vjp(u, { allPositions, ...tap, firstPosition: p0 });
-  expect(part).toHaveLength(3 * (n - p0) * d);
-  const want = new Float32Array(3 * (n - p0) * d);
-  for (let b = 0; b < 3; b++) want.set(full.subarray((b * n + p0) * d, (b + 1) * n * d), b * (n - p0) * d);
-  return relErr(part, want);
+export async function truncatedPassError(lin: Linearization, allPositions: boolean, p0: number, tap: LayerTap = {}): Promise<number> {
+  const n = lin.nTokens, d = lin.nEmbd, m = n - p0, B = 3;
+  const suffix = (x: Float32Array) => {  // [B, n, d] → its positions [p0, n), [B, m, d]
+    const out = new Float32Array(B * m * d);
+    for (let b = 0; b < B; b++) out.set(x.subarray((b * n + p0) * d, (b + 1) * n * d), b * m * d);
+    return out;
+  };
+  const u = randn(B * (allPositions ? n : 1) * d);
+  const fullVjp = await lin.vjp(u, { allPositions, ...tap });
+  const partVjp = await lin.vjp(allPositions ? suffix(u) : u, { allPositions, ...tap, firstPosition: p0 });
+  expect(partVjp).toHaveLength(B * m * d);
+  const v = randn(B * n * d);
+  for (let b = 0; b < B; b++) v.fill(0, b * n * d, (b * n + p0) * d);
+  const fullJvp = await lin.jvp(v, { allPositions, ...tap });
+  const partJvp = await lin.jvp(suffix(v), { allPositions, ...tap, firstPosition: p0 });
+  expect(partJvp).toHaveLength(B * (allPositions ? m : 1) * d);
+  return Math.max(relErr(partVjp, suffix(fullVjp)), relErr(partJvp, allPositions ? suffix(fullJvp) : fullJvp));
 }
 
 /**

@@ -1,7 +1,7 @@
 // The linearization engine against DESIGN.md's four invariants: faithfulness to llama.cpp's
 // own forward, exact reconstruction, the adjoint identity, linearity and batching.
 import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
-import { STORIES, relErr, randn, adjointError, truncatedVjpError, PROMPT } from "./helpers.js";
+import { STORIES, relErr, randn, adjointError, truncatedPassError, PROMPT } from "./helpers.js";
 
 /** A prompt of exactly n tokens (BOS + story text). */
 function promptOf(model: Model, n: number): number[] {
@@ -143,14 +143,14 @@ describe("stories260K (F32, trained)", () => {
     }
   });
 
-  test("VJPs restricted to positions [p, n) equal the full VJP there (causality), at the output and at layer taps", async () => {
+  test("JVPs and VJPs restricted to positions [p, n) equal the full passes there (causality), at the output and at layer taps", async () => {
     const l = await model.linearize(promptOf(model, 64));
     try {
       for (const p0 of [1, 31, 63]) {
-        expect(await truncatedVjpError(l, false, p0)).toBeLessThan(1e-6);
-        expect(await truncatedVjpError(l, true, p0)).toBeLessThan(1e-6);
-        expect(await truncatedVjpError(l, false, p0, { tap: "mlp", layer: 2 })).toBeLessThan(1e-6);
-        expect(await truncatedVjpError(l, true, p0, { fromLayer: 1, tap: "residual", layer: 3 })).toBeLessThan(1e-6);
+        expect(await truncatedPassError(l, false, p0)).toBeLessThan(1e-6);
+        expect(await truncatedPassError(l, true, p0)).toBeLessThan(1e-6);
+        expect(await truncatedPassError(l, false, p0, { tap: "mlp", layer: 2 })).toBeLessThan(1e-6);
+        expect(await truncatedPassError(l, true, p0, { fromLayer: 1, tap: "residual", layer: 3 })).toBeLessThan(1e-6);
       }
       // J_last from one-position VJPs is the last block of the full Jacobian
       const d = l.nEmbd, eye = new Float32Array(d * d);
@@ -159,6 +159,8 @@ describe("stories260K (F32, trained)", () => {
       expect(relErr(rows, (await l.jacobian()).block(l.nTokens - 1))).toBeLessThan(1e-6);
       await expect(l.vjp(new Float32Array(d), { firstPosition: 64 })).rejects.toThrow(/firstPosition must be an integer in \[0, 64\)/);
       await expect(l.vjp(new Float32Array(d), { firstPosition: 1.5 })).rejects.toThrow(/firstPosition/);
+      await expect(l.jvp(new Float32Array(2 * d), { firstPosition: 63 })).resolves.toHaveLength(2 * d);
+      await expect(l.jvp(new Float32Array(3 * d), { firstPosition: 62 })).rejects.toThrow(/tangents must be a Float32Array of B·n·d values \(n·d = 2·64/);
     } finally {
       await l.dispose();
     }

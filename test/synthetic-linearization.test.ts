@@ -2,7 +2,7 @@
 // llama graph applies (biases, per-tensor scales, rope factors, tied head, GQA/MHA).
 import { loadModel, syntheticModel, dequantizedSyntheticModel, TINY_LLAMA,
   type SyntheticSpec, type QuantType } from "../src/index.js";
-import { relErr, randn, norm, adjointError, truncatedVjpError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
+import { relErr, randn, norm, adjointError, truncatedPassError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
 
 const PHI3: SyntheticSpec = { ...TINY_LLAMA, architecture: "phi3", vocab: "phi-3", seed: 61, ropeDims: 48, ropeOriginalContext: 256,
   ropeAttnFactor: 1.2, contextLength: 1024, biases: true, scales: true };
@@ -72,11 +72,11 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         expect(r.relativeError).toBeLessThan(1e-5);
         if (lin.affine) expect(norm(r.biasTerm!)).toBeGreaterThan(1e-3 * norm(lin.output));
         expect(await adjointError(lin)).toBeLessThan(1e-5);
-        if (n > 1) {  // JVPs that skip the zero prefix against full VJPs; VJPs restricted to a suffix
+        if (n > 1) {  // JVPs that skip the zero prefix against full VJPs; passes restricted to a suffix
           expect(await adjointError(lin, false, Math.floor(n / 2))).toBeLessThan(1e-5);
           expect(await adjointError(lin, true, n - 1)).toBeLessThan(1e-5);
-          expect(await truncatedVjpError(lin, false, n - 1)).toBeLessThan(1e-5);
-          expect(await truncatedVjpError(lin, true, Math.floor(n / 2))).toBeLessThan(1e-5);
+          expect(await truncatedPassError(lin, false, n - 1)).toBeLessThan(1e-5);
+          expect(await truncatedPassError(lin, true, Math.floor(n / 2))).toBeLessThan(1e-5);
         }
         await lin.dispose();
       }
