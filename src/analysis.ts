@@ -24,6 +24,8 @@ export interface SvdOptions {
    * (default 1e-4). Then each σ_j lies within tolerance·σ_j of a true singular value.
    */
   tolerance?: number;
+  /** Randomized route: called after each Krylov block with blocks done / maxIterations. */
+  onProgress?: (progress: number) => void;
 }
 
 export interface SingularTriplets {
@@ -261,6 +263,7 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
       residuals[j] = sigma > 0 ? Math.sqrt(r2) / sigma : 0;
     }
     converged = residuals.every((r, j) => r <= tolerance * Math.sqrt(lambda[j]));
+    options.onProgress?.(converged ? 1 : iterations / maxIterations);
     if (converged || iterations >= maxIterations || m >= d) break;
     // the next Krylov block: J Jᵀ q_b, orthogonalized against the whole basis
     const next = await addon.orthonormalizeAgainst(Q, Zb, d);

@@ -19,6 +19,21 @@ function gpuOption(v: string | undefined): GpuOption {
   return v as GpuOption;
 }
 
+/** One status line on stderr while long stages run — only on a terminal, so pipes and logs stay clean. */
+function statusLine() {
+  const tty = process.stderr.isTTY === true;
+  let shown = "";
+  const write = (text: string) => {
+    if (!tty || text === shown) return;
+    process.stderr.write(`\r\x1b[K${text}`);
+    shown = text;
+  };
+  return {
+    stage: (name: string) => (p?: number) => write(p === undefined ? `${name}...` : `${name} ${Math.round(p * 100)}%`),
+    clear: () => write(""),
+  };
+}
+
 async function info(argv: { model: string; gpu?: string; tensors?: boolean; json?: boolean }) {
   let model: Model;
   try {
@@ -83,9 +98,11 @@ interface AnalysisArrays {
 async function summarize(model: Model, prompt: string, precision: "exact" | "fast", layers = false,
   exportTo?: (a: AnalysisArrays, summary: AnalysisSummary) => Promise<void>): Promise<AnalysisSummary> {
   const t0 = performance.now();
-  const lin = await model.linearize(prompt, { precision });
+  const status = statusLine();
+  const lin = await model.linearize(prompt, { precision, onProgress: status.stage("primal pass") });
   try {
-    const rec = await lin.reconstruction();
+    const rec = await lin.reconstruction({ onProgress: status.stage("per-token contributions") });
+    status.stage("non-detached contrast (two forwards)")();
     const nonlin = await lin.nonlinearReconstruction();
     let yy = 0, cc = 0;
     for (let k = 0; k < lin.nEmbd; k++) {
@@ -94,7 +111,8 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
     }
     const attribution = await lin.attribution();
     // Exact SVD for small d; the matrix-free randomized route (O(k) products) beyond.
-    const s = await lin.svd({ k: 3 });
+    status.stage("singular vectors")();
+    const s = await lin.svd({ k: 3, onProgress: status.stage("singular vectors") });
     const pick = (rows: { text: string }[][]) => rows.map((r) => r.map((t) => t.text));
     const singular: AnalysisSummary["singular"] = {
       values: Array.from(s.values),
@@ -105,6 +123,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
     const singularNote = s.method !== "randomized" ? undefined
       : `matrix-free top-k, ${s.iterations} Krylov blocks, max ‖Jv − σu‖/σ ${worst.toExponential(1)}` +
         (s.converged ? "" : " — NOT converged: raise maxIterations or oversampling before trusting these vectors");
+    if (layers) status.stage("emergence (one SVD per layer)")();
     const emergence = layers
       ? (await lin.emergence({ k: 1, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], tokens: r.tokens[0].map((t) => t.text) }))
       : undefined;
@@ -131,6 +150,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
     if (exportTo) await exportTo({ lin, svd: s, contributions: rec.contributions, attribution: attribution.contributions }, summary);
     return summary;
   } finally {
+    status.clear();
     await lin.dispose();
   }
 }
@@ -166,7 +186,9 @@ async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSumm
 }
 
 async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }) {
-  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
+  const loading = statusLine();
+  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading") })
+    .finally(loading.clear);
   try {
     let arrays: Record<string, number[]> | undefined;
     const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers, async (a, s) => {

@@ -242,19 +242,20 @@ export class Linearization {
 
   /**
    * Σ_i J_i x_i (+ c) against y: each J_i x_i is L applied to x restricted to position i
-   * (one batched JVP), so the contributions are exact per-token attributions. Computed once
-   * (attribution reuses it); a failed or aborted computation is not kept.
+   * (batched JVPs), so the contributions are exact per-token attributions. Computed once
+   * (attribution reuses it; onProgress is the first call's); a failed or aborted computation
+   * is not kept.
    */
-  async reconstruction(options: { signal?: AbortSignal } = {}): Promise<Reconstruction> {
+  async reconstruction(options: { signal?: AbortSignal; onProgress?: (progress: number) => void } = {}): Promise<Reconstruction> {
     options.signal?.throwIfAborted();
-    this.#reconstruction ??= this.#reconstruct(options.signal).catch((e) => {
+    this.#reconstruction ??= this.#reconstruct(options.signal, options.onProgress).catch((e) => {
       this.#reconstruction = undefined;
       throw e;
     });
     return this.#reconstruction;
   }
 
-  async #reconstruct(signal: AbortSignal | undefined): Promise<Reconstruction> {
+  async #reconstruct(signal: AbortSignal | undefined, onProgress?: (progress: number) => void): Promise<Reconstruction> {
     const n = this.nTokens, d = this.nEmbd;
     // 32 positions per batch, each batch's JVPs on positions [i0, n) only (causality): the
     // tangents stay small, and the work is about half that of one batch over all positions.
@@ -264,6 +265,7 @@ export class Linearization {
       const tangents = new Float32Array(B * m * d);
       for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * m + b) * d);
       contributions.set(await this.jvp(tangents, { signal, firstPosition: i0 }), i0 * d);
+      onProgress?.((i0 + B) / n);
     }
     const reconstructed = new Float32Array(d);
     const norms: number[] = [];

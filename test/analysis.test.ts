@@ -159,8 +159,11 @@ test("randomized top-k matches the exact SVD on a d=512 synthetic model", async 
     expect((await l.svd({ k: 4 })).method).toBe("randomized"); // auto: d > 256
     const exact = await l.svd({ k: 4, method: "exact" });
     // a random network's spectrum is flat (σ1/σ4 ≈ 1.07); the defaults iterate until the residuals certify it
-    const rand = await l.svd({ k: 4, method: "randomized" });
+    const progress: number[] = [];
+    const rand = await l.svd({ k: 4, method: "randomized", onProgress: (p) => progress.push(p) });
     expect(rand.converged).toBe(true);
+    expect(progress).toHaveLength(rand.iterations);  // one report per Krylov block, the last at 1
+    expect(progress[progress.length - 1]).toBe(1);
     for (let j = 0; j < 4; j++) {
       expect(Math.abs(rand.values[j] - exact.values[j]) / exact.values[j]).toBeLessThan(1e-3);
       expect(rand.residuals[j]).toBeLessThanOrEqual(1e-4 * rand.values[j]);

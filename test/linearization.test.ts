@@ -36,7 +36,9 @@ describe("stories260K (F32, trained)", () => {
   test.each([1, 8, 64])("reconstruction: Σ J_i x_i = y on a %i-token prompt", async (n) => {
     const l = await model.linearize(promptOf(model, n));
     try {
-      const r = await l.reconstruction();
+      const progress: number[] = [];
+      const r = await l.reconstruction({ onProgress: (p) => progress.push(p) });
+      expect(progress).toEqual(n === 64 ? [0.5, 1] : [1]);  // batches of 32 positions
       expect(r.relativeError).toBeLessThan(1e-5);
       expect(r.contributionNorms).toHaveLength(n);
       expect(l.affine).toBe(false);
