@@ -109,6 +109,15 @@ const ArchSpec * find_arch(const std::string & name) {
         olmo2.sliding_window = true;
         olmo2.fused_qkv = false;
         v.push_back(olmo2);
+        ArchSpec gpt2;  // GPT-2: LayerNorms with biases, learned positions, fused QKV, GELU MLP, biases everywhere
+        gpt2.name = "gpt2";
+        gpt2.layer_norm = true;
+        gpt2.rope = false;
+        gpt2.pos_embd = true;
+        gpt2.gated_ffn = false;
+        gpt2.gate_act = GateAct::GeluTanh;
+        gpt2.ffn_bias = true;
+        v.push_back(gpt2);
         return v;
     }();
     for (const auto & a : archs) if (a.name == name) return &a;
@@ -147,7 +156,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     s.head_dim = (int) hp.n_embd_head_k(0);
     s.n_ff = (int) hp.n_ff(0);
     s.n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
-    s.norm_eps = hp.f_norm_rms_eps;
+    s.norm_eps = s.arch.layer_norm ? hp.f_norm_eps : hp.f_norm_rms_eps;
     s.kq_scale = s.arch.kq_scale_from_file && hp.f_attention_scale != 0.0f ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
     if (s.arch.q_scale_after_rope || s.arch.q_prescale_head_dim) {
         s.q_scale = s.arch.q_scale_after_rope ? hp.f_attention_scale : 1.0f / sqrtf((float) s.head_dim);
@@ -169,7 +178,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         }
     }
     if (hp.n_embd_head_v(0) != hp.n_embd_head_k(0)) throw std::runtime_error("key and value head widths differ (attention.key_length != attention.value_length)");
-    if (global_rope.n_rot != s.head_dim && !s.arch.partial_rotary) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
+    if (s.arch.rope && global_rope.n_rot != s.head_dim && !s.arch.partial_rotary) throw std::runtime_error("partial rotary embeddings (rope.dimension_count != head width) are not supported for " + arch_name);
     if (hp.f_clamp_kqv > 0.0f) throw std::runtime_error("attention.clamp_kqv (a nonlinear clamp on Q/K/V) is not supported yet");
     if (hp.use_kq_norm) throw std::runtime_error("Q/K L2 norm (use_kq_norm) is not supported yet");
     if (hp.n_expert > 0) {
@@ -227,6 +236,13 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles["attn_qkv.bias"] = &LayerWeights::bqkv;
         roles["attn_qkv.scale"] = &LayerWeights::sqkv;
     }
+    if (s.arch.layer_norm) {
+        roles["attn_norm.bias"] = &LayerWeights::attn_norm_b;
+        roles["ffn_norm.bias"] = &LayerWeights::ffn_norm_b;
+    }
+    if (!s.arch.gated_ffn) {
+        for (const char * r : {"ffn_gate.weight", "ffn_gate.bias", "ffn_gate.scale"}) roles.erase(r);
+    }
     if (s.arch.fused_gate_up) {
         roles.erase("ffn_gate.weight");
         roles["ffn_up.weight"] = &LayerWeights::up_gate;
@@ -264,6 +280,8 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     for (const auto & [name, t] : byname) {
         if (name == "token_embd.weight") { s.tok_embd = t; continue; }
         if (name == "output_norm.weight") { s.output_norm = t; continue; }
+        if (name == "output_norm.bias" && s.arch.layer_norm) { s.output_norm_b = t; continue; }
+        if (name == "position_embd.weight" && s.arch.pos_embd) { s.pos_embd = t; continue; }
         if (name == "output.weight" && !s.arch.tied_output_always) { s.output = t; continue; }
         if (name == "output.scale") { s.output_scale = t; continue; }
         if (name == "output.bias" && s.arch.output_bias) { s.output_bias = t; continue; }
@@ -290,6 +308,8 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         s.layers[(size_t) il].*(it->second) = t;
     }
     if (!s.tok_embd || !s.output_norm) throw std::runtime_error("token_embd.weight or output_norm.weight is missing");
+    if (s.arch.pos_embd && !s.pos_embd) throw std::runtime_error("position_embd.weight is missing");
+    if (s.output_norm_b) s.affine = true;
     if (!s.output) s.output = s.tok_embd;  // tied LM head, as llama.cpp does
     for (int il = 0; il < s.n_layer; ++il) {
         const LayerWeights & L = s.layers[(size_t) il];
@@ -299,7 +319,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
             throw std::runtime_error("layer " + std::to_string(il) + " has no ffn_gate_exps.weight: ungated experts (silu(up)) are not supported");
         }
         const bool has_ffn = s.n_expert > 0 ? (L.gate_inp && L.gate_exps && L.up_exps && L.down_exps)
-                                            : (L.up_gate ? !(L.gate || L.up) : (L.gate && L.up)) && L.down;
+                                            : (L.up_gate ? !(L.gate || L.up) : ((L.gate || !s.arch.gated_ffn) && L.up)) && L.down;
         if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !has_qkv || !L.wo || !has_ffn) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
@@ -308,7 +328,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         Lm.swa = s.n_swa > 0 && hp.is_swa((uint32_t) il);
         Lm.rope = layer_rope(model, s.arch, global_rope, Lm.swa);
         // Biases of Q, K and the gate act inside the frozen coefficients; the others add a constant.
-        if (L.bv || L.bqkv || L.bo || L.b_up || L.b_down) s.affine = true;
+        if (L.bv || L.bqkv || L.bo || L.b_up || L.b_down || L.attn_norm_b || L.ffn_norm_b) s.affine = true;
         if (s.n_expert > 0) {  // the experts' width as the loaded tensors have it (llama: n_ff; qwen3moe: n_ff_exp)
             if (il == 0) s.n_ff_exp = (int) L.up_exps->ne[1];
             const bool ok = L.up_exps->ne[1] == s.n_ff_exp && L.gate_exps->ne[1] == s.n_ff_exp && L.down_exps->ne[0] == s.n_ff_exp &&

@@ -40,6 +40,10 @@ struct ArchSpec {
     bool ffn_scale = false;          // ffn_{gate,up,down}.scale are applied
     bool output_bias = false;        // output.bias is added to the logits
     bool tied_output_always = false; // the LM head is token_embd even if output.weight exists (gemma2)
+    bool layer_norm = false;         // LayerNorm with bias ((h - mean)·r·w + b) instead of RMSNorm (gpt2)
+    bool rope = true;                // rotary positions (gpt2: learned absolute ones instead)
+    bool pos_embd = false;           // position_embd rows added to the token embeddings; x is their sum (gpt2)
+    bool gated_ffn = true;           // down(act(gate(m)) ⊙ up(m)); false: down(act(up(m))), act(z) frozen as z·s(z) (gpt2)
     GateAct gate_act = GateAct::Silu;
     int final_softcap = 0;           // 0: none; 1: always (gemma2); 2: when the file's value is non-zero (gemma3)
 };
@@ -64,6 +68,7 @@ struct LayerWeights {
     ggml_tensor * bq = nullptr, * bk = nullptr, * bv = nullptr, * bo = nullptr;  // optional biases
     ggml_tensor * sq = nullptr, * sk = nullptr, * sv = nullptr, * so = nullptr;  // optional per-tensor scales
     ggml_tensor * ffn_norm = nullptr;
+    ggml_tensor * attn_norm_b = nullptr, * ffn_norm_b = nullptr;  // LayerNorm biases (layer_norm)
     ggml_tensor * gate = nullptr, * up = nullptr, * down = nullptr;
     ggml_tensor * b_gate = nullptr, * b_up = nullptr, * b_down = nullptr;
     ggml_tensor * s_gate = nullptr, * s_up = nullptr, * s_down = nullptr;
@@ -83,7 +88,7 @@ struct LayerWeights {
 struct ModelSpec {
     ArchSpec arch;
     int n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0;
-    float norm_eps = 1e-5f;
+    float norm_eps = 1e-5f;             // of every RMSNorm, or of every LayerNorm (layer_norm)
     float kq_scale = 1.0f;              // softmax scale
     float q_scale = 1.0f;               // Q multiplier after rope (q_scale_after_rope)
     float attn_softcap = 0.0f;          // 0: none
@@ -95,6 +100,8 @@ struct ModelSpec {
     float expert_weights_scale = 0.0f;                  // moe: 0 or 1 = none
     ggml_tensor * tok_embd = nullptr;
     ggml_tensor * output_norm = nullptr;
+    ggml_tensor * output_norm_b = nullptr;  // layer_norm: the final LayerNorm's bias
+    ggml_tensor * pos_embd = nullptr;       // pos_embd: [n_embd, n_ctx_train] learned positions
     ggml_tensor * output = nullptr;  // token_embd when tied
     ggml_tensor * output_scale = nullptr;  // optional `output.scale`: multiplies the logits only
     ggml_tensor * output_bias = nullptr;   // optional `output.bias` (qwen2): added to the logits only

@@ -161,11 +161,13 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
         q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
         k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
     }
-    const RopeParams & r = L.rope;
-    q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                      r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
-    k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                      r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+    if (spec.arch.rope) {
+        const RopeParams & r = L.rope;
+        q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                          r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+        k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                          r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+    }
     if (spec.arch.q_scale_after_rope || spec.arch.q_prescale_head_dim) q = ggml_scale(ctx, q, spec.q_scale);
     if (in.attn_temp) q = ggml_mul(ctx, q, in.attn_temp);
     ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
@@ -246,9 +248,36 @@ static ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, 
     return arch.gate_act == GateAct::GeluTanh ? ggml_gelu(ctx, g) : ggml_silu(ctx, g);
 }
 
+// The plain activation act(z) frozen as z·s(z) (non-gated FFNs): s = act(z) / z, with z = 0
+// read as 1 there (any s reproduces act(0) = 0 exactly).
+static ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z) {
+    ggml_tensor * is_zero = ggml_scale_bias(ctx, ggml_step(ctx, ggml_abs(ctx, z)), -1.0f, 1.0f);
+    return ggml_div(ctx, gate_activation(ctx, arch, z), ggml_add(ctx, z, is_zero));
+}
+
 // h·r·w: an RMSNorm with its 1/rms frozen per position.
 static ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w) {
     return ggml_mul(ctx, ggml_mul(ctx, h, r), w);
+}
+
+// h - mean(h) per position: LayerNorm's centering, linear and its own transpose.
+static ggml_tensor * centered(ggml_context * ctx, ggml_tensor * h) {
+    return ggml_sub(ctx, h, ggml_mean(ctx, h));
+}
+
+// A pre-norm with its coefficient r frozen: RMSNorm h·r·w, or LayerNorm (h - mean)·r·w + b
+// (the bias, a constant, only in passes with biases).
+static ggml_tensor * pre_norm(ggml_context * ctx, const ModelSpec & spec, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w,
+                              ggml_tensor * b, const BuildOptions & opt) {
+    if (!spec.arch.layer_norm) return scaled(ctx, h, r, w);
+    ggml_tensor * y = scaled(ctx, centered(ctx, h), r, w);
+    return b && opt.bias ? ggml_add(ctx, y, b) : y;
+}
+
+// Its transpose: diag(r·w), then the centering for LayerNorm.
+static ggml_tensor * pre_norm_t(ggml_context * ctx, const ModelSpec & spec, ggml_tensor * dy, ggml_tensor * r, ggml_tensor * w) {
+    ggml_tensor * t = scaled(ctx, dy, r, w);
+    return spec.arch.layer_norm ? centered(ctx, t) : t;
 }
 
 // The frozen coefficients restricted to positions [p0, n): views (the attention block is
@@ -295,6 +324,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         return t;
     };
     auto rms = [&](ggml_tensor * t, const char * name, int il) { return freeze(rms_inverse(ctx, t, in.ones, spec.norm_eps), name, il); };
+    // A pre-norm's frozen coefficient: 1/rms, or LayerNorm's 1/std (the rms of the centered input).
+    auto pre_rms = [&](ggml_tensor * t, const char * name, int il) { return rms(arch.layer_norm ? centered(ctx, t) : t, name, il); };
 
     ggml_tensor * h = x;
     for (int il = opt.from_layer; il <= last; ++il) {
@@ -307,8 +338,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         // attention branch: o_proj(P · v(a)), a = pre-norm(h)
         ggml_tensor * a = h;
         if (arch.pre_norms) {
-            if (opt.primal) fz.r_attn[il] = rms(h, "r_attn", il);
-            a = scaled(ctx, h, fz.r_attn[il], L.attn_norm);
+            if (opt.primal) fz.r_attn[il] = pre_rms(h, "r_attn", il);
+            a = pre_norm(ctx, spec, h, fz.r_attn[il], L.attn_norm, L.attn_norm_b, opt);
         }
         if (opt.primal) fz.probs[il] = freeze(attention_probs(ctx, spec, L, in, a, opt), "probs", il);
         const Projection pv = qkv(ctx, spec, L, 2);
@@ -321,11 +352,12 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         if (il == last && opt.tap == Tap::Attn) return attn;
         h = ggml_add(ctx, h, attn);
 
-        // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen
+        // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen, or down(act(up(m)))
+        // with act(z) = z·s(z) and s frozen
         ggml_tensor * m = h;
         if (arch.pre_norms) {
-            if (opt.primal) fz.r_ffn[il] = rms(h, "r_ffn", il);
-            m = scaled(ctx, h, fz.r_ffn[il], L.ffn_norm);
+            if (opt.primal) fz.r_ffn[il] = pre_rms(h, "r_ffn", il);
+            m = pre_norm(ctx, spec, h, fz.r_ffn[il], L.ffn_norm, L.ffn_norm_b, opt);
         }
         ggml_tensor * f;
         if (spec.n_expert > 0) {
@@ -338,9 +370,14 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
             f = experts_forward(ctx, spec, L, m, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
         } else {
-            const Projection pg = gate_up(ctx, spec, L, 0), pu = gate_up(ctx, spec, L, 1);
-            if (opt.primal) fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
+            const Projection pu = gate_up(ctx, spec, L, 1);
             ggml_tensor * u = proj_ffn(ctx, pu.w, pu.b, pu.s, m, opt);
+            if (opt.primal && arch.gated_ffn) {
+                const Projection pg = gate_up(ctx, spec, L, 0);
+                fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
+            } else if (opt.primal) {  // down(act(u)) = down(u·s(u)): s frozen
+                fz.gate_act[il] = freeze(activation_factor(ctx, arch, u), "gate_act", il);
+            }
             f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
         }
         if (arch.post_norms) {
@@ -356,8 +393,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         ggml_set_output(h);
         *final_residual = h;
     }
-    if (opt.primal) fz.r_out = rms(h, "r_out", -1);
-    return scaled(ctx, h, fz.r_out, spec.output_norm);
+    if (opt.primal) fz.r_out = pre_rms(h, "r_out", -1);
+    return pre_norm(ctx, spec, h, fz.r_out, spec.output_norm, spec.output_norm_b, opt);
 }
 
 // Transpose of one layer's FFN branch: cotangent z on its output → cotangent on its input h.
@@ -375,7 +412,7 @@ static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, c
         if (pu.s) t = ggml_mul(ctx, t, pu.s);
         dm = matmul_t(ctx, pu.w, t, opt);
     }
-    return spec.arch.pre_norms ? scaled(ctx, dm, fz.r_ffn[il], L.ffn_norm) : dm;
+    return spec.arch.pre_norms ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
 }
 
 // Transpose of one layer's attention branch: cotangent z on its output → on its input h.
@@ -388,7 +425,7 @@ static ggml_tensor * attn_transpose(ggml_context * ctx, const ModelSpec & spec, 
     const Projection pv = qkv(ctx, spec, L, 2);
     if (pv.s) dv = ggml_mul(ctx, dv, pv.s);
     ggml_tensor * da = matmul_t(ctx, pv.w, dv, opt);
-    return spec.arch.pre_norms ? scaled(ctx, da, fz.r_attn[il], L.attn_norm) : da;
+    return spec.arch.pre_norms ? pre_norm_t(ctx, spec, da, fz.r_attn[il], L.attn_norm) : da;
 }
 
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz_all, const GraphInputs & in,
@@ -407,7 +444,7 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         if (opt.tap != Tap::Output || spec.n_expert > 0) throw std::logic_error("last_only is for dense models' output cotangents");
         const int64_t m = fz.probs[(size_t) last]->ne[0];
         const FrozenTensors at_last = frozen_from(ctx, fz, m - 1);
-        dh = scaled(ctx, u, at_last.r_out, spec.output_norm);
+        dh = pre_norm_t(ctx, spec, u, at_last.r_out, spec.output_norm);
         dh = ggml_add(ctx, dh, ffn_transpose(ctx, spec, at_last, in, last, dh, opt));
         FrozenTensors mixed = fz;  // output side at the last position, input side everywhere
         mixed.r_attn_post[(size_t) last] = at_last.r_attn_post[(size_t) last];
@@ -417,7 +454,7 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         dh = ggml_acc(ctx, da, dh, da->nb[1], da->nb[2], da->nb[3], (size_t) (m - 1) * da->nb[1]);
         top = last - 1;
     } else {
-        dh = opt.tap == Tap::Output ? scaled(ctx, u, fz.r_out, spec.output_norm) : u;  // diagonal: its own transpose
+        dh = opt.tap == Tap::Output ? pre_norm_t(ctx, spec, u, fz.r_out, spec.output_norm) : u;
     }
     for (int il = top; il >= opt.from_layer; --il) {
         if (il == last && opt.tap == Tap::Attn) {  // the cotangent enters at the attention output

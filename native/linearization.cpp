@@ -134,6 +134,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
         ids = new_input(ctx, GGML_TYPE_I32, n);
         x = ggml_get_rows(ctx, sp.tok_embd, ids);
         if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
+        if (sp.pos_embd) x = ggml_add(ctx, x, ggml_get_rows(ctx, sp.pos_embd, in.pos));  // learned positions: x is the sum
         x = ggml_reshape_3d(ctx, x, d, n, 1);
         ggml_set_output(x);
     }
@@ -171,7 +172,8 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     s.runner->compute(gf, [&] {
         std::vector<int32_t> pos((size_t) n);
         for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
-        tensor_set(in.pos, pos.data(), pos.size() * sizeof(int32_t));
+        // unused (so unallocated) when nothing reads positions: no rope, embeddings given (gpt2)
+        if (in.pos->buffer) tensor_set(in.pos, pos.data(), pos.size() * sizeof(int32_t));
         // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
         std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
         for (int q = 0; q < n; ++q) {
@@ -468,7 +470,7 @@ static int first_position_arg(Napi::Env env, const Napi::Value & v, int n) {
 }
 
 // jvp(V: Float32Array [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
-//     { fromLayer, tap, tapLayer, firstPosition }?) -> [B·d], or [B·(n - firstPosition)·d] with allPositions
+//     { fromLayer, tap, tapLayer, firstPosition, affine }?) -> [B·d], or [B·(n - firstPosition)·d] with allPositions
 Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
@@ -477,16 +479,19 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     bool all = info[2].ToBoolean();
     BuildOptions opt = tap_options(env, info[5], *s);
     opt.first_position = first_position_arg(env, info[5], s->n);
+    // The affine map L(v) + c (biases included): the quantity itself at the primal input.
+    const bool affine = info[5].IsObject() && get_bool(info[5].As<Napi::Object>(), "affine", false);
+    if (affine && opt.first_position != 0) throw Napi::RangeError::New(env, "the affine map covers every position (no firstPosition)");
     const int nv = s->n - opt.first_position;
     if (B < 1 || v.size() != (size_t) B * nv * s->d) {
         throw Napi::RangeError::New(env, "tangents must hold B·(n − firstPosition)·d = " + std::to_string(B) + "·" + std::to_string(nv) + "·" +
                                              std::to_string(s->d) + " values, got " + std::to_string(v.size()));
     }
-    auto fn = [v = std::move(v), B, all, nv, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
+    auto fn = [v = std::move(v), B, all, nv, affine, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         const size_t in_stride = (size_t) nv * st.d, out_stride = (size_t) (all ? nv : 1) * st.d;
         out.assign((size_t) B * out_stride, 0.0f);
         chunked(st, B, in_stride, out_stride, v.data(), out.data(),
-                [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, false, o, opt); }, progress);
+                [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, affine, o, opt); }, progress);
     };
     auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
     w->Queue();
@@ -652,19 +657,25 @@ Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
     return w->Promise();
 }
 
-// outputNorm() -> { weight: Float32Array [d], eps }: the final RMSNorm, for passing layer
-// quantities through it (the reference work's decoding of intermediate layers).
+// outputNorm() -> { weight: Float32Array [d], bias: Float32Array [d] | null, eps, layerNorm }:
+// the final norm (RMSNorm, or LayerNorm with its bias), for passing layer quantities through
+// it (the reference work's decoding of intermediate layers).
 Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
     std::lock_guard<std::mutex> lock(s->mu);
-    const ggml_tensor * g = s->spec.output_norm;
-    if (g->type != GGML_TYPE_F32) throw Napi::Error::New(env, "output_norm.weight is not F32");
-    std::vector<float> w((size_t) ggml_nelements(g));
-    ggml_backend_tensor_get(g, w.data(), 0, ggml_nbytes(g));
+    auto read = [&](const ggml_tensor * g) -> Napi::Value {
+        if (!g) return env.Null();
+        if (g->type != GGML_TYPE_F32) throw Napi::Error::New(env, std::string(ggml_get_name(g)) + " is not F32");
+        std::vector<float> w((size_t) ggml_nelements(g));
+        ggml_backend_tensor_get(g, w.data(), 0, ggml_nbytes(g));
+        return to_float32_array(env, w.data(), w.size());
+    };
     auto o = Napi::Object::New(env);
-    o.Set("weight", to_float32_array(env, w.data(), w.size()));
+    o.Set("weight", read(s->spec.output_norm));
+    o.Set("bias", read(s->spec.output_norm_b));
     o.Set("eps", s->spec.norm_eps);
+    o.Set("layerNorm", s->spec.arch.layer_norm);
     return o;
 }
 

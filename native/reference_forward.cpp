@@ -114,6 +114,7 @@ class ReferenceForwardWorker : public PromiseWorker {
         const int n_layer = (int) layers_.size();
         if (t->op == GGML_OP_GET_ROWS && t->src[0] && std::strcmp(ggml_get_name(t->src[0]), "token_embd.weight") == 0) return 0;
         if (std::strcmp(ggml_get_name(t), "inp_scaled") == 0) return 0;  // gemma: the scaled lookup, computed after it
+        if (std::strcmp(ggml_get_name(t), "inpL") == 0) return 0;        // gpt2: token plus position embeddings
         int il = -1;
         if (std::sscanf(ggml_get_name(t), "l_out-%d", &il) == 1 && il >= 0 && il + 1 < n_layer) return il + 1;
         return -1;

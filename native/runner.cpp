@@ -88,12 +88,15 @@ void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_in
     if (st != GGML_STATUS_SUCCESS) throw std::runtime_error("graph computation failed (status " + std::to_string((int) st) + ")");
 }
 
+// (ggml asserts, aborting the process, on a tensor the graph never allocated: refuse instead)
 void tensor_set(ggml_tensor * t, const void * data, size_t bytes) {
+    if (!t->buffer) throw std::logic_error(std::string("tensor '") + ggml_get_name(t) + "' is not part of the graph");
     if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch setting ") + ggml_get_name(t));
     ggml_backend_tensor_set(t, data, 0, bytes);
 }
 
 void tensor_get(const ggml_tensor * t, void * data, size_t bytes) {
+    if (!t->buffer) throw std::logic_error(std::string("tensor '") + ggml_get_name(t) + "' is not part of the graph");
     if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch reading ") + ggml_get_name(t));
     ggml_backend_tensor_get(t, data, 0, bytes);
 }

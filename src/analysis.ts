@@ -1,7 +1,7 @@
 // Analyses of the linear system, built only on the operator's products (jvp, vjp, the
 // Jacobian assembled from them) and the model's vocabulary matrices: the SVD of the detached
 // Jacobian, singular vectors decoded into tokens, exact token attribution.
-import { getAddon, type NativeLinearization } from "./native.js";
+import { getAddon, type NativeLinearization, type OutputNorm } from "./native.js";
 import { LljError } from "./errors.js";
 
 export interface SvdOptions {
@@ -157,6 +157,18 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
   }
   return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0,
     residuals: new Float32Array(kk), iterations: 0, converged: true };
+}
+
+/** Each row of [B × d] minus its mean (LayerNorm's centering). */
+function centerRows(x: Float32Array, d: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < x.length / d; b++) {
+    let mean = 0;
+    for (let k = 0; k < d; k++) mean += x[b * d + k];
+    mean /= d;
+    for (let k = 0; k < d; k++) out[b * d + k] = x[b * d + k] - mean;
+  }
+  return out;
 }
 
 /**
@@ -340,12 +352,12 @@ export interface EmergenceRow {
 export interface TapOperator {
   nTokens: number;
   nEmbd: number;
-  jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
+  jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number; affine?: boolean }, firstPosition?: number): Promise<Float32Array>;
   vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
   jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
   /** The primal input of the pass: the embeddings (fromLayer 0) or the stream entering fromLayer. */
   inputOf(fromLayer: number): Float32Array;
-  outputNorm(): { weight: Float32Array; eps: number };
+  outputNorm(): OutputNorm;
 }
 
 /**
@@ -355,32 +367,45 @@ export interface TapOperator {
 export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<LinearSystem> {
   const n = op.nTokens, d = op.nEmbd;
   const tap = { fromLayer: q.fromLayer ?? 0, tap: q.tap, layer: q.layer };
-  const value = await op.jvp(op.inputOf(tap.fromLayer), tap);  // the quantity itself (exact: the map reproduces it)
+  // the quantity itself: the affine map (biases included) at the primal input reproduces it
+  const value = await op.jvp(op.inputOf(tap.fromLayer), { ...tap, affine: true });
+  // Through the detached final norm: rows times D = w·r, after centering for LayerNorm (its
+  // centering P = I − 11ᵀ/d is symmetric, so the transposed map is P(D·u)).
   const D = new Float32Array(d).fill(1);
+  let center = false;
+  let output = value;
   if (q.finalNorm ?? true) {
-    const { weight, eps } = op.outputNorm();
+    const norm = op.outputNorm();
+    center = norm.layerNorm;
+    const x = center ? centerRows(value, d) : value;
     let ms = 0;
-    for (let k = 0; k < d; k++) ms += value[k] * value[k];
-    const r = 1 / Math.sqrt(ms / d + eps);
-    for (let k = 0; k < d; k++) D[k] = weight[k] * r;
+    for (let k = 0; k < d; k++) ms += x[k] * x[k];
+    const r = 1 / Math.sqrt(ms / d + norm.eps);
+    for (let k = 0; k < d; k++) D[k] = norm.weight[k] * r;
+    output = x.map((v, k) => v * D[k] + (norm.bias?.[k] ?? 0));
   }
-  const output = value.map((x, k) => x * D[k]);
   const scaleRows = (x: Float32Array) => {  // [B × d] rows times D
     const out = new Float32Array(x.length);
     for (let i = 0; i < x.length; i++) out[i] = x[i] * D[i % d];
     return out;
   };
+  const forward = (x: Float32Array) => scaleRows(center ? centerRows(x, d) : x);
+  const transposed = (u: Float32Array) => (center ? centerRows(scaleRows(u), d) : scaleRows(u));
   return {
     nTokens: n, nEmbd: d, output, biasTerm: null,
-    jvp: async (t, firstPosition) => scaleRows(await op.jvp(t, tap, firstPosition)),
-    vjp: (u, firstPosition) => op.vjp(scaleRows(u), tap, firstPosition),
-    jacobianBlock: (i) => jacobianBlockFromVjps((u, p) => op.vjp(scaleRows(u), tap, p), n, d, i),
+    jvp: async (t, firstPosition) => forward(await op.jvp(t, tap, firstPosition)),
+    vjp: (u, firstPosition) => op.vjp(transposed(u), tap, firstPosition),
+    jacobianBlock: (i) => jacobianBlockFromVjps((u, p) => op.vjp(transposed(u), tap, p), n, d, i),
     jacobian: async () => {
       const J = await op.jacobian(tap);
       const data = new Float32Array(J.data.length);
+      const column = new Float32Array(d);
       for (let i = 0; i < n; i++)
-        for (let k = 0; k < d; k++)
-          for (let c = 0; c < d; c++) data[(i * d + k) * d + c] = D[k] * J.data[(i * d + k) * d + c];
+        for (let c = 0; c < d; c++) {  // each column of J_i through the norm's linear part
+          for (let k = 0; k < d; k++) column[k] = J.data[(i * d + k) * d + c];
+          const out = forward(column);
+          for (let k = 0; k < d; k++) data[(i * d + k) * d + c] = out[k];
+        }
       return { data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
     },
     reconstruction: () => { throw new LljError("reconstruction() is for the model output"); },

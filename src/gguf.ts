@@ -5,7 +5,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3"] as const;
+export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2"] as const;
 export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface RopeParameters {
@@ -34,7 +34,11 @@ export interface HyperParameters {
   /** Training context length (`<arch>.context_length`). */
   contextLength: number;
   normEps: number;
+  /** RMSNorm, or LayerNorm with a bias (gpt2: `attention.layer_norm_epsilon`). */
+  norm: "rms" | "layer";
   rope: RopeParameters;
+  /** Learned absolute position embeddings (`position_embd.weight`, gpt2) instead of rope. */
+  learnedPositions: boolean;
   /** True when there is no `output.weight`: the LM head is `token_embd`. */
   tiedEmbeddings: boolean;
 }
@@ -137,6 +141,9 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
     nVocab: byName.get("token_embd.weight")?.shape[1] ?? num(metadata, `${a}.vocab_size`) ?? 0,
     contextLength: num(metadata, `${a}.context_length`) ?? 0,
     normEps: num(metadata, `${a}.attention.layer_norm_rms_epsilon`) ?? num(metadata, `${a}.attention.layer_norm_epsilon`) ?? 1e-5,
+    norm: num(metadata, `${a}.attention.layer_norm_rms_epsilon`) === undefined && num(metadata, `${a}.attention.layer_norm_epsilon`) !== undefined
+      ? "layer" : "rms",
+    learnedPositions: byName.has("position_embd.weight"),
     rope: {
       dimensionCount: num(metadata, `${a}.rope.dimension_count`) ?? headDim,
       freqBase: num(metadata, `${a}.rope.freq_base`) ?? 10000,
@@ -162,8 +169,8 @@ const UNSUPPORTED_REASONS: Array<[RegExp, string]> = [
   [/^gemma4.*$/, "its per-layer inputs and shared KV layers are not implemented"],
   [/^(deepseek2|deepseek3.*|deepseek4|kimi-k3|glm-dsa|minimax-m2)$/, "multi-head latent attention / its routing scheme is not implemented"],
   [/^llama4$/, "chunked attention and shared-expert MoE are not implemented"],
-  [/^(gpt2|gptj|gptneox|starcoder|starcoder2|phi2|falcon|bloom|mpt|refact|codeshell|jais.*)$/,
-    "its LayerNorm and non-gated MLP family is not implemented yet (the method applies; the graph is not written)"],
+  [/^(gptj|gptneox|starcoder|starcoder2|phi2|falcon|bloom|mpt|refact|codeshell|jais.*)$/,
+    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's is; the method applies)"],
 ];
 
 /** Why llj-gguf refuses an architecture, as precisely as known. */

@@ -50,12 +50,17 @@ export interface PassOptions extends LayerTap {
    * O(n − firstPosition) positions (one for J_last).
    */
   firstPosition?: number;
+  /**
+   * jvp only: the affine map L(v) + c, with every bias from fromLayer on (for affine models;
+   * the same as L(v) otherwise). Applied to the primal input it gives the tapped quantity itself.
+   */
+  affine?: boolean;
   signal?: AbortSignal;
   onProgress?: (progress: number) => void;
 }
 
 function nativeTap(t: PassOptions): NativeTap {
-  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer, firstPosition: t.firstPosition };
+  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer, firstPosition: t.firstPosition, affine: t.affine };
 }
 
 export interface Jacobian {

@@ -71,12 +71,22 @@ export interface NativeLinearizationInfo {
   ignoredTensors: string[];
 }
 
+/** The final norm: RMSNorm x·r·w, or LayerNorm (x − mean)·r·w + bias. */
+export interface OutputNorm {
+  weight: Float32Array;
+  bias: Float32Array | null;
+  eps: number;
+  layerNorm: boolean;
+}
+
 export interface NativeTap {
   fromLayer?: number;
   tap?: "output" | "residual" | "attn" | "mlp";
   tapLayer?: number;
-  /** vjp only: compute positions [firstPosition, n) alone. */
+  /** Restrict the pass to positions [firstPosition, n). */
   firstPosition?: number;
+  /** jvp only: the affine map L(v) + c, biases included. */
+  affine?: boolean;
 }
 
 export interface NativeLinearization {
@@ -91,7 +101,7 @@ export interface NativeLinearization {
   forward(embeddings: Float32Array, abortFlag?: Int32Array): Promise<Float32Array>;
   vocabProducts(vectors: Float32Array, batch: number, kind: "lmHead" | "embedding"): Promise<Float32Array>;
   lmHeadRows(tokens: Int32Array): Promise<Float32Array>;
-  outputNorm(): { weight: Float32Array; eps: number };
+  outputNorm(): OutputNorm;
   dispose(): void;
 }
 

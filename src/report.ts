@@ -30,9 +30,10 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
     `description   ${model.description}, ${model.nParams.toLocaleString("en-US")} parameters`,
     `shape         ${h.nLayer} layers, d=${h.nEmbd}, ${h.nHead} heads, ${h.nHeadKv} KV heads (head dim ${h.headDim}), ` +
       `FFN ${h.nFf}, vocab ${h.nVocab}, context ${h.contextLength}`,
-    `rope          ${h.rope.dimensionCount} dims, base ${h.rope.freqBase}, scaling ${h.rope.scalingType}` +
-      (h.rope.hasFreqFactors ? ", frequency factors" : ""),
-    `norm          RMSNorm, eps ${h.normEps.toExponential(2)}`,
+    h.learnedPositions ? "positions     learned (position_embd, added to the token embeddings)"
+      : `rope          ${h.rope.dimensionCount} dims, base ${h.rope.freqBase}, scaling ${h.rope.scalingType}` +
+        (h.rope.hasFreqFactors ? ", frequency factors" : ""),
+    `norm          ${h.norm === "layer" ? "LayerNorm (with bias)" : "RMSNorm"}, eps ${h.normEps.toExponential(2)}`,
     `LM head       ${h.tiedEmbeddings ? "tied to token_embd" : "output.weight (untied)"}`,
     `tensors       ${model.tensors.length}: ${countBy(model.tensors, (t) => t.type)}`,
     `placement     ${countBy(model.tensors, (t) => t.device)}`,
