@@ -118,6 +118,9 @@ const ArchSpec * find_arch(const std::string & name) {
         gpt2.gate_act = GateAct::GeluTanh;
         gpt2.ffn_bias = true;
         v.push_back(gpt2);
+        ArchSpec starcoder = gpt2;  // StarCoder (1): the gpt2 graph, with multi-query attention in the files
+        starcoder.name = "starcoder";
+        v.push_back(starcoder);
         return v;
     }();
     for (const auto & a : archs) if (a.name == name) return &a;

@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -31,8 +31,9 @@ interface ArchTensors {
   /** phi3: fused [gate; up] in ffn_up, fused QKV, long/short rope factors. */
   phi3?: boolean;
   /**
-   * gpt2: LayerNorms with biases, learned position embeddings, fused QKV, no gate, and a bias
-   * on every projection (all required by llama.cpp's loader).
+   * gpt2 (and starcoder, the same graph): LayerNorms with biases, learned position
+   * embeddings, fused QKV, no gate, and a bias on every projection (all required by
+   * llama.cpp's loader).
    */
   gpt2?: boolean;
 }
@@ -50,6 +51,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   olmo2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, preNorms: false, postNorms: true, qkNorm: "fullWidth", output: "required" },
   phi3: { ...LLAMA_LIKE, biases: ["attn_qkv"], ropeFreqs: false, phi3: true },
   gpt2: { ...LLAMA_LIKE, biases: ["attn_qkv", "attn_output", "ffn_up", "ffn_down"], ropeFreqs: false, gpt2: true },
+  starcoder: { ...LLAMA_LIKE, biases: ["attn_qkv", "attn_output", "ffn_up", "ffn_down"], ropeFreqs: false, gpt2: true },
 };
 
 export interface SyntheticSpec {
