@@ -118,6 +118,15 @@ const ArchSpec * find_arch(const std::string & name) {
         gpt2.gate_act = GateAct::GeluTanh;
         gpt2.ffn_bias = true;
         v.push_back(gpt2);
+        ArchSpec phi2 = gpt2;  // Phi-2: gpt2's norms and MLP, in parallel on one norm; partial rope; Q pre-scaled; output bias
+        phi2.name = "phi2";
+        phi2.pos_embd = false;
+        phi2.rope = true;
+        phi2.partial_rotary = true;
+        phi2.q_prescale_head_dim = true;
+        phi2.parallel_ffn = true;
+        phi2.output_bias = true;
+        v.push_back(phi2);
         ArchSpec starcoder = gpt2;  // StarCoder (1): the gpt2 graph, with multi-query attention in the files
         starcoder.name = "starcoder";
         v.push_back(starcoder);
@@ -243,6 +252,10 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles["attn_norm.bias"] = &LayerWeights::attn_norm_b;
         roles["ffn_norm.bias"] = &LayerWeights::ffn_norm_b;
     }
+    if (s.arch.parallel_ffn) {
+        roles.erase("ffn_norm.weight");
+        roles.erase("ffn_norm.bias");
+    }
     if (!s.arch.gated_ffn) {
         for (const char * r : {"ffn_gate.weight", "ffn_gate.bias", "ffn_gate.scale"}) roles.erase(r);
     }
@@ -323,7 +336,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         }
         const bool has_ffn = s.n_expert > 0 ? (L.gate_inp && L.gate_exps && L.up_exps && L.down_exps)
                                             : (L.up_gate ? !(L.gate || L.up) : ((L.gate || !s.arch.gated_ffn) && L.up)) && L.down;
-        if ((s.arch.pre_norms && (!L.attn_norm || !L.ffn_norm)) || !has_qkv || !L.wo || !has_ffn) {
+        if ((s.arch.pre_norms && (!L.attn_norm || (!L.ffn_norm && !s.arch.parallel_ffn))) || !has_qkv || !L.wo || !has_ffn) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
         if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");

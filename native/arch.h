@@ -43,6 +43,7 @@ struct ArchSpec {
     bool layer_norm = false;         // LayerNorm with bias ((h - mean)·r·w + b) instead of RMSNorm (gpt2)
     bool rope = true;                // rotary positions (gpt2: learned absolute ones instead)
     bool pos_embd = false;           // position_embd rows added to the token embeddings; x is their sum (gpt2)
+    bool parallel_ffn = false;       // attention and FFN both read the attention's pre-norm, h + attn + ffn (phi2)
     bool gated_ffn = true;           // down(act(gate(m)) ⊙ up(m)); false: down(act(up(m))), act(z) frozen as z·s(z) (gpt2)
     GateAct gate_act = GateAct::Silu;
     int final_softcap = 0;           // 0: none; 1: always (gemma2); 2: when the file's value is non-zero (gemma3)

@@ -355,7 +355,9 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen, or down(act(up(m)))
         // with act(z) = z·s(z) and s frozen
         ggml_tensor * m = h;
-        if (arch.pre_norms) {
+        if (arch.parallel_ffn) {
+            m = a;  // the attention's normed input: h + attn(a) + ffn(a)
+        } else if (arch.pre_norms) {
             if (opt.primal) fz.r_ffn[il] = pre_rms(h, "r_ffn", il);
             m = pre_norm(ctx, spec, h, fz.r_ffn[il], L.ffn_norm, L.ffn_norm_b, opt);
         }
@@ -412,6 +414,7 @@ static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, c
         if (pu.s) t = ggml_mul(ctx, t, pu.s);
         dm = matmul_t(ctx, pu.w, t, opt);
     }
+    if (spec.arch.parallel_ffn) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
     return spec.arch.pre_norms ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
 }
 
@@ -444,13 +447,14 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         if (opt.tap != Tap::Output || spec.n_expert > 0) throw std::logic_error("last_only is for dense models' output cotangents");
         const int64_t m = fz.probs[(size_t) last]->ne[0];
         const FrozenTensors at_last = frozen_from(ctx, fz, m - 1);
-        dh = pre_norm_t(ctx, spec, u, at_last.r_out, spec.output_norm);
-        dh = ggml_add(ctx, dh, ffn_transpose(ctx, spec, at_last, in, last, dh, opt));
+        ggml_tensor * dy = pre_norm_t(ctx, spec, u, at_last.r_out, spec.output_norm);
+        dh = ggml_add(ctx, dy, ffn_transpose(ctx, spec, at_last, in, last, dy, opt));
         FrozenTensors mixed = fz;  // output side at the last position, input side everywhere
         mixed.r_attn_post[(size_t) last] = at_last.r_attn_post[(size_t) last];
         ggml_tensor * p = fz.probs[(size_t) last];  // [key, query, head]: the last query
         mixed.probs[(size_t) last] = ggml_view_3d(ctx, p, m, 1, p->ne[2], p->nb[1], p->nb[2], (size_t) (m - 1) * p->nb[1]);
-        ggml_tensor * da = attn_transpose(ctx, spec, mixed, last, dh, opt);  // [d, m, B]
+        // [d, m, B]; a parallel attention sees the output's cotangent, a sequential one the FFN's input's
+        ggml_tensor * da = attn_transpose(ctx, spec, mixed, last, spec.arch.parallel_ffn ? dy : dh, opt);
         dh = ggml_acc(ctx, da, dh, da->nb[1], da->nb[2], da->nb[3], (size_t) (m - 1) * da->nb[1]);
         top = last - 1;
     } else {
@@ -463,6 +467,10 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         }
         if (il == last && opt.tap == Tap::Mlp) {  // ...at the FFN output: no residual identity
             dh = ffn_transpose(ctx, spec, fz, in, il, dh, opt);
+            if (spec.arch.parallel_ffn) continue;  // its input did not pass through this attention
+        } else if (spec.arch.parallel_ffn) {       // h + attn(a) + ffn(a): both branches see dh
+            dh = ggml_add(ctx, ggml_add(ctx, dh, ffn_transpose(ctx, spec, fz, in, il, dh, opt)), attn_transpose(ctx, spec, fz, il, dh, opt));
+            continue;
         } else {
             dh = ggml_add(ctx, dh, ffn_transpose(ctx, spec, fz, in, il, dh, opt));
         }

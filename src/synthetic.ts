@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -31,15 +31,22 @@ interface ArchTensors {
   /** phi3: fused [gate; up] in ffn_up, fused QKV, long/short rope factors. */
   phi3?: boolean;
   /**
-   * gpt2 (and starcoder, the same graph): LayerNorms with biases, learned position
-   * embeddings, fused QKV, no gate, and a bias on every projection (all required by
-   * llama.cpp's loader).
+   * The LayerNorm family (gpt2, starcoder, phi2): LayerNorms with biases, fused QKV, no gate,
+   * and a bias on every projection, all required by llama.cpp's loader.
    */
-  gpt2?: boolean;
+  layerNorm?: boolean;
+  /** Learned position embeddings (gpt2, starcoder). */
+  positionEmbeddings?: boolean;
+  /** Attention and MLP in parallel on one norm, no ffn_norm (phi2). */
+  parallel?: boolean;
+  /** A required output.bias (phi2). */
+  outputBias?: boolean;
 }
 const ALL_BIASES = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 const QKV_BIASES = ["attn_q", "attn_k", "attn_v"];
 const LLAMA_LIKE: ArchTensors = { biases: ALL_BIASES, qkNorm: "none", ropeFreqs: true, preNorms: true, postNorms: false, output: "optional" };
+const LAYER_NORM_FAMILY: ArchTensors = { ...LLAMA_LIKE, biases: ["attn_qkv", "attn_output", "ffn_up", "ffn_down"], ropeFreqs: false,
+  layerNorm: true, positionEmbeddings: true };
 const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   llama: LLAMA_LIKE,
   mistral3: LLAMA_LIKE,
@@ -50,8 +57,9 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   gemma3: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, postNorms: true, qkNorm: "perHead" },
   olmo2: { ...LLAMA_LIKE, biases: QKV_BIASES, ropeFreqs: false, preNorms: false, postNorms: true, qkNorm: "fullWidth", output: "required" },
   phi3: { ...LLAMA_LIKE, biases: ["attn_qkv"], ropeFreqs: false, phi3: true },
-  gpt2: { ...LLAMA_LIKE, biases: ["attn_qkv", "attn_output", "ffn_up", "ffn_down"], ropeFreqs: false, gpt2: true },
-  starcoder: { ...LLAMA_LIKE, biases: ["attn_qkv", "attn_output", "ffn_up", "ffn_down"], ropeFreqs: false, gpt2: true },
+  gpt2: LAYER_NORM_FAMILY,
+  starcoder: LAYER_NORM_FAMILY,
+  phi2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, outputBias: true, output: "required" },
 };
 
 export interface SyntheticSpec {
@@ -150,7 +158,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     { key: `${a}.attention.head_count_kv`, type: "u32", value: nHeadKv },
     { key: `${a}.attention.key_length`, type: "u32", value: hd },
     { key: `${a}.attention.value_length`, type: "u32", value: hd },
-    { key: `${a}.attention.${allowed.gpt2 ? "layer_norm_epsilon" : "layer_norm_rms_epsilon"}`, type: "f32", value: spec.normEps },
+    { key: `${a}.attention.${allowed.layerNorm ? "layer_norm_epsilon" : "layer_norm_rms_epsilon"}`, type: "f32", value: spec.normEps },
     { key: `${a}.rope.dimension_count`, type: "u32", value: spec.ropeDims ?? hd },
     { key: `${a}.rope.freq_base`, type: "f32", value: spec.ropeFreqBase },
   ];
@@ -192,7 +200,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   const proj = (prefix: string, fanIn: number, fanOut: number) => {
     matrix(`${prefix}.weight`, fanIn, fanOut);
     if (spec.inputScales) tensors.push({ name: `${prefix}.input_scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.input_scale`) } });
-    if ((spec.biases || allowed.gpt2) && allowed.biases.includes(prefix.replace(/^blk\.\d+\./, ""))) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
+    if ((spec.biases || allowed.layerNorm) && allowed.biases.includes(prefix.replace(/^blk\.\d+\./, ""))) tensors.push({ name: `${prefix}.bias`, shape: [fanOut], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf(`${prefix}.bias`) } });
     if (spec.scales) tensors.push({ name: `${prefix}.scale`, shape: [1], init: { kind: "uniform", a: 0.5, b: 1.5, seed: seedOf(`${prefix}.scale`) } });
   };
   const vec = (name: string, n: number) =>
@@ -200,14 +208,15 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   if (allowed.output === "never" && !spec.tiedEmbeddings) throw new LljError(`llama.cpp's ${a} always ties the LM head: set tiedEmbeddings`);
   if (allowed.output === "required" && spec.tiedEmbeddings) throw new LljError(`llama.cpp's ${a} needs an untied LM head`);
   tensors.push({ name: "token_embd.weight", shape: [d, -1], init: { kind: "normal", a: 0, b: 1, seed: seedOf("token_embd.weight") } });
-  // A LayerNorm's bias (gpt2): small, non-zero, so that a graph that dropped it would be caught.
+  // A LayerNorm's bias: small, non-zero, so that a graph that dropped it would be caught.
   const normBias = (name: string) => tensors.push({ name, shape: [d], init: { kind: "normal", a: 0, b: 0.1, seed: seedOf(name) } });
-  if (allowed.gpt2) {
+  if (allowed.positionEmbeddings) {
     tensors.push({ name: "position_embd.weight", shape: [d, spec.contextLength], init: { kind: "normal", a: 0, b: 0.5, seed: seedOf("position_embd.weight") } });
   }
   norm("output_norm.weight");
-  if (allowed.gpt2) normBias("output_norm.bias");
+  if (allowed.layerNorm) normBias("output_norm.bias");
   if (!spec.tiedEmbeddings) matrix("output.weight", d, -1);
+  if (allowed.outputBias) tensors.push({ name: "output.bias", shape: [-1], init: { kind: "normal", a: 0, b: 0.2, seed: seedOf("output.bias") } });
   if (spec.ropeFreqs) {
     tensors.push({ name: "rope_freqs.weight", shape: [hd / 2], init: { kind: "uniform", a: 1, b: 8, seed: seedOf("rope_freqs.weight") } });
   }
@@ -216,10 +225,10 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     tensors.push({ name: "rope_factors_long.weight", shape: [nRot / 2], init: { kind: "uniform", a: 4, b: 16, seed: seedOf("rope_factors_long.weight") } });
     tensors.push({ name: "rope_factors_short.weight", shape: [nRot / 2], init: { kind: "uniform", a: 1, b: 2, seed: seedOf("rope_factors_short.weight") } });
   }
-  const fusedQkv = spec.fusedQkv || allowed.phi3 || allowed.gpt2;
+  const fusedQkv = spec.fusedQkv || allowed.phi3 || allowed.layerNorm;
   for (let l = 0; l < nLayer; l++) {
     if (allowed.preNorms) norm(`blk.${l}.attn_norm.weight`);
-    if (allowed.gpt2) normBias(`blk.${l}.attn_norm.bias`);
+    if (allowed.layerNorm) normBias(`blk.${l}.attn_norm.bias`);
     if (fusedQkv) {
       proj(`blk.${l}.attn_qkv`, d, (nHead + 2 * nHeadKv) * hd);
     } else {
@@ -234,8 +243,8 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
       vec(`blk.${l}.attn_k_norm.weight`, full ? nHeadKv * hd : hd);
     }
     if (allowed.postNorms) norm(`blk.${l}.post_attention_norm.weight`);
-    if (allowed.preNorms) norm(`blk.${l}.ffn_norm.weight`);
-    if (allowed.gpt2) normBias(`blk.${l}.ffn_norm.bias`);
+    if (allowed.preNorms && !allowed.parallel) norm(`blk.${l}.ffn_norm.weight`);
+    if (allowed.layerNorm && !allowed.parallel) normBias(`blk.${l}.ffn_norm.bias`);
     if (spec.experts) {
       const e = spec.experts.count;
       matrix(`blk.${l}.ffn_gate_inp.weight`, d, e);
@@ -249,7 +258,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     }
     if (allowed.phi3) {
       proj(`blk.${l}.ffn_up`, d, 2 * nFf);  // [gate; up]
-    } else if (allowed.gpt2) {
+    } else if (allowed.layerNorm) {
       proj(`blk.${l}.ffn_up`, d, nFf);      // no gate: down(gelu(up(m)))
     } else {
       proj(`blk.${l}.ffn_gate`, d, nFf);

@@ -2,12 +2,14 @@
 // llama graph applies (biases, per-tensor scales, rope factors, tied head, GQA/MHA).
 import { loadModel, syntheticModel, dequantizedSyntheticModel, TINY_LLAMA,
   type SyntheticSpec, type QuantType } from "../src/index.js";
-import { relErr, randn, norm, adjointError, truncatedPassError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
+import { relErr, randn, norm, dot, adjointError, truncatedPassError, PROMPT, readF32Tensor, matVec } from "./helpers.js";
 
 const PHI3: SyntheticSpec = { ...TINY_LLAMA, architecture: "phi3", vocab: "phi-3", seed: 61, ropeDims: 48, ropeOriginalContext: 256,
   ropeAttnFactor: 1.2, contextLength: 1024, biases: true, scales: true };
 
 const GPT2: SyntheticSpec = { ...TINY_LLAMA, architecture: "gpt2", vocab: "gpt-2", seed: 81, nHeadKv: 4, nLayer: 3 };
+
+const PHI2: SyntheticSpec = { ...TINY_LLAMA, architecture: "phi2", vocab: "gpt-2", seed: 83, nHeadKv: 4, nLayer: 3, ropeDims: 32 };
 
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog. " +
   "One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. The dog ran after it and " +
@@ -23,6 +25,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["qwen2 (QKV biases, affine)", { ...TINY_LLAMA, architecture: "qwen2", biases: true, seed: 43 }],
     ["qwen2 with FFN scales llama.cpp ignores, tied", { ...TINY_LLAMA, architecture: "qwen2", biases: true, scales: true, tiedEmbeddings: true, nLayer: 1, seed: 44 }],
     ["gpt2 (LayerNorms, learned positions, GELU MLP, fused QKV, biases: affine)", GPT2],
+    ["phi2 (LayerNorm, attention and GELU MLP in parallel, partial rotary, output bias)", PHI2],
     ["starcoder (the gpt2 graph, multi-query attention)", { ...GPT2, architecture: "starcoder", vocab: "starcoder", nHeadKv: 1, seed: 82, nLayer: 2 }],
   ];
   // Sliding-window models: a window of 16 well inside the 300-token prompt.
@@ -44,7 +47,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
   const swaNames = new Set(swa.map(([n]) => n));
   const types: QuantType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M", "Q6_K"];
   const allTypes = new Set(["llama GQA, untied", "llama biases, scales, rope factors"]);
-  const someTypes = new Set(["gpt2 (LayerNorms, learned positions, GELU MLP, fused QKV, biases: affine)", "llama MoE (Mixtral-style: 4 experts, top 2, per-expert scales)", "qwen3moe (8 experts, top 2)", "qwen3 (Q/K norm), head dim 128, YaRN ×4", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
+  const someTypes = new Set(["phi2 (LayerNorm, attention and GELU MLP in parallel, partial rotary, output bias)", "gpt2 (LayerNorms, learned positions, GELU MLP, fused QKV, biases: affine)", "llama MoE (Mixtral-style: 4 experts, top 2, per-expert scales)", "qwen3moe (8 experts, top 2)", "qwen3 (Q/K norm), head dim 128, YaRN ×4", "phi3 (fused QKV and gate-up, partial rotary, long/short rope factors)", "qwen2 (QKV biases, affine)", "mistral3 (Q temperature, biases, rope factors)",
     ...swaNames]);
   const cases = variants.flatMap(([name, spec]) => types.map((t) => [name, t, spec] as const))
     .filter(([name, t]) => t === "F32" || allTypes.has(name) || (someTypes.has(name) && (t === "Q8_0" || t === "Q4_K_M")));
@@ -65,10 +68,10 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         const exactRef = await deq.referenceForward(prompt);
         // ggml's CPU GELU reads an fp16 table (DESIGN.md §6): an input that differs from
         // llama.cpp's by rounding lands, now and then, in the next fp16 bucket, a 5e-4 jump on
-        // that element. gpt2 and starcoder apply it to every FFN element (gemma only to its gate): measured
+        // that element. gpt2, starcoder and phi2 apply it to every FFN element (gemma only to its gate): measured
         // 1.5–5e-5 on 64 tokens, hence 1e-4 there. Reconstruction and adjoint stay at 1e-5: the
         // linear system is that of our primal pass, table GELU included.
-        const faithful = spec.architecture === "gpt2" || spec.architecture === "starcoder" ? 1e-4 : 1e-5;
+        const faithful = ["gpt2", "starcoder", "phi2"].includes(spec.architecture) ? 1e-4 : 1e-5;
         expect(relErr(lin.hidden, exactRef.hidden)).toBeLessThan(faithful);
         lin.layerInputs.forEach((h, l) => expect(relErr(h, exactRef.layerInputs![l])).toBeLessThan(faithful));
         if (type !== "F32") {
@@ -209,8 +212,8 @@ test("phi3's rope factors follow the context size, as llama.cpp picks them", asy
   }
 });
 
-test("gpt2: layer quantities through the final LayerNorm, with every bias (affine taps)", async () => {
-  const model = await loadModel({ modelPath: await syntheticModel(GPT2, "F32"), gpu: false });
+test.each([["gpt2", GPT2], ["phi2 (parallel attention and MLP)", PHI2]] as const)("%s: layer quantities through the final LayerNorm, with every bias (affine taps); adjoint at every tap", async (_, spec) => {
+  const model = await loadModel({ modelPath: await syntheticModel(spec, "F32"), gpu: false });
   try {
     expect(model.linearizability.decomposition).toBe("affine");
     const lin = await model.linearize(PROMPT);
@@ -223,6 +226,11 @@ test("gpt2: layer quantities through the final LayerNorm, with every bias (affin
       const [a, m] = [await lin.jvp(lin.inputEmbeddings, { tap: "attn", layer: l, affine: true }),
         await lin.jvp(lin.inputEmbeddings, { tap: "mlp", layer: l, affine: true })];
       expect(relErr(a.map((x, k) => x + m[k] + last(lin.layerInputs[l])[k]), after)).toBeLessThan(1e-5);
+      for (const tap of ["attn", "mlp", "residual"] as const) {
+        const v = randn(lin.nTokens * d), u = randn(d);
+        const [lv, ltu] = [await lin.jvp(v, { tap, layer: l }), await lin.vjp(u, { tap, layer: l })];
+        expect(Math.abs(dot(lv, u) - dot(v, ltu))).toBeLessThan(1e-5 * norm(lv) * norm(u));
+      }
     }
     // the last layer's residual through the detached final LayerNorm is the model's own map
     const full = await lin.svd({ k: d, method: "exact" });
@@ -235,7 +243,7 @@ test("gpt2: layer quantities through the final LayerNorm, with every bias (affin
     const again = await model.linearize({ embeddings: lin.inputEmbeddings });
     expect(relErr(again.output, lin.output)).toBeLessThan(1e-6);
     expect((await again.nonlinearReconstruction()).relativeError).toBeGreaterThan(100 * (await again.reconstruction()).relativeError);
-    expect(model.hparams).toMatchObject({ norm: "layer", learnedPositions: true });
+    expect(model.hparams).toMatchObject({ norm: "layer", learnedPositions: spec.architecture === "gpt2" });
   } finally {
     await model.dispose();
   }
