@@ -125,8 +125,16 @@ const ArchSpec * find_arch(const std::string & name) {
         phi2.partial_rotary = true;
         phi2.q_prescale_head_dim = true;
         phi2.parallel_ffn = true;
+        phi2.shared_ffn_norm = true;
         phi2.output_bias = true;
         v.push_back(phi2);
+        ArchSpec gptneox = gpt2;  // GPT-NeoX / Pythia: gpt2's norms and MLP, partial rope, parallel residual per the file
+        gptneox.name = "gptneox";
+        gptneox.pos_embd = false;
+        gptneox.rope = true;
+        gptneox.partial_rotary = true;
+        gptneox.parallel_from_file = true;
+        v.push_back(gptneox);
         ArchSpec starcoder = gpt2;  // StarCoder (1): the gpt2 graph, with multi-query attention in the files
         starcoder.name = "starcoder";
         v.push_back(starcoder);
@@ -252,7 +260,8 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles["attn_norm.bias"] = &LayerWeights::attn_norm_b;
         roles["ffn_norm.bias"] = &LayerWeights::ffn_norm_b;
     }
-    if (s.arch.parallel_ffn) {
+    s.parallel = s.arch.parallel_ffn || (s.arch.parallel_from_file && hp.use_par_res);
+    if (s.arch.shared_ffn_norm) {
         roles.erase("ffn_norm.weight");
         roles.erase("ffn_norm.bias");
     }
@@ -336,7 +345,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         }
         const bool has_ffn = s.n_expert > 0 ? (L.gate_inp && L.gate_exps && L.up_exps && L.down_exps)
                                             : (L.up_gate ? !(L.gate || L.up) : ((L.gate || !s.arch.gated_ffn) && L.up)) && L.down;
-        if ((s.arch.pre_norms && (!L.attn_norm || (!L.ffn_norm && !s.arch.parallel_ffn))) || !has_qkv || !L.wo || !has_ffn) {
+        if ((s.arch.pre_norms && (!L.attn_norm || (!L.ffn_norm && !s.arch.shared_ffn_norm))) || !has_qkv || !L.wo || !has_ffn) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
         if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");

@@ -43,7 +43,9 @@ struct ArchSpec {
     bool layer_norm = false;         // LayerNorm with bias ((h - mean)·r·w + b) instead of RMSNorm (gpt2)
     bool rope = true;                // rotary positions (gpt2: learned absolute ones instead)
     bool pos_embd = false;           // position_embd rows added to the token embeddings; x is their sum (gpt2)
-    bool parallel_ffn = false;       // attention and FFN both read the attention's pre-norm, h + attn + ffn (phi2)
+    bool parallel_ffn = false;       // the FFN reads the layer input, not h + attn: h + attn + ffn (phi2)
+    bool parallel_from_file = false; // ...when the file's use_parallel_residual says so (gptneox)
+    bool shared_ffn_norm = false;    // the FFN reads the attention's normed input; no ffn_norm (phi2)
     bool gated_ffn = true;           // down(act(gate(m)) ⊙ up(m)); false: down(act(up(m))), act(z) frozen as z·s(z) (gpt2)
     GateAct gate_act = GateAct::Silu;
     int final_softcap = 0;           // 0: none; 1: always (gemma2); 2: when the file's value is non-zero (gemma3)
@@ -107,6 +109,7 @@ struct ModelSpec {
     ggml_tensor * output_scale = nullptr;  // optional `output.scale`: multiplies the logits only
     ggml_tensor * output_bias = nullptr;   // optional `output.bias` (qwen2): added to the logits only
     std::vector<LayerWeights> layers;
+    bool parallel = false;               // attention and FFN in parallel (parallel_ffn, or the file's choice)
     bool affine = false;                 // a bias on the linear path (v, o, up, down): y = L(x) + c
     std::vector<std::string> ignored;    // loaded by llama.cpp, not applied by its graph
 };

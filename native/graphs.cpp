@@ -350,16 +350,17 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             attn = scaled(ctx, attn, fz.r_attn_post[il], L.attn_post_norm);
         }
         if (il == last && opt.tap == Tap::Attn) return attn;
-        h = ggml_add(ctx, h, attn);
+        // sequential: the FFN reads h + attn; parallel: h + attn(h) + ffn(h), the FFN reads h
+        ggml_tensor * ffn_in = spec.parallel ? h : ggml_add(ctx, h, attn);
 
         // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen, or down(act(up(m)))
         // with act(z) = z·s(z) and s frozen
-        ggml_tensor * m = h;
-        if (arch.parallel_ffn) {
-            m = a;  // the attention's normed input: h + attn(a) + ffn(a)
+        ggml_tensor * m = ffn_in;
+        if (arch.shared_ffn_norm) {
+            m = a;  // the attention's normed input
         } else if (arch.pre_norms) {
-            if (opt.primal) fz.r_ffn[il] = pre_rms(h, "r_ffn", il);
-            m = pre_norm(ctx, spec, h, fz.r_ffn[il], L.ffn_norm, L.ffn_norm_b, opt);
+            if (opt.primal) fz.r_ffn[il] = pre_rms(ffn_in, "r_ffn", il);
+            m = pre_norm(ctx, spec, ffn_in, fz.r_ffn[il], L.ffn_norm, L.ffn_norm_b, opt);
         }
         ggml_tensor * f;
         if (spec.n_expert > 0) {
@@ -387,7 +388,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             f = scaled(ctx, f, fz.r_ffn_post[il], L.ffn_post_norm);
         }
         if (il == last && opt.tap == Tap::Mlp) return f;
-        h = ggml_add(ctx, h, f);
+        h = ggml_add(ctx, spec.parallel ? ggml_add(ctx, h, attn) : ffn_in, f);
         ggml_format_name(h, "l_out-%d", il);  // observed for progress reports
     }
     if (opt.tap == Tap::Residual) return h;
@@ -414,7 +415,7 @@ static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, c
         if (pu.s) t = ggml_mul(ctx, t, pu.s);
         dm = matmul_t(ctx, pu.w, t, opt);
     }
-    if (spec.arch.parallel_ffn) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
+    if (spec.arch.shared_ffn_norm) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
     return spec.arch.pre_norms ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
 }
 
@@ -454,7 +455,7 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         ggml_tensor * p = fz.probs[(size_t) last];  // [key, query, head]: the last query
         mixed.probs[(size_t) last] = ggml_view_3d(ctx, p, m, 1, p->ne[2], p->nb[1], p->nb[2], (size_t) (m - 1) * p->nb[1]);
         // [d, m, B]; a parallel attention sees the output's cotangent, a sequential one the FFN's input's
-        ggml_tensor * da = attn_transpose(ctx, spec, mixed, last, spec.arch.parallel_ffn ? dy : dh, opt);
+        ggml_tensor * da = attn_transpose(ctx, spec, mixed, last, spec.parallel ? dy : dh, opt);
         dh = ggml_acc(ctx, da, dh, da->nb[1], da->nb[2], da->nb[3], (size_t) (m - 1) * da->nb[1]);
         top = last - 1;
     } else {
@@ -467,8 +468,8 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
         }
         if (il == last && opt.tap == Tap::Mlp) {  // ...at the FFN output: no residual identity
             dh = ffn_transpose(ctx, spec, fz, in, il, dh, opt);
-            if (spec.arch.parallel_ffn) continue;  // its input did not pass through this attention
-        } else if (spec.arch.parallel_ffn) {       // h + attn(a) + ffn(a): both branches see dh
+            if (spec.parallel) continue;  // its input did not pass through this attention
+        } else if (spec.parallel) {       // h + attn(h) + ffn(h): both branches see dh
             dh = ggml_add(ctx, ggml_add(ctx, dh, ffn_transpose(ctx, spec, fz, in, il, dh, opt)), attn_transpose(ctx, spec, fz, il, dh, opt));
             continue;
         } else {

@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -60,6 +60,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   gpt2: LAYER_NORM_FAMILY,
   starcoder: LAYER_NORM_FAMILY,
   phi2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, outputBias: true, output: "required" },
+  gptneox: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
 };
 
 export interface SyntheticSpec {
@@ -104,6 +105,8 @@ export interface SyntheticSpec {
   ropeDims?: number;
   /** rope.scaling.attn_factor (phi3's long-rope magnitude scale). */
   ropeAttnFactor?: number;
+  /** gptneox: `use_parallel_residual` (Pythia: true). */
+  parallelResidual?: boolean;
   /** rope.scaling.type and .factor (Gemma 3's linear ×8 on global layers, YaRN contexts). */
   ropeScaling?: { type: "linear" | "yarn"; factor: number };
   /** Mixture-of-experts FFNs (llama, Mixtral-style): expert count and experts used per token. */
@@ -173,6 +176,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     ["rope.scaling.attn_factor", "f32", spec.ropeAttnFactor],
   ];
   for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
+  if (spec.parallelResidual !== undefined) kv.push({ key: `${a}.use_parallel_residual`, type: "bool", value: spec.parallelResidual });
   if (spec.ropeScaling) {
     kv.push({ key: `${a}.rope.scaling.type`, type: "str", value: spec.ropeScaling.type },
       { key: `${a}.rope.scaling.factor`, type: "f32", value: spec.ropeScaling.factor });
