@@ -135,6 +135,10 @@ const ArchSpec * find_arch(const std::string & name) {
         gptneox.partial_rotary = true;
         gptneox.parallel_from_file = true;
         v.push_back(gptneox);
+        ArchSpec starcoder2 = gptneox;  // StarCoder 2: the same, always sequential
+        starcoder2.name = "starcoder2";
+        starcoder2.parallel_from_file = false;
+        v.push_back(starcoder2);
         ArchSpec starcoder = gpt2;  // StarCoder (1): the gpt2 graph, with multi-query attention in the files
         starcoder.name = "starcoder";
         v.push_back(starcoder);

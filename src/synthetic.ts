@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox" | "starcoder2";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -31,7 +31,7 @@ interface ArchTensors {
   /** phi3: fused [gate; up] in ffn_up, fused QKV, long/short rope factors. */
   phi3?: boolean;
   /**
-   * The LayerNorm family (gpt2, starcoder, phi2): LayerNorms with biases, fused QKV, no gate,
+   * The LayerNorm family (gpt2, starcoder, starcoder2, phi2, gptneox): LayerNorms with biases, fused QKV, no gate,
    * and a bias on every projection, all required by llama.cpp's loader.
    */
   layerNorm?: boolean;
@@ -61,6 +61,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   starcoder: LAYER_NORM_FAMILY,
   phi2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, outputBias: true, output: "required" },
   gptneox: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
+  starcoder2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
 };
 
 export interface SyntheticSpec {
