@@ -118,16 +118,6 @@ const ArchSpec * find_arch(const std::string & name) {
         gpt2.gate_act = GateAct::GeluTanh;
         gpt2.ffn_bias = true;
         v.push_back(gpt2);
-        ArchSpec phi2 = gpt2;  // Phi-2: gpt2's norms and MLP, in parallel on one norm; partial rope; Q pre-scaled; output bias
-        phi2.name = "phi2";
-        phi2.pos_embd = false;
-        phi2.rope = true;
-        phi2.partial_rotary = true;
-        phi2.q_prescale_head_dim = true;
-        phi2.parallel_ffn = true;
-        phi2.shared_ffn_norm = true;
-        phi2.output_bias = true;
-        v.push_back(phi2);
         ArchSpec gptneox = gpt2;  // GPT-NeoX / Pythia: gpt2's norms and MLP, partial rope, parallel residual per the file
         gptneox.name = "gptneox";
         gptneox.pos_embd = false;
@@ -135,6 +125,14 @@ const ArchSpec * find_arch(const std::string & name) {
         gptneox.partial_rotary = true;
         gptneox.parallel_from_file = true;
         v.push_back(gptneox);
+        ArchSpec phi2 = gptneox;  // Phi-2: always parallel, on one shared norm; Q pre-scaled; output bias
+        phi2.name = "phi2";
+        phi2.parallel_from_file = false;
+        phi2.parallel_ffn = true;
+        phi2.shared_ffn_norm = true;
+        phi2.q_prescale_head_dim = true;
+        phi2.output_bias = true;
+        v.push_back(phi2);
         ArchSpec starcoder2 = gptneox;  // StarCoder 2: the same, always sequential
         starcoder2.name = "starcoder2";
         starcoder2.parallel_from_file = false;
