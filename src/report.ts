@@ -100,7 +100,10 @@ export function formatAnalysis(a: AnalysisSummary): string {
     `prompt        ${JSON.stringify(a.prompt)} (${a.tokens.length} tokens)`,
     `predicted     ${JSON.stringify(a.predictedTokenText)} (id ${a.predictedToken}, logit ${a.predictedLogit.toFixed(3)})`,
     `detached      ‖Σᵢ Jᵢxᵢ${a.affine ? " + c" : ""} − y‖/‖y‖ = ${a.detached.relativeError.toExponential(2)}` +
-      `  (max abs ${a.detached.maxAbsError.toExponential(2)}, ${a.precision})  the linear system reproduces the output`,
+      `  (max abs ${a.detached.maxAbsError.toExponential(2)}, ${a.precision})  ` +
+      (a.detached.relativeError <= 1e-4 ? "the linear system reproduces the output"
+        : a.precision === "fast" ? "quantized kernels round the activations too: --precision exact gives the exact system"
+        : "the linear system does NOT reproduce the output to F32 rounding"),
     `non-detached  ‖f′(x)·x − y‖/‖y‖ = ${a.nonDetached.relativeError.toExponential(2)}` +
       `  the ordinary Jacobian does not`,
     `bias term     ${a.biasTermRelativeNorm === null ? "none: the map is linear" : `‖c‖/‖y‖ = ${a.biasTermRelativeNorm.toExponential(2)} (affine model)`}`,

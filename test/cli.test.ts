@@ -2,6 +2,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
+import { syntheticModel, TINY_LLAMA } from "../src/index.js";
 import { STORIES, relErr, writeArchitectureStub } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
@@ -76,6 +77,16 @@ test("analyze prints the prediction, the exact reconstruction, the contrast and 
   expect(Math.abs(logits.reduce((a, b) => a + b, 0) - 16.951)).toBeLessThan(0.01);
   expect(r.stdout).toMatch(/σ1 =\s+[0-9.]+\s+u → " g"/);
   expect(r.stdout).toMatch(/v → " little"/);
+  expect(r.stdout).toContain("the linear system reproduces the output");
+});
+
+test("analyze --precision fast says what its larger reconstruction error means", async () => {
+  const q8 = await syntheticModel(TINY_LLAMA, "Q8_0");
+  const r = run("analyze", q8, "Once upon a time", "--precision", "fast", "--gpu", "false");
+  expect(r.status).toBe(0);
+  expect(Number(/detached\s+‖[^=]+= ([0-9.e+-]+)/.exec(r.stdout)![1])).toBeGreaterThan(1e-4);
+  expect(r.stdout).toContain("quantized kernels round the activations too: --precision exact gives the exact system");
+  expect(r.stdout).not.toContain("the linear system reproduces the output");
 });
 
 test("analyze --layers adds the emergence table", () => {
