@@ -133,6 +133,15 @@ const ArchSpec * find_arch(const std::string & name) {
         phi2.q_prescale_head_dim = true;
         phi2.output_bias = true;
         v.push_back(phi2);
+        ArchSpec falcon = gptneox;  // Falcon: parallel attention and MLP, no projection biases, one or two norms
+        falcon.name = "falcon";
+        falcon.parallel_from_file = false;
+        falcon.parallel_ffn = true;
+        falcon.shared_ffn_norm = true;
+        falcon.attn_norm_2 = true;
+        falcon.partial_rotary = false;
+        falcon.ffn_bias = false;
+        v.push_back(falcon);
         ArchSpec starcoder2 = gptneox;  // StarCoder 2: the same, always sequential
         starcoder2.name = "starcoder2";
         starcoder2.parallel_from_file = false;
@@ -267,6 +276,10 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles.erase("ffn_norm.weight");
         roles.erase("ffn_norm.bias");
     }
+    if (s.arch.attn_norm_2) {
+        roles["attn_norm_2.weight"] = &LayerWeights::attn_norm_2;
+        roles["attn_norm_2.bias"] = &LayerWeights::attn_norm_2_b;
+    }
     if (!s.arch.gated_ffn) {
         for (const char * r : {"ffn_gate.weight", "ffn_gate.bias", "ffn_gate.scale"}) roles.erase(r);
     }
@@ -338,6 +351,16 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     if (s.arch.pos_embd && !s.pos_embd) throw std::runtime_error("position_embd.weight is missing");
     if (s.output_norm_b) s.affine = true;
     if (!s.output) s.output = s.tok_embd;  // tied LM head, as llama.cpp does
+    // falcon-40B: attn_norm_2 normalizes the attention's input, attn_norm the FFN's (src/models/falcon.cpp)
+    s.shared_ffn_norm = s.arch.shared_ffn_norm && !(s.arch.attn_norm_2 && s.layers[0].attn_norm_2);
+    for (auto & L : s.layers) {
+        if (s.shared_ffn_norm || !L.attn_norm_2) continue;
+        L.ffn_norm = L.attn_norm;
+        L.ffn_norm_b = L.attn_norm_b;
+        L.attn_norm = L.attn_norm_2;
+        L.attn_norm_b = L.attn_norm_2_b;
+        L.attn_norm_2 = L.attn_norm_2_b = nullptr;
+    }
     for (int il = 0; il < s.n_layer; ++il) {
         const LayerWeights & L = s.layers[(size_t) il];
         LayerWeights & Lm = s.layers[(size_t) il];
@@ -347,9 +370,10 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         }
         const bool has_ffn = s.n_expert > 0 ? (L.gate_inp && L.gate_exps && L.up_exps && L.down_exps)
                                             : (L.up_gate ? !(L.gate || L.up) : ((L.gate || !s.arch.gated_ffn) && L.up)) && L.down;
-        if ((s.arch.pre_norms && (!L.attn_norm || (!L.ffn_norm && !s.arch.shared_ffn_norm))) || !has_qkv || !L.wo || !has_ffn) {
+        if ((s.arch.pre_norms && (!L.attn_norm || (!L.ffn_norm && !s.shared_ffn_norm))) || !has_qkv || !L.wo || !has_ffn) {
             throw std::runtime_error("layer " + std::to_string(il) + " lacks a required tensor");
         }
+        if (L.attn_norm_2) throw std::runtime_error("layer " + std::to_string(il) + ": attn_norm_2 in some layers only");
         if (s.arch.qk_norm != QkNorm::None && (!L.q_norm || !L.k_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its Q/K norm weights");
         if (s.arch.post_norms && (!L.attn_post_norm || !L.ffn_post_norm)) throw std::runtime_error("layer " + std::to_string(il) + " lacks its post-norm weights");
         Lm.swa = s.n_swa > 0 && hp.is_swa((uint32_t) il);

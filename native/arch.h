@@ -46,6 +46,8 @@ struct ArchSpec {
     bool parallel_ffn = false;       // the FFN reads the layer input, not h + attn: h + attn + ffn (phi2)
     bool parallel_from_file = false; // ...when the file's use_parallel_residual says so (gptneox)
     bool shared_ffn_norm = false;    // the FFN reads the attention's normed input; no ffn_norm (phi2)
+    bool attn_norm_2 = false;        // falcon: an attn_norm_2 in the file (40B) normalizes the attention's
+                                     // input and attn_norm then the FFN's; without it both share attn_norm (7B)
     bool gated_ffn = true;           // down(act(gate(m)) ⊙ up(m)); false: down(act(up(m))), act(z) frozen as z·s(z) (gpt2)
     GateAct gate_act = GateAct::Silu;
     int final_softcap = 0;           // 0: none; 1: always (gemma2); 2: when the file's value is non-zero (gemma3)
@@ -72,6 +74,7 @@ struct LayerWeights {
     ggml_tensor * sq = nullptr, * sk = nullptr, * sv = nullptr, * so = nullptr;  // optional per-tensor scales
     ggml_tensor * ffn_norm = nullptr;
     ggml_tensor * attn_norm_b = nullptr, * ffn_norm_b = nullptr;  // LayerNorm biases (layer_norm)
+    ggml_tensor * attn_norm_2 = nullptr, * attn_norm_2_b = nullptr;  // falcon-40B (moved to attn_norm at load)
     ggml_tensor * gate = nullptr, * up = nullptr, * down = nullptr;
     ggml_tensor * b_gate = nullptr, * b_up = nullptr, * b_down = nullptr;
     ggml_tensor * s_gate = nullptr, * s_up = nullptr, * s_down = nullptr;
@@ -110,6 +113,7 @@ struct ModelSpec {
     ggml_tensor * output_bias = nullptr;   // optional `output.bias` (qwen2): added to the logits only
     std::vector<LayerWeights> layers;
     bool parallel = false;               // attention and FFN in parallel (parallel_ffn, or the file's choice)
+    bool shared_ffn_norm = false;        // the FFN reads the attention's normed input (phi2, falcon-7B)
     bool affine = false;                 // a bias on the linear path (v, o, up, down): y = L(x) + c
     std::vector<std::string> ignored;    // loaded by llama.cpp, not applied by its graph
 };

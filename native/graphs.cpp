@@ -356,7 +356,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         // FFN branch: down(act(gate(m)) ⊙ up(m)) with act(gate(m)) frozen, or down(act(up(m)))
         // with act(z) = z·s(z) and s frozen
         ggml_tensor * m = ffn_in;
-        if (arch.shared_ffn_norm) {
+        if (spec.shared_ffn_norm) {
             m = a;  // the attention's normed input
         } else if (arch.pre_norms) {
             if (opt.primal) fz.r_ffn[il] = pre_rms(ffn_in, "r_ffn", il);
@@ -415,7 +415,7 @@ static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, c
         if (pu.s) t = ggml_mul(ctx, t, pu.s);
         dm = matmul_t(ctx, pu.w, t, opt);
     }
-    if (spec.arch.shared_ffn_norm) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
+    if (spec.shared_ffn_norm) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
     return spec.arch.pre_norms ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
 }
 

@@ -5,7 +5,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2"] as const;
+export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon"] as const;
 export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface RopeParameters {
@@ -169,8 +169,8 @@ const UNSUPPORTED_REASONS: Array<[RegExp, string]> = [
   [/^gemma4.*$/, "its per-layer inputs and shared KV layers are not implemented"],
   [/^(deepseek2|deepseek3.*|deepseek4|kimi-k3|glm-dsa|minimax-m2)$/, "multi-head latent attention / its routing scheme is not implemented"],
   [/^llama4$/, "chunked attention and shared-expert MoE are not implemented"],
-  [/^(gptj|falcon|bloom|mpt|refact|codeshell|jais.*)$/,
-    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's, starcoder's, starcoder2's, phi2's and gptneox's are; the method applies)"],
+  [/^(gptj|bloom|mpt|refact|codeshell|jais.*)$/,
+    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's, starcoder's, starcoder2's, phi2's, gptneox's and falcon's are; the method applies)"],
 ];
 
 /** Why llj-gguf refuses an architecture, as precisely as known. */

@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox" | "starcoder2";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox" | "starcoder2" | "falcon";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -31,7 +31,7 @@ interface ArchTensors {
   /** phi3: fused [gate; up] in ffn_up, fused QKV, long/short rope factors. */
   phi3?: boolean;
   /**
-   * The LayerNorm family (gpt2, starcoder, starcoder2, phi2, gptneox): LayerNorms with biases, fused QKV, no gate,
+   * The LayerNorm family (gpt2, starcoder, starcoder2, phi2, gptneox, falcon): LayerNorms with biases, fused QKV, no gate,
    * and a bias on every projection, all required by llama.cpp's loader.
    */
   layerNorm?: boolean;
@@ -62,6 +62,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   phi2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, outputBias: true, output: "required" },
   gptneox: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
   starcoder2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
+  falcon: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, biases: [] },
 };
 
 export interface SyntheticSpec {
@@ -106,6 +107,8 @@ export interface SyntheticSpec {
   ropeDims?: number;
   /** rope.scaling.attn_factor (phi3's long-rope magnitude scale). */
   ropeAttnFactor?: number;
+  /** falcon: a second attention norm per layer (Falcon-40B: attn_norm_2 for the attention, attn_norm for the MLP). */
+  attnNorm2?: boolean;
   /** gptneox: `use_parallel_residual` (Pythia: true). */
   parallelResidual?: boolean;
   /** rope.scaling.type and .factor (Gemma 3's linear ×8 on global layers, YaRN contexts). */
@@ -234,6 +237,11 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
   for (let l = 0; l < nLayer; l++) {
     if (allowed.preNorms) norm(`blk.${l}.attn_norm.weight`);
     if (allowed.layerNorm) normBias(`blk.${l}.attn_norm.bias`);
+    if (spec.attnNorm2) {
+      if (a !== "falcon") throw new LljError("attnNorm2 is falcon's");
+      norm(`blk.${l}.attn_norm_2.weight`);
+      normBias(`blk.${l}.attn_norm_2.bias`);
+    }
     if (fusedQkv) {
       proj(`blk.${l}.attn_qkv`, d, (nHead + 2 * nHeadKv) * hd);
     } else {

@@ -29,6 +29,8 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["gptneox (Pythia: parallel residual with two LayerNorms, partial rotary)", { ...PHI2, architecture: "gptneox", vocab: "gpt-neox", seed: 84, parallelResidual: true }],
     ["gptneox, sequential residual", { ...PHI2, architecture: "gptneox", vocab: "gpt-neox", seed: 85, parallelResidual: false, nLayer: 2 }],
     ["starcoder2 (LayerNorm, rope, GQA, GELU MLP, biases)", { ...TINY_LLAMA, architecture: "starcoder2", vocab: "starcoder", seed: 86, nLayer: 2 }],
+    ["falcon-7B style (parallel on one LayerNorm, multi-query, no projection biases)", { ...TINY_LLAMA, architecture: "falcon", vocab: "falcon", seed: 87, nHeadKv: 1, nLayer: 2 }],
+    ["falcon-40B style (attn_norm_2 for the attention, attn_norm for the MLP)", { ...TINY_LLAMA, architecture: "falcon", vocab: "falcon", seed: 88, nHeadKv: 2, nLayer: 2, attnNorm2: true }],
     ["starcoder (the gpt2 graph, multi-query attention)", { ...GPT2, architecture: "starcoder", vocab: "starcoder", nHeadKv: 1, seed: 82, nLayer: 2 }],
   ];
   // Sliding-window models: a window of 16 well inside the 300-token prompt.
@@ -74,7 +76,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         // that element. The LayerNorm family applies it to every FFN element (gemma only to its gate): measured
         // 1.5–5e-5 on 64 tokens, hence 1e-4 there. Reconstruction and adjoint stay at 1e-5: the
         // linear system is that of our primal pass, table GELU included.
-        const faithful = ["gpt2", "starcoder", "starcoder2", "phi2", "gptneox"].includes(spec.architecture) ? 1e-4 : 1e-5;
+        const faithful = ["gpt2", "starcoder", "starcoder2", "phi2", "gptneox", "falcon"].includes(spec.architecture) ? 1e-4 : 1e-5;
         expect(relErr(lin.hidden, exactRef.hidden)).toBeLessThan(faithful);
         lin.layerInputs.forEach((h, l) => expect(relErr(h, exactRef.layerInputs![l])).toBeLessThan(faithful));
         if (type !== "F32") {
