@@ -142,6 +142,11 @@ const ArchSpec * find_arch(const std::string & name) {
         falcon.partial_rotary = false;
         falcon.ffn_bias = false;
         v.push_back(falcon);
+        ArchSpec mpt = gpt2;  // MPT: gpt2's family without rope, ALiBi; optional positions, biases, activation scales
+        mpt.name = "mpt";
+        mpt.alibi = true;
+        mpt.act_scales = true;
+        v.push_back(mpt);
         ArchSpec starcoder2 = gptneox;  // StarCoder 2: the same, always sequential
         starcoder2.name = "starcoder2";
         starcoder2.parallel_from_file = false;
@@ -223,7 +228,8 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         s.expert_weights_scale = hp.expert_weights_scale;
     }
     if (hp.attn_soft_cap && !s.arch.attn_softcap) throw std::runtime_error("attention logit softcapping is not supported for " + arch_name);
-    if (hp.f_max_alibi_bias != 0.0f) throw std::runtime_error("ALiBi (attention.max_alibi_bias) is not supported");
+    if (hp.f_max_alibi_bias != 0.0f && !s.arch.alibi) throw std::runtime_error("ALiBi (attention.max_alibi_bias) is not supported for " + arch_name);
+    if (s.arch.alibi) s.max_alibi_bias = hp.f_max_alibi_bias;
     if (hp.swa_type != LLAMA_SWA_TYPE_NONE) {
         if (!s.arch.sliding_window) throw std::runtime_error("sliding-window attention is not supported for " + arch_name + " yet");
         if (hp.swa_type != LLAMA_SWA_TYPE_STANDARD) throw std::runtime_error("only the standard sliding-window mask is supported");
@@ -262,6 +268,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles["attn_q_norm.weight"] = &LayerWeights::q_norm;
         roles["attn_k_norm.weight"] = &LayerWeights::k_norm;
     }
+    if (s.arch.act_scales) roles["ffn.act.scales"] = &LayerWeights::ffn_act;
     if (s.arch.fused_qkv) {
         roles["attn_qkv.weight"] = &LayerWeights::wqkv;
         roles["attn_qkv.bias"] = &LayerWeights::bqkv;
@@ -348,7 +355,6 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         s.layers[(size_t) il].*(it->second) = t;
     }
     if (!s.tok_embd || !s.output_norm) throw std::runtime_error("token_embd.weight or output_norm.weight is missing");
-    if (s.arch.pos_embd && !s.pos_embd) throw std::runtime_error("position_embd.weight is missing");
     if (s.output_norm_b) s.affine = true;
     if (!s.output) s.output = s.tok_embd;  // tied LM head, as llama.cpp does
     // falcon-40B: attn_norm_2 normalizes the attention's input, attn_norm the FFN's (src/models/falcon.cpp)

@@ -46,6 +46,8 @@ struct ArchSpec {
     bool parallel_ffn = false;       // the FFN reads the layer input, not h + attn: h + attn + ffn (phi2)
     bool parallel_from_file = false; // ...when the file's use_parallel_residual says so (gptneox)
     bool shared_ffn_norm = false;    // the FFN reads the attention's normed input; no ffn_norm (phi2)
+    bool alibi = false;              // ALiBi slopes from attention.max_alibi_bias, inside the frozen softmax (mpt)
+    bool act_scales = false;         // ffn.act.scales divide the MLP activation (mpt)
     bool attn_norm_2 = false;        // falcon: an attn_norm_2 in the file (40B) normalizes the attention's
                                      // input and attn_norm then the FFN's; without it both share attn_norm (7B)
     bool gated_ffn = true;           // down(act(gate(m)) ⊙ up(m)); false: down(act(up(m))), act(z) frozen as z·s(z) (gpt2)
@@ -82,6 +84,7 @@ struct LayerWeights {
     ggml_tensor * up_gate = nullptr;  // fused [gate; up] (fused_gate_up; instead of gate and up)
     ggml_tensor * rope_freqs = nullptr;
     ggml_tensor * q_norm = nullptr, * k_norm = nullptr;  // qk_norm architectures
+    ggml_tensor * ffn_act = nullptr;  // per-channel divisor of the MLP activation (`ffn_act.scales`, mpt)
     ggml_tensor * attn_post_norm = nullptr, * ffn_post_norm = nullptr;  // post_norms architectures
     // routed experts (moe): router [d, E] and expert weights [in, out, E], per-expert scales [E]
     ggml_tensor * gate_inp = nullptr, * gate_exps = nullptr, * up_exps = nullptr, * down_exps = nullptr;
@@ -98,6 +101,7 @@ struct ModelSpec {
     float kq_scale = 1.0f;              // softmax scale
     float q_scale = 1.0f;               // Q multiplier after rope (q_scale_after_rope)
     float attn_softcap = 0.0f;          // 0: none
+    float max_alibi_bias = 0.0f;        // alibi: 0 = none
     float final_softcap = 0.0f;         // 0: none; acts on the logits only
     int n_swa = 0;                      // sliding window (keys p0 with p1 - p0 >= n_swa are masked)
     float attn_temp_scale = 0.0f, attn_temp_offset = 0.0f;  // attn_temperature: 0 = off

@@ -155,6 +155,7 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
         q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
         k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
     }
+
     q = ggml_reshape_3d(ctx, q, hd, H, n);
     k = ggml_reshape_3d(ctx, k, hd, Hkv, n);
     if (spec.arch.qk_norm == QkNorm::PerHead) {  // an RMSNorm per head (qwen3, gemma3)
@@ -175,7 +176,7 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
     if (spec.attn_softcap != 0.0f) {
         kq = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, kq, 1.0f / spec.attn_softcap)), spec.attn_softcap);
     }
-    return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, 0.0f);
+    return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, spec.max_alibi_bias);
 }
 
 // t [d, k, n, B] summed over its k chosen experts → [d, n, B], in llama.cpp's order.
@@ -250,9 +251,11 @@ static ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, 
 
 // The plain activation act(z) frozen as z·s(z) (non-gated FFNs): s = act(z) / z, with z = 0
 // read as 1 there (any s reproduces act(0) = 0 exactly).
-static ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z) {
+static ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z, ggml_tensor * act_scales) {
     ggml_tensor * is_zero = ggml_scale_bias(ctx, ggml_step(ctx, ggml_abs(ctx, z)), -1.0f, 1.0f);
-    return ggml_div(ctx, gate_activation(ctx, arch, z), ggml_add(ctx, z, is_zero));
+    ggml_tensor * act = gate_activation(ctx, arch, z);
+    if (act_scales) act = ggml_div(ctx, act, act_scales);
+    return ggml_div(ctx, act, ggml_add(ctx, z, is_zero));
 }
 
 // h·r·w: an RMSNorm with its 1/rms frozen per position.
@@ -378,8 +381,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             if (opt.primal && arch.gated_ffn) {
                 const Projection pg = gate_up(ctx, spec, L, 0);
                 fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
-            } else if (opt.primal) {  // down(act(u)) = down(u·s(u)): s frozen
-                fz.gate_act[il] = freeze(activation_factor(ctx, arch, u), "gate_act", il);
+            } else if (opt.primal) {  // down(act(u)) = down(u·s(u)): s frozen (act divided by ffn_act.scales when present)
+                fz.gate_act[il] = freeze(activation_factor(ctx, arch, u, L.ffn_act), "gate_act", il);
             }
             f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
         }

@@ -178,7 +178,8 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
         std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
         for (int q = 0; q < n; ++q) {
             for (int k = 0; k < n; ++k) {
-                mask[(size_t) q * n + k] = k <= q ? 0.0f : -INFINITY;
+                // ALiBi models read -|q - k| where visible (llama_kv_cache::set_input_kq_mask)
+                mask[(size_t) q * n + k] = k <= q ? (sp.max_alibi_bias > 0.0f ? (float) -(q - k) : 0.0f) : -INFINITY;
                 mask_swa[(size_t) q * n + k] = k <= q && q - k < sp.n_swa ? 0.0f : -INFINITY;
             }
         }

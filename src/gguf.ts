@@ -5,7 +5,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon"] as const;
+export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon", "mpt"] as const;
 export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 export interface RopeParameters {
@@ -169,8 +169,8 @@ const UNSUPPORTED_REASONS: Array<[RegExp, string]> = [
   [/^gemma4.*$/, "its per-layer inputs and shared KV layers are not implemented"],
   [/^(deepseek2|deepseek3.*|deepseek4|kimi-k3|glm-dsa|minimax-m2)$/, "multi-head latent attention / its routing scheme is not implemented"],
   [/^llama4$/, "chunked attention and shared-expert MoE are not implemented"],
-  [/^(gptj|bloom|mpt|refact|codeshell|jais.*)$/,
-    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's, starcoder's, starcoder2's, phi2's, gptneox's and falcon's are; the method applies)"],
+  [/^(gptj|bloom|refact|codeshell|jais.*)$/,
+    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's, starcoder's, starcoder2's, phi2's, gptneox's, falcon's and mpt's are; the method applies)"],
 ];
 
 /** Why llj-gguf refuses an architecture, as precisely as known. */
@@ -180,6 +180,12 @@ export function unsupportedReason(architecture: string): string {
 }
 
 export function assertSupported(summary: GgufSummary): void {
+  // llama.cpp's own mpt graph of this release asserts (aborting the process) on Q/K
+  // LayerNorms: it reshapes views of the fused QKV that are not contiguous.
+  if (summary.architecture === "mpt" && summary.tensors.some((t) => /\.attn_[qk]_norm\./.test(t.name))) {
+    throw new LljError(`${summary.path}: an mpt file with Q/K LayerNorms (attn_q_norm, attn_k_norm) cannot be run by ` +
+      "the pinned llama.cpp (v0.4.0): its mpt graph aborts on them; refusing it before llama.cpp does", { code: "unsupported-architecture" });
+  }
   if (!summary.supported) {
     throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf: ` +
       `${unsupportedReason(summary.architecture)} (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`, { code: "unsupported-architecture" });

@@ -14,7 +14,7 @@ const GENERATOR_VERSION = 1;
 export type QuantType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M" | "Q4_K_S" | "Q6_K" | "Q5_K_M" | "Q5_0";
 
 /** Architectures the generator writes (llama.cpp's names). */
-export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox" | "starcoder2" | "falcon";
+export type SyntheticArchitecture = "llama" | "mistral3" | "qwen2" | "qwen3" | "qwen3moe" | "gemma2" | "gemma3" | "olmo2" | "phi3" | "gpt2" | "starcoder" | "phi2" | "gptneox" | "starcoder2" | "falcon" | "mpt";
 
 /**
  * Which optional tensors llama.cpp's loader accepts for each architecture (a file with
@@ -63,6 +63,7 @@ const ARCH_TENSORS: Record<SyntheticArchitecture, ArchTensors> = {
   gptneox: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
   starcoder2: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
   falcon: { ...LAYER_NORM_FAMILY, positionEmbeddings: false, parallel: true, biases: [] },
+  mpt: { ...LAYER_NORM_FAMILY, positionEmbeddings: false },
 };
 
 export interface SyntheticSpec {
@@ -109,6 +110,10 @@ export interface SyntheticSpec {
   ropeAttnFactor?: number;
   /** falcon: a second attention norm per layer (Falcon-40B: attn_norm_2 for the attention, attn_norm for the MLP). */
   attnNorm2?: boolean;
+  /** mpt: ALiBi (`attention.max_alibi_bias`), `ffn.act.scales`, and full-width Q/K LayerNorms (a file llama.cpp cannot run). */
+  maxAlibiBias?: number;
+  qkLayerNorm?: boolean;
+  actScales?: boolean;
   /** gptneox: `use_parallel_residual` (Pythia: true). */
   parallelResidual?: boolean;
   /** rope.scaling.type and .factor (Gemma 3's linear ×8 on global layers, YaRN contexts). */
@@ -178,6 +183,7 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     ["attention.temperature_scale", "f32", spec.attnTemperatureScale],
     ["rope.scaling.original_context_length", "u32", spec.ropeOriginalContext],
     ["rope.scaling.attn_factor", "f32", spec.ropeAttnFactor],
+    ["attention.max_alibi_bias", "f32", spec.maxAlibiBias],
   ];
   for (const [k, type, value] of optional) if (value !== undefined) kv.push({ key: `${a}.${k}`, type, value });
   if (spec.parallelResidual !== undefined) kv.push({ key: `${a}.use_parallel_residual`, type: "bool", value: spec.parallelResidual });
@@ -250,6 +256,13 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
       proj(`blk.${l}.attn_v`, d, nHeadKv * hd);
     }
     proj(`blk.${l}.attn_output`, nHead * hd, d);
+    if (spec.qkLayerNorm) {
+      if (a !== "mpt") throw new LljError("qkLayerNorm is mpt's");
+      for (const [t, width] of [["attn_q_norm", nHead * hd], ["attn_k_norm", nHeadKv * hd]] as const) {
+        vec(`blk.${l}.${t}.weight`, width);
+        tensors.push({ name: `blk.${l}.${t}.bias`, shape: [width], init: { kind: "normal", a: 0, b: 0.1, seed: seedOf(`blk.${l}.${t}.bias`) } });
+      }
+    }
     if (allowed.qkNorm !== "none") {
       const full = allowed.qkNorm === "fullWidth";
       vec(`blk.${l}.attn_q_norm.weight`, full ? nHead * hd : hd);
@@ -278,6 +291,10 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
       proj(`blk.${l}.ffn_up`, d, nFf);
     }
     proj(`blk.${l}.ffn_down`, nFf, d);
+    if (spec.actScales) {
+      if (a !== "mpt") throw new LljError("actScales is mpt's");
+      tensors.push({ name: `blk.${l}.ffn.act.scales`, shape: [nFf], init: { kind: "uniform", a: 0.5, b: 2, seed: seedOf(`blk.${l}.ffn.act.scales`) } });
+    }
     if (allowed.postNorms) norm(`blk.${l}.post_ffw_norm.weight`);
   }
   // -1 stands for the vocabulary size, known once the tokenizer file is read.

@@ -11,6 +11,9 @@ const GPT2: SyntheticSpec = { ...TINY_LLAMA, architecture: "gpt2", vocab: "gpt-2
 
 const PHI2: SyntheticSpec = { ...TINY_LLAMA, architecture: "phi2", vocab: "gpt-2", seed: 83, nHeadKv: 4, nLayer: 3, ropeDims: 32 };
 
+const MPT: SyntheticSpec = { ...TINY_LLAMA, architecture: "mpt", vocab: "gpt-neox", seed: 89, nHeadKv: 4, nLayer: 2,
+  maxAlibiBias: 8, actScales: true };
+
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog. " +
   "One day, she saw a big red ball in the park. She ran to the ball and kicked it very high. The dog ran after it and " +
   "they played all day long until the sun went down.";
@@ -31,6 +34,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     ["starcoder2 (LayerNorm, rope, GQA, GELU MLP, biases)", { ...TINY_LLAMA, architecture: "starcoder2", vocab: "starcoder", seed: 86, nLayer: 2 }],
     ["falcon-7B style (parallel on one LayerNorm, multi-query, no projection biases)", { ...TINY_LLAMA, architecture: "falcon", vocab: "falcon", seed: 87, nHeadKv: 1, nLayer: 2 }],
     ["falcon-40B style (attn_norm_2 for the attention, attn_norm for the MLP)", { ...TINY_LLAMA, architecture: "falcon", vocab: "falcon", seed: 88, nHeadKv: 2, nLayer: 2, attnNorm2: true }],
+    ["mpt (ALiBi, activation scales, no rope)", MPT],
     ["starcoder (the gpt2 graph, multi-query attention)", { ...GPT2, architecture: "starcoder", vocab: "starcoder", nHeadKv: 1, seed: 82, nLayer: 2 }],
   ];
   // Sliding-window models: a window of 16 well inside the 300-token prompt.
@@ -76,7 +80,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         // that element. The LayerNorm family applies it to every FFN element (gemma only to its gate): measured
         // 1.5–5e-5 on 64 tokens, hence 1e-4 there. Reconstruction and adjoint stay at 1e-5: the
         // linear system is that of our primal pass, table GELU included.
-        const faithful = ["gpt2", "starcoder", "starcoder2", "phi2", "gptneox", "falcon"].includes(spec.architecture) ? 1e-4 : 1e-5;
+        const faithful = ["gpt2", "starcoder", "starcoder2", "phi2", "gptneox", "falcon", "mpt"].includes(spec.architecture) ? 1e-4 : 1e-5;
         expect(relErr(lin.hidden, exactRef.hidden)).toBeLessThan(faithful);
         lin.layerInputs.forEach((h, l) => expect(relErr(h, exactRef.layerInputs![l])).toBeLessThan(faithful));
         if (type !== "F32") {
@@ -253,4 +257,9 @@ test.each([["gpt2", GPT2], ["phi2 (parallel attention and MLP on one norm)", PHI
   } finally {
     await model.dispose();
   }
+});
+
+test("an mpt file with Q/K LayerNorms is refused before llama.cpp's own graph would abort on it", async () => {
+  const file = await syntheticModel({ ...MPT, seed: 90, qkLayerNorm: true }, "F32");
+  await expect(loadModel({ modelPath: file, gpu: false })).rejects.toThrow(/Q\/K LayerNorms .* its mpt graph aborts on them/);
 });
