@@ -525,25 +525,28 @@ Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     return w->Promise();
 }
 
-// jacobian(onProgress?, abortFlag?, tap?) -> Float32Array [n·d·d]: block J_i (row-major [d × d],
-// J_i[k][c] = ∂y_k/∂x_{i,c}) at offset i·d·d. Reverse mode: d VJPs of the unit vectors.
+// jacobian(onProgress?, abortFlag?, { fromLayer, tap, tapLayer, firstPosition }?) -> Float32Array
+// [(n - p)·d·d], p = firstPosition: block J_i (row-major [d × d], J_i[k][c] = ∂y_k/∂x_{i,c}) at
+// offset (i - p)·d·d for i in [p, n). Reverse mode: d VJPs of the unit vectors, each over
+// positions [p, n) only (exact by causality; J_last costs one position per VJP).
 Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
-    const BuildOptions opt = tap_options(env, info[2], *s);
+    BuildOptions opt = tap_options(env, info[2], *s);
+    opt.first_position = first_position_arg(env, info[2], s->n);
     auto fn = [opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
-        const int n = st.n, d = st.d;
-        out.assign((size_t) n * d * d, 0.0f);
+        const int m = st.n - opt.first_position, d = st.d;
+        out.assign((size_t) m * d * d, 0.0f);
         std::vector<float> rows;
         for (int k0 = 0; k0 < d; k0 += (int) st.max_batch) {
             const int nb = std::min(d - k0, (int) st.max_batch);
             std::vector<float> eye((size_t) nb * d, 0.0f);
             for (int b = 0; b < nb; ++b) eye[(size_t) b * d + k0 + b] = 1.0f;
-            rows.assign((size_t) nb * n * d, 0.0f);
+            rows.assign((size_t) nb * m * d, 0.0f);
             run_vjp(st, eye.data(), nb, false, rows.data(), opt);
             for (int b = 0; b < nb; ++b)
-                for (int i = 0; i < n; ++i)
-                    std::copy(rows.begin() + ((size_t) b * n + i) * d, rows.begin() + ((size_t) b * n + i + 1) * d,
+                for (int i = 0; i < m; ++i)
+                    std::copy(rows.begin() + ((size_t) b * m + i) * d, rows.begin() + ((size_t) b * m + i + 1) * d,
                               out.begin() + (size_t) i * d * d + (size_t) (k0 + b) * d);
             if (!progress((float) (k0 + nb) / (float) d)) throw Aborted();
         }

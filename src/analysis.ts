@@ -3,6 +3,7 @@
 // Jacobian, singular vectors decoded into tokens, exact token attribution.
 import { getAddon, type NativeLinearization, type OutputNorm } from "./native.js";
 import { LljError } from "./errors.js";
+import type { Jacobian } from "./linearization.js";
 
 export interface SvdOptions {
   /** Input position i for J_i (negative counts from the end; default -1, the last), or "all" for [J_1 … J_n]. */
@@ -82,7 +83,7 @@ export interface LinearSystem {
   readonly nEmbd: number;
   readonly output: Float32Array;
   readonly biasTerm: Float32Array | null;
-  jacobian(): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
+  jacobian(): Promise<Jacobian>;
   /** J_i alone [d × d] row-major (from the full Jacobian when it is already there). */
   jacobianBlock(i: number): Promise<Float32Array>;
   reconstruction(): Promise<{ contributions: Float32Array; contributionNorms: number[] }>;
@@ -171,17 +172,15 @@ function centerRows(x: Float32Array, d: number): Float32Array {
   return out;
 }
 
-/**
- * J_i from d VJPs of the unit vectors restricted to positions [i, n) (exact by causality):
- * row k is (Lᵀ e_k) at position i. For the last token each pass covers one position.
- */
-export async function jacobianBlockFromVjps(vjp: LinearSystem["vjp"], n: number, d: number, i: number): Promise<Float32Array> {
-  const eye = new Float32Array(d * d);
-  for (let k = 0; k < d; k++) eye[k * d + k] = 1;
-  const g = await vjp(eye, i), m = n - i;  // [d, n − i, d]
-  const block = new Float32Array(d * d);
-  for (let k = 0; k < d; k++) block.set(g.subarray(k * m * d, k * m * d + d), k * d);
-  return block;
+/** The Jacobian view of blocks [p, n) stored i-major. */
+export function jacobianOf(data: Float32Array, n: number, d: number, p = 0): Jacobian {
+  return {
+    nTokens: n, nEmbd: d, firstPosition: p, data,
+    block: (i: number) => {
+      if (!Number.isInteger(i) || i < p || i >= n) throw new LljError(`this Jacobian holds the blocks of positions [${p}, ${n})`);
+      return data.subarray((i - p) * d * d, (i - p + 1) * d * d);
+    },
+  };
 }
 
 /** Rows stacked: [a; b]. */
@@ -354,7 +353,7 @@ export interface TapOperator {
   nEmbd: number;
   jvp(t: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number; affine?: boolean }, firstPosition?: number): Promise<Float32Array>;
   vjp(u: Float32Array, tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Float32Array>;
-  jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }): Promise<{ data: Float32Array; block(i: number): Float32Array }>;
+  jacobian(tap: { fromLayer: number; tap: "residual" | "attn" | "mlp"; layer: number }, firstPosition?: number): Promise<Jacobian>;
   /** The primal input of the pass: the embeddings (fromLayer 0) or the stream entering fromLayer. */
   inputOf(fromLayer: number): Float32Array;
   outputNorm(): OutputNorm;
@@ -391,23 +390,23 @@ export async function layerSystem(op: TapOperator, q: LayerQuantity): Promise<Li
   };
   const forward = (x: Float32Array) => scaleRows(center ? centerRows(x, d) : x);
   const transposed = (u: Float32Array) => (center ? centerRows(scaleRows(u), d) : scaleRows(u));
+  // every column of every block through the norm's linear part
+  const throughNorm = (J: Jacobian) => {
+    const data = new Float32Array(J.data.length), column = new Float32Array(d);
+    for (let i = 0; i < J.data.length / (d * d); i++)
+      for (let c = 0; c < d; c++) {
+        for (let k = 0; k < d; k++) column[k] = J.data[(i * d + k) * d + c];
+        const out = forward(column);
+        for (let k = 0; k < d; k++) data[(i * d + k) * d + c] = out[k];
+      }
+    return jacobianOf(data, n, d, J.firstPosition);
+  };
   return {
     nTokens: n, nEmbd: d, output, biasTerm: null,
     jvp: async (t, firstPosition) => forward(await op.jvp(t, tap, firstPosition)),
     vjp: (u, firstPosition) => op.vjp(transposed(u), tap, firstPosition),
-    jacobianBlock: (i) => jacobianBlockFromVjps((u, p) => op.vjp(transposed(u), tap, p), n, d, i),
-    jacobian: async () => {
-      const J = await op.jacobian(tap);
-      const data = new Float32Array(J.data.length);
-      const column = new Float32Array(d);
-      for (let i = 0; i < n; i++)
-        for (let c = 0; c < d; c++) {  // each column of J_i through the norm's linear part
-          for (let k = 0; k < d; k++) column[k] = J.data[(i * d + k) * d + c];
-          const out = forward(column);
-          for (let k = 0; k < d; k++) data[(i * d + k) * d + c] = out[k];
-        }
-      return { data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
-    },
+    jacobianBlock: async (i) => throughNorm(await op.jacobian(tap, i)).block(i),
+    jacobian: async () => throughNorm(await op.jacobian(tap)),
     reconstruction: () => { throw new LljError("reconstruction() is for the model output"); },
   };
 }

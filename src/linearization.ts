@@ -4,7 +4,7 @@
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
 import { abortFlagFor } from "./abort.js";
-import { svd, jacobianBlockFromVjps, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
+import { svd, jacobianOf, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
   type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
@@ -66,9 +66,11 @@ function nativeTap(t: PassOptions): NativeTap {
 export interface Jacobian {
   nTokens: number;
   nEmbd: number;
-  /** Blocks J_i, i-major: J_i[k][c] = ∂y_k/∂x_{i,c} at offset i·d·d + k·d + c. */
+  /** The first position with a block (0 unless the Jacobian was asked from a firstPosition). */
+  firstPosition: number;
+  /** Blocks J_i for i in [firstPosition, n), i-major: J_i[k][c] = ∂y_k/∂x_{i,c} at offset (i − firstPosition)·d·d + k·d + c. */
   data: Float32Array;
-  /** J_i as a row-major [d × d] view. */
+  /** J_i as a row-major [d × d] view (i ≥ firstPosition). */
   block(i: number): Float32Array;
 }
 
@@ -239,10 +241,9 @@ export class Linearization {
    * The full detached Jacobian, n blocks [d × d], assembled from d VJPs (reverse mode); with
    * a tap, the Jacobian of that layer quantity (last position) instead.
    */
-  async jacobian(options: LayerTap & { signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
+  async jacobian(options: LayerTap & { firstPosition?: number; signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
     const data = await this.#run(options.signal, (n, flag) => n.jacobian(options.onProgress, flag, nativeTap(options)));
-    const d = this.nEmbd;
-    return { nTokens: this.nTokens, nEmbd: d, data, block: (i: number) => data.subarray(i * d * d, (i + 1) * d * d) };
+    return jacobianOf(data, this.nTokens, this.nEmbd, options.firstPosition ?? 0);
   }
 
   /**
@@ -374,7 +375,7 @@ export class Linearization {
       nTokens: this.nTokens, nEmbd: this.nEmbd,
       jvp: (t, tap, firstPosition) => this.jvp(t, { ...tap, firstPosition }),
       vjp: (u, tap, firstPosition) => this.vjp(u, { ...tap, firstPosition }),
-      jacobian: (tap) => this.jacobian(tap),
+      jacobian: (tap, firstPosition) => this.jacobian({ ...tap, firstPosition }),
       inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
       outputNorm: () => this.#get().outputNorm(),
     };
@@ -384,8 +385,7 @@ export class Linearization {
   #system() {
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
       jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
-      jacobianBlock: async (i: number) => (this.#jacobian ? (await this.#jacobian).block(i)
-        : jacobianBlockFromVjps((u, p) => this.vjp(u, { firstPosition: p }), this.nTokens, this.nEmbd, i)),
+      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.jacobian({ firstPosition: i }))).block(i),
       jvp: (t: Float32Array, firstPosition?: number) => this.jvp(t, { firstPosition }),
       vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
   }

@@ -158,7 +158,14 @@ describe("stories260K (F32, trained)", () => {
       const d = l.nEmbd, eye = new Float32Array(d * d);
       for (let k = 0; k < d; k++) eye[k * d + k] = 1;
       const rows = await l.vjp(eye, { firstPosition: l.nTokens - 1 });
-      expect(relErr(rows, (await l.jacobian()).block(l.nTokens - 1))).toBeLessThan(1e-6);
+      const full = await l.jacobian();
+      expect(relErr(rows, full.block(l.nTokens - 1))).toBeLessThan(1e-6);
+      // ...and the Jacobian asked from a position holds exactly the later blocks
+      const tail = await l.jacobian({ firstPosition: 40 });
+      expect(tail.firstPosition).toBe(40);
+      expect(tail.data).toHaveLength(24 * d * d);
+      for (const i of [40, 52, 63]) expect(relErr(tail.block(i), full.block(i))).toBeLessThan(1e-6);
+      expect(() => tail.block(39)).toThrow(/blocks of positions \[40, 64\)/);
       await expect(l.vjp(new Float32Array(d), { firstPosition: 64 })).rejects.toThrow(/firstPosition must be an integer in \[0, 64\)/);
       await expect(l.vjp(new Float32Array(d), { firstPosition: 1.5 })).rejects.toThrow(/firstPosition/);
       await expect(l.jvp(new Float32Array(2 * d), { firstPosition: 63 })).resolves.toHaveLength(2 * d);
