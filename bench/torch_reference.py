@@ -1,5 +1,7 @@
 """The method's own reference route (the paper's code path): the detached llama forward in
-PyTorch and torch.autograd.functional.jacobian(vectorize=True, strategy="reverse-mode").
+PyTorch and torch.autograd.functional.jacobian(vectorize=True, strategy="reverse-mode"),
+and beside it torch.func.jacrev (vmap over VJPs), PyTorch's strongest route for a full
+Jacobian on the CPU.
 
 Input: argv[1] = a directory written by bench/run.ts (manifest.json + raw float32 weights
 of the same synthetic GGUF llj-gguf linearizes); argv[2] = threads.
@@ -79,7 +81,14 @@ sec = time.perf_counter() - t0
 t1 = time.perf_counter()
 sigma = torch.linalg.svd(J[:, -1, :].double()).S
 svd_sec = time.perf_counter() - t1
+# torch.func: jacrev vmaps the VJP over the d output directions (one batched backward).
+t2 = time.perf_counter()
+Jf = torch.func.jacrev(forward)(x0)
+func_sec = time.perf_counter() - t2
+func_agree = float((Jf - J).norm() / J.norm())
+blas = [l.strip() for l in torch.__config__.show().split("\n") if "BLAS_INFO" in l or "LAPACK_INFO" in l]
 J.numpy().astype(np.float32).tofile(os.path.join(root, "jacobian.bin"))
 recon = torch.einsum("kic,ic->k", J, x0)
 json.dump({"seconds": sec, "svd_seconds": svd_sec, "svd_values": sigma.tolist(), "reconstruction_error": float((recon - y).norm() / y.norm()),
-           "jacobian_file": os.path.join(root, "jacobian.bin"), "torch": torch.__version__}, sys.stdout)
+           "jacobian_file": os.path.join(root, "jacobian.bin"), "torch": torch.__version__,
+           "func_seconds": func_sec, "func_agreement": func_agree, "blas": "; ".join(blas) or "unknown"}, sys.stdout)

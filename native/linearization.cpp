@@ -744,7 +744,9 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     auto s = std::make_unique<LinState>();
     s->model = model;
     s->exact = get_bool(opts, "exact", true);
-    s->use_blas = get_bool(opts, "blas", true);
+    // Fast mode is llama.cpp's quantized network: ggml's BLAS backend would take the wide
+    // products of a quantized weight by dequantizing it (the exact route), so it stays off.
+    s->use_blas = get_bool(opts, "blas", true) && s->exact;
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

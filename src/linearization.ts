@@ -13,7 +13,7 @@ export interface LinearizeOptions {
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
   batchMemoryBytes?: number;
-  /** Run the large products on ggml's OpenBLAS backend when it was built (default true). */
+  /** Run the large products on ggml's OpenBLAS backend when it was built (default true; exact mode only: it would dequantize a fast-mode weight). */
   blas?: boolean;
   /**
    * The context size llama.cpp would run the model with (default: the prompt length). It is

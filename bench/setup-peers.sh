@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The benchmark's PyTorch peers at their best, in their own venv (outside the repository):
+# PyTorch 2.13 CPU (the wheel on the machine's disk: `pip install torch==2.13.0`), transformers
+# and gguf (the paper's route: from_pretrained(..., gguf_file=...)), NumPy. The product never
+# needs any of this; only `npm run bench` uses it.
+set -euo pipefail
+venv="${LLJ_BENCH_VENV:-$HOME/.cache/llj-gguf/bench-venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q torch==2.13.0 numpy transformers gguf sentencepiece protobuf
+"$venv/bin/python" - <<'PY'
+import torch, transformers, numpy
+blas = [l.strip() for l in torch.__config__.show().split("\n") if "BLAS_INFO" in l or "LAPACK_INFO" in l]
+print(f"torch {torch.__version__} ({'; '.join(blas)}), transformers {transformers.__version__}, numpy {numpy.__version__}")
+PY
