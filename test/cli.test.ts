@@ -53,8 +53,10 @@ test("a GPU that is not there is an error, not a crash", () => {
   else expect(r.stderr).toMatch(/gpu: "cuda" was requested but no cuda device could be used/);
 });
 
-test("demo runs on a generated model without any download", () => {
-  const r = run("demo");
+test("demo --synthetic runs on a generated model without any download", async () => {
+  const { mkdtempSync } = await import("node:fs");
+  const os = await import("node:os");
+  const r = run("demo", "--synthetic", "--report", path.join(mkdtempSync(path.join(os.tmpdir(), "llj-demo-")), "synthetic.html"));
   expect(r.status).toBe(0);
   expect(r.stdout).toContain("2 layers, d=256, 4 heads, 2 KV heads");
   expect(r.stdout).toMatch(/next token\s+".*" \(id \d+\)/);
