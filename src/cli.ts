@@ -21,11 +21,14 @@ function gpuOption(v: string | undefined): GpuOption {
   return v as GpuOption;
 }
 
-/** --quiet: no status line and no tables; only what was asked for (JSON on stdout, files) and errors. */
+/** --quiet: no status line and no tables; only the JSON asked for on stdout, the paths of files written, and errors. */
 let quiet = false;
 const say = (text: string) => {
   if (!quiet) console.log(text);
 };
+/** A file written: a labelled line, or with --quiet the bare path (for scripts). */
+const wrote = (label: string, file: string, note = "", stream: (s: string) => void = console.log) =>
+  stream(quiet ? file : `${label.padEnd(13)} ${file}${note}`);
 
 /** One status line on stderr while long stages run — only on a terminal, so pipes and logs stay clean. */
 function statusLine() {
@@ -103,8 +106,8 @@ async function demo(argv: { gpu?: string; prompt?: string; synthetic?: boolean; 
     const summary = await summarize(model, prompt, "exact", true);
     say(formatAnalysis(summary));
     const out = await writeReport(argv.report, summary);
-    say(`\nreport        ${out}  (open it in a browser: the paper's figures for this prompt)`);
-    if (quiet) console.log(out);
+    say("");
+    wrote("report", out, "  (open it in a browser: the paper's figures for this prompt)");
   } finally {
     await model.dispose();
   }
@@ -124,7 +127,8 @@ async function syntheticDemo(gpu: string | undefined, prompt: string, report: st
     say("The exact linear system of that prompt (`llj-gguf analyze <model> <prompt>` on your own GGUF):");
     const summary = await summarize(model, prompt, "exact");
     say(formatAnalysis(summary));
-    say(`\nreport        ${await writeReport(report, summary)}`);
+    say("");
+    wrote("report", await writeReport(report, summary));
   } finally {
     await model.dispose();
   }
@@ -248,15 +252,16 @@ async function analyze(argv: { model: string; prompt: string; gpu?: string; prec
     if (argv.json) {
       // --json FILE: the summary and the arrays (row-major, shapes in the summary) in one file
       writeFileSync(argv.json, JSON.stringify({ ...summary, arrays }, null, 2) + "\n");
-      say(`wrote ${argv.json}${argv.npy ? ` and ${argv.npy}/` : ""}`);
+      wrote("wrote", argv.json);
+      if (argv.npy) wrote("wrote", argv.npy + path.sep, " (see manifest.json)");
     } else if (argv.json === "") {
       console.log(JSON.stringify(summary, null, 2));
     } else {
       say(formatAnalysis(summary));
-      if (argv.npy) say(`arrays written to ${argv.npy}/ (see manifest.json)`);
+      if (argv.npy) wrote("wrote", argv.npy + path.sep, " (see manifest.json)");
     }
     // On stderr when stdout carries the JSON, so that a pipe still parses.
-    if (report && !quiet) (argv.json === "" ? console.error : console.log)(`report        ${report}`);
+    if (report) wrote("report", report, "", argv.json === "" ? console.error : console.log);
   } finally {
     await model.dispose();
   }
@@ -274,7 +279,7 @@ async function report(argv: { summary: string; output: string }) {
     throw new LljError(`${argv.summary} is not an analysis summary: write one with \`llj-gguf analyze <model> <prompt> --json FILE\``);
   }
   delete (summary as { arrays?: unknown }).arrays;  // --json FILE adds the raw arrays; the report reads the summary
-  say(`report        ${await writeReport(argv.output, summary)}`);
+  wrote("report", await writeReport(argv.output, summary));
 }
 
 async function main() {
@@ -282,7 +287,7 @@ async function main() {
     .scriptName("llj-gguf")
     .usage("$0 <command> [options]\n\nExact local linearization of GGUF language models: the detached Jacobian of a prompt, its SVD, token attribution and layer emergence.")
     .option("gpu", { type: "string", describe: 'backend: auto | cuda | vulkan | metal | false', default: "auto" })
-    .option("quiet", { alias: "q", type: "boolean", describe: "no progress line and no tables: only requested output (JSON, written files) and errors" })
+    .option("quiet", { alias: "q", type: "boolean", describe: "no progress line and no tables: only the JSON asked for, the paths of the files written, and errors" })
     .middleware((argv) => {
       quiet = argv.quiet === true;
     })
@@ -315,6 +320,9 @@ async function main() {
         .example("$0 demo", `"${DEMO_PROMPT}" → " g": the analysis, the emergence table, and llj-gguf-demo.html`)
         .example("$0 demo --synthetic", "the same on a generated random-weight Llama"),
       (argv) => demo(argv as unknown as { gpu?: string; prompt?: string; synthetic?: boolean; report: string }))
+    .example("$0 demo", "the real trained stories260K (shipped, no download): analysis, emergence table, llj-gguf-demo.html")
+    .example('$0 analyze model.gguf "Once upon a time," --layers --report report.html', "your own GGUF: the same analysis and its HTML report")
+    .example("$0 info model.gguf", "what a GGUF file is, and whether llj-gguf linearizes it")
     .demandCommand(1, "name a command (see --help)")
     .strict()
     .fail((msg, err) => {
