@@ -82,7 +82,7 @@ function header(a: AnalysisSummary): string {
 <p class="kicker">llj-gguf · detached Jacobian report</p>
 <h1>${esc(JSON.stringify(a.prompt))} → <span class="pred">${esc(showToken(a.predictedTokenText))}</span></h1>
 <p class="meta">${m ? `${esc(m.path.split(/[\\/]/).pop() ?? m.path)} — ${esc(m.description)} · ${shape} · ` : ""}${a.tokens.length} tokens · ${esc(a.precision)} precision · ${a.affine ? "affine: y = Σᵢ Jᵢxᵢ + c" : "linear: y = Σᵢ Jᵢxᵢ"} · analysed in ${a.seconds.toFixed(2)} s</p>
-<p class="lede">The network is frozen at this prompt (norm scales, attention probabilities and activation gates detached), which leaves a linear map of the input embeddings that reproduces the model's output y exactly. Everything below is a property of that map, the <em>detached Jacobian</em> (Golden 2025, arXiv 2505.24293).</p>
+<p class="lede">The network is frozen at this prompt (norm scales, attention probabilities and activation gates detached), which leaves a linear map of the input embeddings that reproduces the model's output y exactly. Everything below is a property of that map, the <em>detached Jacobian</em> (Golden 2025, arXiv 2505.24293). In token labels, ␣ is a space.</p>
 </header>`;
 }
 
@@ -90,7 +90,7 @@ function stats(a: AnalysisSummary): string {
   const p = a.topPredictions?.[0];
   const cells = [
     ["predicted next token", `<span class="mono">${esc(showToken(a.predictedTokenText))}</span>`, `id ${a.predictedToken}, logit ${fmt(a.predictedLogit)}${p ? `, p = ${(p.probability * 100).toFixed(1)}%` : ""}`],
-    ["detached reconstruction", a.detached.relativeError.toExponential(2), "‖Σᵢ Jᵢxᵢ − y‖ / ‖y‖: exact to float32 rounding"],
+    ["detached reconstruction", a.detached.relativeError.toExponential(2), `‖Σᵢ Jᵢxᵢ${a.affine ? " + c" : ""} − y‖ / ‖y‖${a.detached.relativeError <= 1e-4 ? ": exact to float32 rounding" : ""}`],
     ["ordinary Jacobian", a.nonDetached.relativeError.toExponential(2), "‖f′(x)·x − y‖ / ‖y‖: does not reconstruct y"],
   ];
   if (a.singular) cells.push(["σ₁ of J_last", fmt(a.singular.values[0]), `u₁ → ${esc(showToken(a.singular.u[0][0] ?? ""))}, v₁ → ${esc(showToken(a.singular.v[0][0] ?? ""))}`]);
@@ -174,14 +174,14 @@ async function reconstruction(a: AnalysisSummary): Promise<string> {
       { data: { values }, mark: { type: "point", filled: true, size: 26, opacity: 0.75 },
         encoding: {
           x: { field: "y", type: "quantitative", title: "y (model output, each of the d components)" },
-          y: { field: "value", type: "quantitative", title: "reconstruction Σᵢ Jᵢxᵢ" },
-          color: { field: "series", type: "nominal", scale: { domain: [detachedName, ordinaryName], range: ["#2f6fb5", "#e07b39"] }, legend: { orient: "top-left", title: null } },
-          shape: { field: "series", type: "nominal", scale: { domain: [detachedName, ordinaryName], range: ["circle", "triangle-up"] }, legend: { orient: "top-left", title: null } },
+          y: { field: "value", type: "quantitative", title: "reconstruction from x" },
+          color: { field: "series", type: "nominal", scale: { domain: [detachedName, ordinaryName], range: ["#2f6fb5", "#e07b39"] }, legend: { orient: "top-left", title: null, labelLimit: 400 } },
+          shape: { field: "series", type: "nominal", scale: { domain: [detachedName, ordinaryName], range: ["circle", "triangle-up"] }, legend: { orient: "top-left", title: null, labelLimit: 400 } },
           description: { field: "tip" },
         } },
     ],
   });
-  const errors = `<div class="errs"><div><span class="dot" style="background:#2f6fb5"></span>detached: ‖Σᵢ Jᵢxᵢ − y‖/‖y‖ = <b>${a.detached.relativeError.toExponential(2)}</b> <span class="muted">(max abs ${a.detached.maxAbsError.toExponential(1)})</span></div>
+  const errors = `<div class="errs"><div><span class="dot" style="background:#2f6fb5"></span>detached: ‖Σᵢ Jᵢxᵢ${a.affine ? " + c" : ""} − y‖/‖y‖ = <b>${a.detached.relativeError.toExponential(2)}</b> <span class="muted">(max abs ${a.detached.maxAbsError.toExponential(1)})</span></div>
 <div><span class="dot" style="background:#e07b39"></span>ordinary: ‖f′(x)·x − y‖/‖y‖ = <b>${a.nonDetached.relativeError.toExponential(2)}</b> <span class="muted">(central difference, ε = ${a.nonDetached.epsilon})</span></div></div>`;
   return figure("fig2", "Exact reconstruction (the paper's Fig. 2)",
     `Each point is one of the d = ${r.output.length} components of the output y against its reconstruction from the input embeddings. The detached Jacobian's points lie on the diagonal: the linear map is the network at this prompt. The ordinary Jacobian's do not.`,
@@ -309,7 +309,7 @@ h3 { margin: 22px 0 6px; font-size: 15px; font-weight: 600; }
 .lede { margin: 0; max-width: 860px; }
 .card { background: white; border: 1px solid var(--line); border-radius: 10px; padding: 20px 22px; margin: 16px 0; }
 .explain { margin: 0 0 14px; color: var(--muted); max-width: 860px; font-size: 14px; }
-.stats { display: grid; grid-template-columns: repeat(auto-fit, minmax(220px, 1fr)); gap: 12px; margin: 18px 0; }
+.stats { display: grid; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 12px; margin: 18px 0; }
 .stat { background: white; border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
 .stat .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .05em; }
 .stat .v { font-size: 22px; font-weight: 650; margin: 2px 0; }
