@@ -200,8 +200,10 @@ async function spectra(a: AnalysisSummary): Promise<string> {
       tip: `J of position ${positionLabel(a, row.position)}: σ${j + 1} = ${v.toExponential(3)}`,
     }));
   });
+  if (values.length === 0) return "";  // J = 0: nothing to draw on a log scale
   // Decades only: a log axis's default grid (every 1..9 × 10^k) is too dense to read.
-  const lo = Math.floor(Math.log10(Math.min(...values.map((v) => v.sigma)))), hi = Math.ceil(Math.log10(Math.max(...values.map((v) => v.sigma))));
+  const lo = Math.floor(Math.log10(Math.min(...values.map((v) => v.sigma))));
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...values.map((v) => v.sigma)))));
   const decades = Array.from({ length: hi - lo + 1 }, (_, i) => 10 ** (lo + i));
   // Earlier positions along viridis (its light yellow end left out), the last one in the accent colour and drawn thicker on top.
   const rows = s.rows.map((r) => r.position);
