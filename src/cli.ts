@@ -8,7 +8,9 @@ import { readGgufSummary, unsupportedReason, SUPPORTED_ARCHITECTURES } from "./g
 import { syntheticModel, TINY_LLAMA } from "./synthetic.js";
 import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } from "./report.js";
 import { writeNpy } from "./npy.js";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { reportFields } from "./report-data.js";
+import { packageRoot } from "./native.js";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Linearization } from "./linearization.js";
 import type { GpuOption } from "./backends.js";
@@ -19,9 +21,18 @@ function gpuOption(v: string | undefined): GpuOption {
   return v as GpuOption;
 }
 
+/** --quiet: no status line and no tables; only the JSON asked for on stdout, the paths of files written, and errors. */
+let quiet = false;
+const say = (text: string) => {
+  if (!quiet) console.log(text);
+};
+/** A file written: a labelled line, or with --quiet the bare path (for scripts). */
+const wrote = (label: string, file: string, note = "", stream: (s: string) => void = console.log) =>
+  stream(quiet ? file : `${label.padEnd(13)} ${file}${note}`);
+
 /** One status line on stderr while long stages run — only on a terminal, so pipes and logs stay clean. */
 function statusLine() {
-  const tty = process.stderr.isTTY === true;
+  const tty = process.stderr.isTTY === true && !quiet;
   let shown = "";
   const write = (text: string) => {
     if (!tty || text === shown) return;
@@ -70,18 +81,54 @@ async function info(argv: { model: string; gpu?: string; tensors?: boolean; json
   }
 }
 
-async function demo(argv: { gpu?: string; prompt: string }) {
-  console.log("Generating a tiny synthetic llama model (random weights, real tokenizer; cached after the first run)...");
-  const modelPath = await syntheticModel(TINY_LLAMA, "F32");
-  const model = await loadModel({ modelPath, gpu: gpuOption(argv.gpu) });
+/** The model `demo` analyses: Karpathy's stories260K, shipped in the package (models/README.md). */
+const DEMO_MODEL = path.join(packageRoot, "models", "stories260K.gguf");
+const DEMO_PROMPT = "Once upon a time, there was a little";
+
+/**
+ * The report file: always drawn from the summary as `--json` writes it (a JSON round trip),
+ * so `report summary.json` redraws the very same bytes.
+ */
+async function writeReport(file: string, summary: AnalysisSummary): Promise<string> {
+  const out = path.resolve(file);
+  const { renderHtmlReport } = await import("./html-report.js");  // Vega loads only when a report is drawn
+  writeFileSync(out, await renderHtmlReport(JSON.parse(JSON.stringify(summary)) as AnalysisSummary));
+  return out;
+}
+
+async function demo(argv: { gpu?: string; prompt?: string; synthetic?: boolean; report: string }) {
+  if (argv.synthetic) return syntheticDemo(argv.gpu, argv.prompt ?? "Once upon a time,", argv.report);
+  const prompt = argv.prompt ?? DEMO_PROMPT;
+  const shown = path.relative(process.cwd(), DEMO_MODEL);
+  say(`model         ${shown.startsWith("..") ? DEMO_MODEL : shown} — Karpathy's tinyllamas stories260K, a trained TinyStories Llama shipped with llj-gguf (MIT)`);
+  const model = await loadModel({ modelPath: DEMO_MODEL, gpu: gpuOption(argv.gpu) });
   try {
-    console.log(formatModelInfo(model));
-    console.log("");
-    console.log("llama.cpp's own forward (random weights: the prediction is noise):");
-    console.log(formatForward(model, await model.referenceForward(argv.prompt)));
-    console.log("");
-    console.log("The exact linear system of that prompt (`llj-gguf analyze <model> <prompt>` on your own GGUF):");
-    console.log(formatAnalysis(await summarize(model, argv.prompt, "exact")));
+    const summary = await summarize(model, prompt, "exact", true);
+    say(formatAnalysis(summary));
+    const out = await writeReport(argv.report, summary);
+    say("");
+    wrote("report", out, "  (open it in a browser: the paper's figures for this prompt)");
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** The demo of earlier versions: a generated random-weight model (its decoded vectors are noise). */
+async function syntheticDemo(gpu: string | undefined, prompt: string, report: string) {
+  say("Generating a tiny synthetic llama model (random weights, real tokenizer; cached after the first run)...");
+  const modelPath = await syntheticModel(TINY_LLAMA, "F32");
+  const model = await loadModel({ modelPath, gpu: gpuOption(gpu) });
+  try {
+    say(formatModelInfo(model));
+    say("");
+    say("llama.cpp's own forward (random weights: the prediction is noise):");
+    say(formatForward(model, await model.referenceForward(prompt)));
+    say("");
+    say("The exact linear system of that prompt (`llj-gguf analyze <model> <prompt>` on your own GGUF):");
+    const summary = await summarize(model, prompt, "exact");
+    say(formatAnalysis(summary));
+    say("");
+    wrote("report", await writeReport(report, summary));
   } finally {
     await model.dispose();
   }
@@ -125,8 +172,10 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
         (s.converged ? "" : " — NOT converged: raise maxIterations or oversampling before trusting these vectors");
     if (layers) status.stage("emergence (one SVD per layer)")();
     const emergence = layers
-      ? (await lin.emergence({ k: 1, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], tokens: r.tokens[0].map((t) => t.text) }))
+      ? (await lin.emergence({ k: 4, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], values: r.values, tokens: r.tokens[0].map((t) => t.text) }))
       : undefined;
+    status.stage("report figures")();
+    const figures = await reportFields(model, lin, rec, nonlin, s);
     const summary: AnalysisSummary = {
       prompt,
       tokens: lin.tokens ?? [],
@@ -146,6 +195,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
       singularNote,
       emergence,
       seconds: (performance.now() - t0) / 1000,
+      ...figures,
     };
     if (exportTo) await exportTo({ lin, svd: s, contributions: rec.contributions, attribution: attribution.contributions }, summary);
     return summary;
@@ -185,7 +235,7 @@ async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSumm
   writeFileSync(path.join(dir, "manifest.json"), JSON.stringify({ summary, files }, null, 2) + "\n");
 }
 
-async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }) {
+async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string; report?: string }) {
   const loading = statusLine();
   const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading") })
     .finally(loading.clear);
@@ -198,42 +248,81 @@ async function analyze(argv: { model: string; prompt: string; gpu?: string; prec
         u: Array.from(a.svd.u), v: Array.from(a.svd.v),
       };
     });
+    const report = argv.report ? await writeReport(argv.report, summary) : undefined;
     if (argv.json) {
       // --json FILE: the summary and the arrays (row-major, shapes in the summary) in one file
       writeFileSync(argv.json, JSON.stringify({ ...summary, arrays }, null, 2) + "\n");
-      console.log(`wrote ${argv.json}${argv.npy ? ` and ${argv.npy}/` : ""}`);
+      wrote("wrote", argv.json);
+      if (argv.npy) wrote("wrote", argv.npy + path.sep, " (see manifest.json)");
     } else if (argv.json === "") {
       console.log(JSON.stringify(summary, null, 2));
     } else {
-      console.log(formatAnalysis(summary));
-      if (argv.npy) console.log(`arrays written to ${argv.npy}/ (see manifest.json)`);
+      say(formatAnalysis(summary));
+      if (argv.npy) wrote("wrote", argv.npy + path.sep, " (see manifest.json)");
     }
+    // On stderr when stdout carries the JSON, so that a pipe still parses.
+    if (report) wrote("report", report, "", argv.json === "" ? console.error : console.log);
   } finally {
     await model.dispose();
   }
 }
 
+/** `report summary.json -o report.html`: the HTML report of a saved `analyze --json` summary. */
+async function report(argv: { summary: string; output: string }) {
+  let summary: AnalysisSummary;
+  try {
+    summary = JSON.parse(readFileSync(argv.summary, "utf8")) as AnalysisSummary;
+  } catch (e) {
+    throw new LljError(`cannot read ${argv.summary} as JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  if (typeof summary !== "object" || summary === null || !Array.isArray(summary.tokens) || !Array.isArray(summary.logitContributions)) {
+    throw new LljError(`${argv.summary} is not an analysis summary: write one with \`llj-gguf analyze <model> <prompt> --json FILE\``);
+  }
+  delete (summary as { arrays?: unknown }).arrays;  // --json FILE adds the raw arrays; the report reads the summary
+  wrote("report", await writeReport(argv.output, summary));
+}
+
 async function main() {
   await yargs(hideBin(process.argv))
     .scriptName("llj-gguf")
-    .usage("$0 <command> [options]\n\nExact local linearization of GGUF language models.")
+    .usage("$0 <command> [options]\n\nExact local linearization of GGUF language models: the detached Jacobian of a prompt, its SVD, token attribution and layer emergence.")
     .option("gpu", { type: "string", describe: 'backend: auto | cuda | vulkan | metal | false', default: "auto" })
+    .option("quiet", { alias: "q", type: "boolean", describe: "no progress line and no tables: only the JSON asked for, the paths of the files written, and errors" })
+    .middleware((argv) => {
+      quiet = argv.quiet === true;
+    })
     .command("info <model>", "show a GGUF model's architecture, sizes, tensors and the devices found",
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .option("tensors", { type: "boolean", describe: "list every tensor" })
-        .option("json", { type: "boolean", describe: "print JSON" }),
+        .option("json", { type: "boolean", describe: "print JSON" })
+        .example("$0 info model.gguf --tensors", "architecture, shape, every tensor's type and device"),
       (argv) => info(argv as { model: string; gpu?: string; tensors?: boolean; json?: boolean }))
-    .command("analyze <model> <prompt>", "linearize the model on a prompt: prediction, exact reconstruction, token contributions",
+    .command("analyze <model> <prompt>", "linearize the model on a prompt: prediction, exact reconstruction, token contributions, singular vectors",
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .positional("prompt", { type: "string", demandOption: true })
         .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
-        .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it)" })
+        .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it on stdout)" })
         .option("npy", { type: "string", describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
-        .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" }),
-      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }))
-    .command("demo", "generate a tiny synthetic model (no download) and show it",
-      (y) => y.option("prompt", { type: "string", default: "Once upon a time," }),
-      (argv) => demo(argv as { gpu?: string; prompt: string }))
+        .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" })
+        .option("report", { type: "string", describe: "write the self-contained HTML report (the paper's figures) to FILE" })
+        .example('$0 analyze model.gguf "Once upon a time, there was a little" --layers --report report.html', "the analysis, with the emergence table and the HTML report")
+        .example('$0 analyze model.gguf "The capital of France is" --json | jq .predictedTokenText', "the summary as JSON on stdout"),
+      (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string; report?: string }))
+    .command("report <summary>", "draw the HTML report of a summary saved with `analyze --json FILE`",
+      (y) => y.positional("summary", { type: "string", demandOption: true, describe: "a JSON file written by analyze --json" })
+        .option("output", { alias: "o", type: "string", demandOption: true, describe: "the HTML file to write" })
+        .example("$0 report summary.json -o report.html", "the same report `analyze --report` would have written"),
+      (argv) => report(argv as unknown as { summary: string; output: string }))
+    .command("demo", "analyse a real trained model shipped with the package (stories260K, no download) and write its HTML report",
+      (y) => y.option("prompt", { type: "string", describe: `the prompt (default "${DEMO_PROMPT}")` })
+        .option("report", { type: "string", default: "llj-gguf-demo.html", describe: "where to write the HTML report" })
+        .option("synthetic", { type: "boolean", describe: "use a generated random-weight model instead (its decoded vectors are noise)" })
+        .example("$0 demo", `"${DEMO_PROMPT}" → " g": the analysis, the emergence table, and llj-gguf-demo.html`)
+        .example("$0 demo --synthetic", "the same on a generated random-weight Llama"),
+      (argv) => demo(argv as unknown as { gpu?: string; prompt?: string; synthetic?: boolean; report: string }))
+    .example("$0 demo", "the real trained stories260K (shipped, no download): analysis, emergence table, llj-gguf-demo.html")
+    .example('$0 analyze model.gguf "Once upon a time," --layers --report report.html', "your own GGUF: the same analysis and its HTML report")
+    .example("$0 info model.gguf", "what a GGUF file is, and whether llj-gguf linearizes it")
     .demandCommand(1, "name a command (see --help)")
     .strict()
     .fail((msg, err) => {

@@ -53,8 +53,10 @@ test("a GPU that is not there is an error, not a crash", () => {
   else expect(r.stderr).toMatch(/gpu: "cuda" was requested but no cuda device could be used/);
 });
 
-test("demo runs on a generated model without any download", () => {
-  const r = run("demo");
+test("demo --synthetic runs on a generated model without any download", async () => {
+  const { mkdtempSync } = await import("node:fs");
+  const os = await import("node:os");
+  const r = run("demo", "--synthetic", "--report", path.join(mkdtempSync(path.join(os.tmpdir(), "llj-demo-")), "synthetic.html"));
   expect(r.status).toBe(0);
   expect(r.stdout).toContain("2 layers, d=256, 4 heads, 2 KV heads");
   expect(r.stdout).toMatch(/next token\s+".*" \(id \d+\)/);
@@ -165,4 +167,41 @@ test("info on an architecture llj-gguf does not linearize says so, and why, up f
   expect(r.stdout).toMatch(/architecture\s+rwkv6/);
   expect(r.stdout).toMatch(/linearization not supported: its layers carry a recurrent state/);
   expect(r.stdout).toContain("2 layers, d=16");
+});
+
+test("--help lists every command, and each command's help has an example", () => {
+  const top = run("--help");
+  expect(top.status).toBe(0);
+  for (const c of ["info <model>", "analyze <model> <prompt>", "report <summary>", "demo"]) expect(top.stdout).toContain(`llj-gguf ${c}`);
+  expect(top.stdout).toMatch(/Examples:\n\s+llj-gguf demo/);
+  for (const c of ["info", "analyze", "report", "demo"]) {
+    const r = run(c, "--help");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`Examples:\\n\\s+llj-gguf ${c}`));
+  }
+});
+
+test("analyze --json with no file prints only the summary on stdout, even with --report (its path goes to stderr)", async () => {
+  const { mkdtempSync, existsSync } = await import("node:fs");
+  const os = await import("node:os");
+  const report = path.join(mkdtempSync(path.join(os.tmpdir(), "llj-json-")), "r.html");
+  const r = run("analyze", STORIES, "Once upon a time, there was a little", "--json", "--report", report, "--gpu", "false");
+  expect(r.status).toBe(0);
+  const j = JSON.parse(r.stdout);
+  expect(j.predictedTokenText).toBe(" g");
+  expect(j.topPredictions[0].text).toBe(" g");
+  expect(j.reconstruction.output).toHaveLength(64);
+  expect(j.positions).toHaveLength(10);
+  expect(r.stderr).toBe(`report        ${report}\n`);
+  expect(existsSync(report)).toBe(true);
+});
+
+test("--quiet: no tables, only the paths of the files written", async () => {
+  const { mkdtempSync } = await import("node:fs");
+  const os = await import("node:os");
+  const dir = mkdtempSync(path.join(os.tmpdir(), "llj-quiet-"));
+  const r = run("analyze", STORIES, "One day", "--quiet", "--report", path.join(dir, "r.html"), "--json", path.join(dir, "s.json"));
+  expect(r.status).toBe(0);
+  expect(r.stderr).toBe("");
+  expect(r.stdout).toBe(`${path.join(dir, "s.json")}\n${path.join(dir, "r.html")}\n`);
 });
