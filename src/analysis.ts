@@ -6,8 +6,15 @@ import { LljError } from "./errors.js";
 import type { Jacobian } from "./linearization.js";
 
 export interface SvdOptions {
-  /** Input position i for J_i (negative counts from the end; default -1, the last), or "all" for [J_1 … J_n]. */
-  token?: number | "all";
+  /**
+   * Input position i for J_i (negative counts from the end; default -1, the last), "all" for
+   * [J_1 … J_n], or "each" for the top-k of every J_i in one sweep (an `EachTokenTriplets`).
+   */
+  token?: number | "all" | "each";
+  /** Seed of the randomized route's start blocks (default 0): the same seed gives the same result. */
+  seed?: number;
+  /** token "each", randomized route: memory one batched pass's tangents may use (default 256 MiB); more tokens per pass read the weights fewer times. */
+  batchMemoryBytes?: number;
   /** Singular triplets to return (default 8). */
   k?: number;
   /**
@@ -53,6 +60,16 @@ export interface SingularTriplets {
   /** Randomized route: Krylov blocks used (0 for the exact route). */
   iterations: number;
   /** Whether every residual met the tolerance (always true for the exact route). */
+  converged: boolean;
+}
+
+/** `svd({ token: "each" })`: the top-k triplets of every J_i, one entry per input position. */
+export interface EachTokenTriplets {
+  token: "each";
+  /** positions[i] decomposes J_i (its `token` is i). */
+  positions: SingularTriplets[];
+  method: "exact" | "randomized";
+  /** Whether every position's triplets met the tolerance. */
   converged: boolean;
 }
 
@@ -123,6 +140,7 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
   const k = options.k ?? 8;
   if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
   const tokenOpt = options.token ?? -1;
+  if (tokenOpt === "each") throw new LljError('token "each" is answered by svdEachToken');
   let token: number | "all" = "all";
   if (tokenOpt !== "all") {
     if (!Number.isInteger(tokenOpt) || tokenOpt >= n || tokenOpt < -n) throw new LljError(`token must be a position in [-${n}, ${n}) or "all"`);
@@ -158,6 +176,32 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
   }
   return { token, values: r.s.slice(0, kk), u, v, vWidth: cols, allValues: r.s, method: "exact", residualEstimate: 0,
     residuals: new Float32Array(kk), iterations: 0, converged: true };
+}
+
+/**
+ * The top-k of every J_i: exact (one dense SVD per block of the full Jacobian) for d ≤ 256
+ * under "auto", else the batched block Lanczos of all positions in one sweep.
+ */
+export async function svdEachToken(system: LinearSystem, options: SvdOptions = {}): Promise<EachTokenTriplets> {
+  const n = system.nTokens, d = system.nEmbd;
+  const k = options.k ?? 8;
+  if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
+  const method = options.method ?? "auto";
+  if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
+  let positions: SingularTriplets[];
+  if (method === "randomized" || (method === "auto" && d > 256)) {
+    const budget = options.batchMemoryBytes ?? 256 * 2 ** 20;
+    if (!(Number.isFinite(budget) && budget > 0)) throw new LljError("batchMemoryBytes must be a positive number of bytes");
+    positions = await eachTokenRandomizedSvd(system, k, options, budget);
+  } else {
+    await system.jacobian();  // once, for every block
+    positions = [];
+    for (let i = 0; i < n; i++) {
+      positions.push(await svd(system, { ...options, token: i, method: "exact", onProgress: undefined }));
+      options.onProgress?.((i + 1) / n);
+    }
+  }
+  return { token: "each", positions, method: positions[0].method, converged: positions.every((p) => p.converged) };
 }
 
 /** Each row of [B × d] minus its mean (LayerNorm's centering). */
@@ -203,15 +247,6 @@ function stack(a: Float32Array, b: Float32Array): Float32Array {
 async function randomizedSvd(system: LinearSystem, token: number | "all", k: number, options: SvdOptions): Promise<SingularTriplets> {
   const n = system.nTokens, d = system.nEmbd;
   const cols = token === "all" ? n * d : d;
-  const addon = getAddon();
-  const oversampling = options.oversampling ?? 10;
-  const maxIterations = options.maxIterations ?? 16;
-  const tolerance = options.tolerance ?? 1e-4;
-  if (!Number.isInteger(oversampling) || oversampling < 0) throw new LljError("oversampling must be a non-negative integer");
-  if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new LljError("maxIterations must be a positive integer");
-  if (!(tolerance > 0)) throw new LljError("tolerance must be positive");
-  const kk = Math.min(k, d, cols);
-  const l = Math.min(kk + oversampling, d, cols);
   // J for a batch of input-space rows [B × cols] → output-space rows [B × d]. For J_i the
   // tangents sit at position i, the first of the positions [i, n) the pass covers.
   const forward = async (x: Float32Array, batch: number) => {
@@ -229,75 +264,214 @@ async function randomizedSvd(system: LinearSystem, token: number | "all", k: num
     for (let b = 0; b < batch; b++) out.set(g.subarray(b * m * d, (b * m + 1) * d), b * d);
     return out;
   };
-  const gaussian = new Float32Array(l * d);
-  for (let i = 0; i < gaussian.length; i++) gaussian[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+  const one = async (rows: Array<Float32Array | null>, f: (x: Float32Array, b: number) => Promise<Float32Array>, width: number) =>
+    [rows[0] && await f(rows[0], rows[0].length / width)];
+  const [result] = await blockLanczos(system, [token === "all" ? 0 : token], cols, k, options, {
+    transposed: (rows) => one(rows, transposed, d),
+    forward: (x) => one(x, forward, cols),
+  });
+  return { ...result, token };
+}
 
-  let block: Float32Array = await addon.orthonormalizeAgainst(null, gaussian, d);
-  let Q: Float32Array = new Float32Array(0), Z: Float32Array = new Float32Array(0);  // basis [m × d] and J Jᵀ Q [m × d]
-  let H = new Float64Array(0);                            // Qᵀ J Jᵀ Q [m × m]
-  let m = 0, iterations = 0;
-  let lambda: Float32Array = new Float32Array(0), rank = 0;
-  let U: Float32Array = new Float32Array(0), residuals = new Float32Array(0), converged = false;
-  for (;;) {
-    const b = block.length / d;
-    const Zb = await forward(await transposed(block, b), b);  // J Jᵀ q
-    Q = stack(Q, block);
-    Z = stack(Z, Zb);
-    const m0 = m;
-    m += b;
-    iterations++;
-    // H grows by the new block's columns Qᵀ Z_b (and rows, by symmetry)
-    const cNew = await addon.gemm(Q, Zb, m, d, b, true);  // [m × b]
-    const grown = new Float64Array(m * m);
-    for (let r = 0; r < m0; r++) grown.set(H.subarray(r * m0, (r + 1) * m0), r * m);
-    for (let r = 0; r < m; r++) {
-      for (let c = 0; c < b; c++) {
-        const x = r >= m0 ? 0.5 * (cNew[r * b + c] + cNew[(m0 + c) * b + (r - m0)]) : cNew[r * b + c];
-        grown[r * m + m0 + c] = x;
-        grown[(m0 + c) * m + r] = x;
+/**
+ * The top-k of every J_i in one sweep: each pass carries the Krylov blocks of every token not
+ * yet converged (token i's vectors on positions [i, n)), so each weight is read once per pass
+ * for all of them. One VJP of cotangents on the last position gives Jᵢᵀ u at every position at
+ * once; a JVP of tangents placed at position i gives Jᵢ w. Tokens converge and leave the
+ * batch independently; the batch is cut into chunks of tokens that keep the tangents under
+ * `batchBytes` (positions before the chunk's first token are skipped).
+ */
+async function eachTokenRandomizedSvd(system: LinearSystem, k: number, options: SvdOptions, batchBytes: number): Promise<SingularTriplets[]> {
+  const n = system.nTokens, d = system.nEmbd;
+  const tokens = Array.from({ length: n }, (_, i) => i);
+  // Cuts the rows (per token) into chunks whose [B, n − p0, d] tangents stay under the budget.
+  const chunks = (rows: Array<Float32Array | null>) => {
+    const out: number[][] = [];
+    let cur: number[] = [], rowsInCur = 0;
+    for (let t = 0; t < n; t++) {
+      const r = rows[t];
+      if (!r) continue;
+      const p0 = cur.length ? cur[0] : t;
+      if (cur.length && (rowsInCur + r.length / d) * (n - p0) * d * 4 > batchBytes) {
+        out.push(cur);
+        cur = [];
+        rowsInCur = 0;
+      }
+      cur.push(t);
+      rowsInCur += r.length / d;
+    }
+    if (cur.length) out.push(cur);
+    return out;
+  };
+  const transposed = async (rows: Array<Float32Array | null>) => {
+    const out: Array<Float32Array | null> = rows.map(() => null);
+    for (const chunk of chunks(rows)) {
+      const p0 = chunk[0], m = n - p0;
+      const g = await system.vjp(concat(chunk.map((t) => rows[t]!)), p0);  // [B, m, d]
+      let r = 0;
+      for (const t of chunk) {
+        const b = rows[t]!.length / d, o = new Float32Array(b * d);
+        for (let j = 0; j < b; j++, r++) o.set(g.subarray((r * m + t - p0) * d, (r * m + t - p0 + 1) * d), j * d);
+        out[t] = o;
       }
     }
-    H = grown;
-    const eig = await addon.svd(Float32Array.from(H), m, m);  // H is symmetric positive semidefinite: its SVD is its eigendecomposition
-    rank = eig.rank;
-    lambda = eig.s;
-    const kNow = Math.min(kk, rank);
-    const S = new Float32Array(kNow * m);  // top eigenvectors as rows [kNow × m]
-    for (let j = 0; j < kNow; j++) for (let r = 0; r < m; r++) S[j * m + r] = eig.u[r * rank + j];
-    U = await addon.gemm(S, Q, kNow, m, d, false);
-    const AU = await addon.gemm(S, Z, kNow, m, d, false);
-    residuals = new Float32Array(kNow);
-    for (let j = 0; j < kNow; j++) {
-      let r2 = 0;
-      for (let c = 0; c < d; c++) r2 += (AU[j * d + c] - lambda[j] * U[j * d + c]) ** 2;
-      const sigma = Math.sqrt(lambda[j]);
-      residuals[j] = sigma > 0 ? Math.sqrt(r2) / sigma : 0;
+    return out;
+  };
+  const forward = async (x: Array<Float32Array | null>) => {
+    const out: Array<Float32Array | null> = x.map(() => null);
+    for (const chunk of chunks(x)) {
+      const p0 = chunk[0], m = n - p0;
+      const total = chunk.reduce((a, t) => a + x[t]!.length / d, 0);
+      const tangents = new Float32Array(total * m * d);
+      let r = 0;
+      for (const t of chunk) for (let j = 0; j < x[t]!.length / d; j++, r++) tangents.set(x[t]!.subarray(j * d, (j + 1) * d), (r * m + t - p0) * d);
+      const y = await system.jvp(tangents, p0);  // [B, d]
+      r = 0;
+      for (const t of chunk) {
+        const b = x[t]!.length / d;
+        out[t] = y.slice(r * d, (r + b) * d);
+        r += b;
+      }
     }
-    converged = residuals.every((r, j) => r <= tolerance * Math.sqrt(lambda[j]));
-    options.onProgress?.(converged ? 1 : iterations / maxIterations);
-    if (converged || iterations >= maxIterations || m >= d) break;
-    // the next Krylov block: J Jᵀ q_b, orthogonalized against the whole basis
-    const next = await addon.orthonormalizeAgainst(Q, Zb, d);
-    if (next.length === 0) { converged = true; break; }  // an invariant subspace: the Ritz pairs are exact
-    block = next.subarray(0, Math.min(next.length, (d - m) * d));
+    return out;
+  };
+  return blockLanczos(system, tokens, d, k, options, { transposed, forward });
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
   }
-  const kOut = Math.min(kk, rank);
-  const values = new Float32Array(kOut);
-  for (let j = 0; j < kOut; j++) values[j] = Math.sqrt(Math.max(0, lambda[j]));
-  // v_j = Jᵀ u_j / σ_j; the sign makes u_j point along y
-  const Vt = await transposed(U.subarray(0, kOut * d), kOut);
-  const u = new Float32Array(kOut * d), v = new Float32Array(kOut * cols);
-  for (let j = 0; j < kOut; j++) {
-    let dotY = 0, vn = 0;
-    for (let r = 0; r < d; r++) dotY += U[j * d + r] * system.output[r];
-    for (let c = 0; c < cols; c++) vn += Vt[j * cols + c] ** 2;
-    const sign = dotY < 0 ? -1 : 1, scale = vn > 0 ? sign / Math.sqrt(vn) : 0;
-    for (let r = 0; r < d; r++) u[j * d + r] = sign * U[j * d + r];
-    for (let c = 0; c < cols; c++) v[j * cols + c] = scale * Vt[j * cols + c];
+  return out;
+}
+
+/** Standard normals from a seeded generator (mulberry32 + Box–Muller): the same seed, the same start block. */
+export function seededGaussian(count: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+/** Products for several Krylov runs at once: entry t of the arrays is run t's block, or null when it has left. */
+interface BatchedProducts {
+  /** Jᵀ for each run's output-space rows [b × d] → its input-space rows [b × cols]. */
+  transposed(rows: Array<Float32Array | null>): Promise<Array<Float32Array | null>>;
+  /** J for each run's input-space rows [b × cols] → output-space rows [b × d]. */
+  forward(x: Array<Float32Array | null>): Promise<Array<Float32Array | null>>;
+}
+
+/** One Krylov run's state: basis Q [m × d], Z = J Jᵀ Q, H = Qᵀ J Jᵀ Q [m × m] and its Ritz pairs. */
+interface KrylovRun {
+  block: Float32Array | null;
+  Q: Float32Array; Z: Float32Array; H: Float64Array; m: number; iterations: number;
+  lambda: Float32Array; rank: number; U: Float32Array; residuals: Float32Array; converged: boolean;
+}
+
+/**
+ * Block Lanczos on J Jᵀ for several operators J (indexed by the entries of `runs`: token
+ * positions, or one entry), each pass batching the blocks of the runs still going. Run t
+ * starts from the Gaussian block of seed (options.seed ?? 0) + t, so the per-token and the
+ * all-token routes start alike.
+ */
+async function blockLanczos(system: LinearSystem, runs: number[], cols: number, k: number, options: SvdOptions, products: BatchedProducts): Promise<SingularTriplets[]> {
+  const d = system.nEmbd;
+  const addon = getAddon();
+  const oversampling = options.oversampling ?? 10;
+  const maxIterations = options.maxIterations ?? 16;
+  const tolerance = options.tolerance ?? 1e-4;
+  const seed = options.seed ?? 0;
+  if (!Number.isInteger(oversampling) || oversampling < 0) throw new LljError("oversampling must be a non-negative integer");
+  if (!Number.isInteger(maxIterations) || maxIterations < 1) throw new LljError("maxIterations must be a positive integer");
+  if (!(tolerance > 0)) throw new LljError("tolerance must be positive");
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new LljError("seed must be an integer in [0, 2^32)");
+  const kk = Math.min(k, d, cols);
+  const l = Math.min(kk + oversampling, d, cols);
+  const state: KrylovRun[] = [];
+  for (const t of runs) {
+    state.push({ block: await addon.orthonormalizeAgainst(null, seededGaussian(l * d, (seed + t) >>> 0), d),
+      Q: new Float32Array(0), Z: new Float32Array(0), H: new Float64Array(0), m: 0, iterations: 0,
+      lambda: new Float32Array(0), rank: 0, U: new Float32Array(0), residuals: new Float32Array(0), converged: false });
   }
-  const allValues = lambda.map((x) => Math.sqrt(Math.max(0, x)));
-  return { token, values, u, v, vWidth: cols, allValues, method: "randomized",
-    residualEstimate: kOut < rank ? allValues[kOut] : 0, residuals: residuals.slice(0, kOut), iterations, converged };
+  for (let pass = 1; state.some((s) => s.block); pass++) {
+    const blocks = state.map((s) => s.block);
+    const Zs = await products.forward(await products.transposed(blocks));  // J Jᵀ q for every run still going
+    for (let r = 0; r < state.length; r++) {
+      const s = state[r], block = s.block, Zb = Zs[r];
+      if (!block || !Zb) continue;
+      const b = block.length / d;
+      s.Q = stack(s.Q, block);
+      s.Z = stack(s.Z, Zb);
+      const m0 = s.m, m = (s.m += b);
+      s.iterations++;
+      // H grows by the new block's columns Qᵀ Z_b (and rows, by symmetry)
+      const cNew = await addon.gemm(s.Q, Zb, m, d, b, true);  // [m × b]
+      const grown = new Float64Array(m * m);
+      for (let i = 0; i < m0; i++) grown.set(s.H.subarray(i * m0, (i + 1) * m0), i * m);
+      for (let i = 0; i < m; i++) {
+        for (let c = 0; c < b; c++) {
+          const x = i >= m0 ? 0.5 * (cNew[i * b + c] + cNew[(m0 + c) * b + (i - m0)]) : cNew[i * b + c];
+          grown[i * m + m0 + c] = x;
+          grown[(m0 + c) * m + i] = x;
+        }
+      }
+      s.H = grown;
+      const eig = await addon.svd(Float32Array.from(s.H), m, m);  // H is symmetric positive semidefinite: its SVD is its eigendecomposition
+      s.rank = eig.rank;
+      s.lambda = eig.s;
+      const kNow = Math.min(kk, s.rank);
+      const S = new Float32Array(kNow * m);  // top eigenvectors as rows [kNow × m]
+      for (let j = 0; j < kNow; j++) for (let i = 0; i < m; i++) S[j * m + i] = eig.u[i * s.rank + j];
+      s.U = await addon.gemm(S, s.Q, kNow, m, d, false);
+      const AU = await addon.gemm(S, s.Z, kNow, m, d, false);
+      s.residuals = new Float32Array(kNow);
+      for (let j = 0; j < kNow; j++) {
+        let r2 = 0;
+        for (let c = 0; c < d; c++) r2 += (AU[j * d + c] - s.lambda[j] * s.U[j * d + c]) ** 2;
+        const sigma = Math.sqrt(s.lambda[j]);
+        s.residuals[j] = sigma > 0 ? Math.sqrt(r2) / sigma : 0;
+      }
+      s.converged = s.residuals.every((x, j) => x <= tolerance * Math.sqrt(s.lambda[j]));
+      s.block = null;
+      if (s.converged || s.iterations >= maxIterations || m >= d) continue;
+      // the next Krylov block: J Jᵀ q_b, orthogonalized against the whole basis
+      const next = await addon.orthonormalizeAgainst(s.Q, Zb, d);
+      if (next.length === 0) s.converged = true;  // an invariant subspace: the Ritz pairs are exact
+      else s.block = next.subarray(0, Math.min(next.length, (d - m) * d));
+    }
+    const going = state.filter((s) => s.block).length;
+    options.onProgress?.(going === 0 ? 1 : Math.min(pass / maxIterations, 1));
+  }
+  // v_j = Jᵀ u_j / σ_j (one last batched pass); the sign makes u_j point along y
+  const kOut = state.map((s) => Math.min(kk, s.rank));
+  const Vts = await products.transposed(state.map((s, r) => (kOut[r] > 0 ? s.U.subarray(0, kOut[r] * d) : null)));
+  return state.map((s, r) => {
+    const kr = kOut[r], Vt = Vts[r] ?? new Float32Array(0);
+    const values = new Float32Array(kr);
+    for (let j = 0; j < kr; j++) values[j] = Math.sqrt(Math.max(0, s.lambda[j]));
+    const u = new Float32Array(kr * d), v = new Float32Array(kr * cols);
+    for (let j = 0; j < kr; j++) {
+      let dotY = 0, vn = 0;
+      for (let i = 0; i < d; i++) dotY += s.U[j * d + i] * system.output[i];
+      for (let c = 0; c < cols; c++) vn += Vt[j * cols + c] ** 2;
+      const sign = dotY < 0 ? -1 : 1, scale = vn > 0 ? sign / Math.sqrt(vn) : 0;
+      for (let i = 0; i < d; i++) u[j * d + i] = sign * s.U[j * d + i];
+      for (let c = 0; c < cols; c++) v[j * cols + c] = scale * Vt[j * cols + c];
+    }
+    const allValues = s.lambda.map((x) => Math.sqrt(Math.max(0, x)));
+    return { token: runs[r], values, u, v, vWidth: cols, allValues, method: "randomized" as const,
+      residualEstimate: kr < s.rank ? allValues[kr] : 0, residuals: s.residuals.slice(0, kr), iterations: s.iterations, converged: s.converged };
+  });
 }
 
 /**

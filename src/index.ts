@@ -3,7 +3,7 @@ export { loadModel, Model } from "./model.js";
 export type { LoadModelOptions, TensorInfo, TokenizeOptions, ReferenceForward, ReferenceForwardOptions } from "./model.js";
 export { Linearization } from "./linearization.js";
 export type { LinearizeOptions, PassOptions, LayerTap, Jacobian, Reconstruction, NonlinearReconstruction } from "./linearization.js";
-export type { SvdOptions, SingularTriplets, DecodedToken, Attribution, LayerQuantity, EmergenceRow } from "./analysis.js";
+export type { SvdOptions, SingularTriplets, EachTokenTriplets, DecodedToken, Attribution, LayerQuantity, EmergenceRow } from "./analysis.js";
 export { initBackends, getBackendInfo } from "./backends.js";
 export type { GpuOption, BackendInfo } from "./backends.js";
 export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";

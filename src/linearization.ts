@@ -4,7 +4,7 @@
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, isFloat32Array } from "./errors.js";
 import { abortFlagFor } from "./abort.js";
-import { svd, jacobianOf, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type DecodedToken,
+import { svd, svdEachToken, jacobianOf, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type EachTokenTriplets, type DecodedToken,
   type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
@@ -318,8 +318,10 @@ export class Linearization {
    * Top-k singular triplets of the detached Jacobian of one input position (default the
    * last) or of [J_1 … J_n], with left vectors pointing along y.
    */
-  async svd(options: SvdOptions = {}): Promise<SingularTriplets> {
-    return svd(this.#system(), options);
+  async svd(options: SvdOptions & { token: "each" }): Promise<EachTokenTriplets>;
+  async svd(options?: SvdOptions): Promise<SingularTriplets>;
+  async svd(options: SvdOptions = {}): Promise<SingularTriplets | EachTokenTriplets> {
+    return options.token === "each" ? svdEachToken(this.#system(), options) : svd(this.#system(), options);
   }
 
   /**

@@ -152,6 +152,47 @@ test("randomized top-k (matrix-free, JVP/VJP only) matches the exact SVD on stor
   }
 });
 
+test("every token's SVD in one sweep equals the per-token SVDs; seeded, reproducible bit for bit", async () => {
+  const n = lin.nTokens, d = lin.nEmbd;
+  const exact = await lin.svd({ token: "each", k: 4, method: "exact" });
+  expect(exact.positions).toHaveLength(n);
+  const progress: number[] = [];
+  // A small batch budget forces several chunks of tokens per pass (each skipping its prefix).
+  const sweep = await lin.svd({ token: "each", k: 4, method: "randomized", seed: 5, batchMemoryBytes: 3 * 14 * n * d * 4, onProgress: (p) => progress.push(p) });
+  expect(sweep).toMatchObject({ token: "each", method: "randomized", converged: true });
+  expect(progress[progress.length - 1]).toBe(1);
+  const iterations = new Set<number>();
+  for (let i = 0; i < n; i++) {
+    const [e, r] = [exact.positions[i], sweep.positions[i]];
+    expect([e.token, r.token]).toEqual([i, i]);
+    const one = await lin.svd({ token: i, k: 4, method: "randomized", seed: 5 });
+    expect(one.iterations).toBe(r.iterations);  // same start block, same Krylov space: the same run, batched or not
+    iterations.add(r.iterations);
+    for (let j = 0; j < 4; j++) {
+      expect(Math.abs(r.values[j] - e.values[j]) / e.values[j]).toBeLessThan(1e-4);
+      expect(Math.abs(r.values[j] - one.values[j]) / one.values[j]).toBeLessThan(1e-5);
+      expect(r.residuals[j]).toBeLessThanOrEqual(1e-4 * r.values[j]);
+    }
+    // the leading left vector is J_i's (checked with a fresh JVP at position i): J_i v₁ = σ₁ u₁
+    const tangent = new Float32Array(n * d);
+    tangent.set(r.v.subarray(0, d), i * d);
+    const jv = await lin.jvp(tangent);
+    expect(relErr(jv, r.u.subarray(0, d).map((x) => x * r.values[0]))).toBeLessThan(1e-3);
+  }
+  expect(iterations.size).toBeGreaterThan(1);  // tokens left the batch at different passes
+  // the same seed gives the same result bit for bit; another seed converges to the same values
+  const again = await lin.svd({ token: "each", k: 4, method: "randomized", seed: 5, batchMemoryBytes: 3 * 14 * n * d * 4 });
+  for (let i = 0; i < n; i++) {
+    expect(Array.from(again.positions[i].values)).toEqual(Array.from(sweep.positions[i].values));
+    expect(Array.from(again.positions[i].u)).toEqual(Array.from(sweep.positions[i].u));
+  }
+  const other = await lin.svd({ token: "each", k: 4, method: "randomized", seed: 6 });
+  expect(Array.from(other.positions[n - 1].u)).not.toEqual(Array.from(sweep.positions[n - 1].u));
+  for (let i = 0; i < n; i++) expect(relErr(other.positions[i].values, exact.positions[i].values)).toBeLessThan(1e-4);
+  await expect(lin.svd({ token: "each", method: "randomized", batchMemoryBytes: 0 })).rejects.toThrow(/batchMemoryBytes/);
+  await expect(lin.svd({ token: -1, method: "randomized", seed: -1 })).rejects.toThrow(/seed/);
+});
+
 test("randomized top-k matches the exact SVD on a d=512 synthetic model", async () => {
   const m = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536 }, "F32"), gpu: false });
   try {
