@@ -44,10 +44,14 @@ struct LinState {
     std::vector<std::vector<int32_t>> moe_ids;  // host copy of the chosen experts [k·n] per moe layer
     ggml_context * frozen_ctx = nullptr;
     ggml_backend_buffer_t frozen_buf = nullptr;
+    // Holds the model for as long as any worker holds this state (released last, below).
+    std::unique_ptr<ModelUse> use;
 
     ~LinState() {
         if (frozen_buf) ggml_backend_buffer_free(frozen_buf);
         if (frozen_ctx) ggml_free(frozen_ctx);
+        runner.reset();
+        use.reset();
     }
 
     size_t graph_size() const {
@@ -345,7 +349,7 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
     ~NativeLinearization() override { release(); }
 
     std::shared_ptr<LinState> state(Napi::Env env) {
-        if (!state_) throw Napi::Error::New(env, "the linearization has been disposed");
+        if (!state_) throw Napi::Error::New(env, "[DISPOSED] the linearization has been disposed");
         return state_;
     }
 
@@ -742,6 +746,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     llama_model * model = nm->get(env);
     auto opts = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
     auto s = std::make_unique<LinState>();
+    s->use = std::make_unique<ModelUse>(nm, model_obj);
     s->model = model;
     s->exact = get_bool(opts, "exact", true);
     s->use_blas = get_bool(opts, "blas", true);

@@ -40,7 +40,7 @@ async function info(argv: { model: string; gpu?: string; tensors?: boolean; json
     model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
   } catch (e) {
     // An architecture llj-gguf does not linearize: still show what the file is, and why.
-    if (!(e instanceof LljError) || e.code !== "unsupported-architecture") throw e;
+    if (!(e instanceof LljError) || e.code !== "UNSUPPORTED") throw e;
     const g = await readGgufSummary(argv.model);
     const h = g.hparams;
     const summary = { path: g.path, architecture: g.architecture, supported: false, reason: unsupportedReason(g.architecture),

@@ -43,7 +43,7 @@ test("a GGUF of an unsupported architecture", async () => {
   const err = await loadModel({ modelPath: f, gpu: false }).catch((e) => e);
   expect(err.message).toMatch(/architecture "mamba" .* is not supported by llj-gguf: its layers carry a recurrent state/);
   expect(err.message).toMatch(/\(supported: llama, mistral3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2, phi3, gpt2, starcoder, phi2, gptneox, starcoder2, falcon, mpt\)/);
-  expect(err.code).toBe("unsupported-architecture");
+  expect(err.code).toBe("UNSUPPORTED");
   const bloom = await loadModel({ modelPath: await writeArchitectureStub(path.join(tmp, "bloom.gguf"), "bloom", 1), gpu: false }).catch((e) => e);
   expect(bloom.message).toMatch(/its graph in the LayerNorm and non-gated MLP family is not written yet \(gpt2's, .* and mpt's are/);
 });
