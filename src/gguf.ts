@@ -3,6 +3,7 @@
 import { stat } from "node:fs/promises";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
+import { readGgufHeader } from "./gguf-header.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
 export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon", "mpt"] as const;
@@ -96,7 +97,18 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
     size = s.size;
   } catch (e) {
     if (e instanceof LljError) throw e;
+    const why = (e as NodeJS.ErrnoException).code;
+    if (why === "ELOOP") throw new LljError(`cannot open ${modelPath}: a loop of symbolic links`, { cause: e, code: "INVALID_MODEL" });
+    if (why === "EACCES") throw new LljError(`cannot open ${modelPath}: permission denied`, { cause: e, code: "INVALID_MODEL" });
+    if (why === "ENAMETOOLONG") throw new LljError(`cannot open the model: the path is too long`, { cause: e, code: "INVALID_MODEL" });
     throw new LljError(`model file not found: ${modelPath}`, { cause: e, code: "INVALID_MODEL" });
+  }
+  // bounded walk first: node-llama-cpp's reader trusts the header's counts
+  try {
+    await readGgufHeader(modelPath, size);
+  } catch (e) {
+    if (e instanceof LljError) throw e;
+    throw new LljError(`cannot read ${modelPath}: ${(e as Error).message}`, { cause: e, code: "INVALID_MODEL" });
   }
   let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
   try {
