@@ -8,7 +8,7 @@ import { readGgufSummary, unsupportedReason, SUPPORTED_ARCHITECTURES } from "./g
 import { syntheticModel, TINY_LLAMA } from "./synthetic.js";
 import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } from "./report.js";
 import { writeNpy } from "./npy.js";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants as fsConstants, mkdirSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Linearization } from "./linearization.js";
 import type { GpuOption } from "./backends.js";
@@ -160,7 +160,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
  * Jacobian (n·d² floats) is written when the exact SVD route computed it (d ≤ 256).
  */
 async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSummary): Promise<void> {
-  mkdirSync(dir, { recursive: true });
+  makeOutputDir(dir);
   const { lin, svd } = a;
   const n = lin.nTokens, d = lin.nEmbd, k = svd.values.length;
   const files: Record<string, { shape: number[]; meaning: string }> = {};
@@ -185,7 +185,47 @@ async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSumm
   writeFileSync(path.join(dir, "manifest.json"), JSON.stringify({ summary, files }, null, 2) + "\n");
 }
 
+/**
+ * Creates an output folder one level at a time from its nearest existing ancestor, which must
+ * be a writable folder: a recursive mkdir under /proc or /sys can loop forever instead of failing.
+ */
+function makeOutputDir(dir: string): void {
+  const target = path.resolve(dir);
+  const missing: string[] = [];
+  let at = target;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOTDIR") throw new LljError(`--npy ${dir}: part of the path is a file, not a folder`);
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new LljError(`--npy ${dir}: cannot use ${at} (${(e as Error).message})`);
+      const up = path.dirname(at);
+      if (up === at || missing.length > 64) throw new LljError(`--npy ${dir}: no existing parent folder`);
+      missing.push(at);
+      at = up;
+      continue;
+    }
+    if (!st.isDirectory()) throw new LljError(`--npy ${dir}: ${at} is not a folder`);
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      throw new LljError(`--npy ${dir}: cannot create ${d} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  try {
+    accessSync(target, fsConstants.W_OK);
+  } catch {
+    throw new LljError(`--npy ${dir}: the folder is not writable`);
+  }
+}
+
 async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }) {
+  // refuse a bad output folder before the (long) analysis, not after it
+  if (argv.npy !== undefined) makeOutputDir(argv.npy);
   const loading = statusLine();
   const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading") })
     .finally(loading.clear);
@@ -226,9 +266,9 @@ async function main() {
     .command("analyze <model> <prompt>", "linearize the model on a prompt: prediction, exact reconstruction, token contributions",
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .positional("prompt", { type: "string", demandOption: true })
-        .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
+        .option("precision", { choices: ["exact", "fast"], default: "exact", requiresArg: true, describe: "exact: F32 products on dequantized weights" })
         .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it)" })
-        .option("npy", { type: "string", describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
+        .option("npy", { type: "string", requiresArg: true, describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
         .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" }),
       (argv) => analyze(argv as unknown as { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string }))
     .command("demo", "generate a tiny synthetic model (no download) and show it",

@@ -139,7 +139,7 @@ export async function readGgufHeader(file: string, size: number): Promise<GgufHe
       const typeOffset = r.pos;
       const type = await r.u32(`the type of ${label}`);
       const dataOffset = await r.u64(`the data offset of ${label}`);
-      if (dataOffset > BigInt(size)) r.fail(`${label} starts at byte ${dataOffset} of its data, beyond the file's ${size} bytes`);
+      if (dataOffset > BigInt(size)) r.fail(`${label} starts at byte ${dataOffset} of its data, beyond the file's ${size} bytes (is the file truncated?)`);
       tensors.push({ name, dims, type, typeOffset, dataOffset: Number(dataOffset) });
     }
     return { version, nKv, keys, tensors, end: r.pos };

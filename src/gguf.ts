@@ -245,6 +245,9 @@ export function assertValidHyperParameters(summary: GgufSummary): void {
   intKey(`${a}.attention.value_length`, 1, 1 << 16, true);
   intKey(`${a}.feed_forward_length`, 1, 1 << 24, true);
   intKey(`${a}.context_length`, 1, 2 ** 31 - 1, true);
+  const embd = summary.tensors.find((t) => t.name === "token_embd.weight");
+  if (!embd) throw bad("the tensor token_embd.weight is missing");
+  if (embd.shape[0] !== nEmbd) throw bad(`token_embd.weight has rows of ${embd.shape[0]} values, but ${a}.embedding_length is ${nEmbd}`);
   if (nHead !== undefined && nHeadKv !== undefined && nHead % nHeadKv !== 0) {
     throw bad(`${a}.attention.head_count (${nHead}) must be a multiple of ${a}.attention.head_count_kv (${nHeadKv})`);
   }
@@ -269,9 +272,6 @@ export function assertValidHyperParameters(summary: GgufSummary): void {
     if (t.shape.length < 1 || t.shape.length > 4) throw bad(`tensor ${name} has ${t.shape.length} dimensions (ggml allows 1 to 4)`);
     if (t.shape.some((d) => !Number.isSafeInteger(d) || d < 1)) throw bad(`tensor ${name} has an invalid shape [${t.shape.join(", ")}]`);
   }
-  const embd = summary.tensors.find((t) => t.name === "token_embd.weight");
-  if (!embd) throw bad("the tensor token_embd.weight is missing");
-  if (embd.shape[0] !== nEmbd) throw bad(`token_embd.weight has rows of ${embd.shape[0]} values, but ${a}.embedding_length is ${nEmbd}`);
   const nVocab = embd.shape[1] ?? 1;
   for (const key of ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"]) {
     const v = lookup(m, key);

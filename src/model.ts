@@ -370,6 +370,9 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   const hasGpu = !cpuOnly && backends.gpuBackends.length > 0;
   const gl = options.gpuLayers ?? "auto";
   let gpuLayers: number;
+  if (gl !== "auto" && gl !== "max" && !(Number.isInteger(gl) && (gl as number) >= 0)) {
+    throw invalid(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
+  }
   if (cpuOnly && gl !== "auto" && gl !== 0) throw new LljError(`gpuLayers ${JSON.stringify(gl)} needs a GPU, but gpu is false`);
   if (gl === "max") gpuLayers = 999999;
   else if (gl === "auto") gpuLayers = hasGpu ? 999999 : 0;
