@@ -27,6 +27,8 @@ export interface SvdOptions {
   tolerance?: number;
   /** Randomized route: called after each Krylov block with blocks done / maxIterations. */
   onProgress?: (progress: number) => void;
+  /** Stops the products (the call then rejects with ABORTED). */
+  signal?: AbortSignal;
 }
 
 export interface SingularTriplets {

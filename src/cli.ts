@@ -227,8 +227,16 @@ async function analyze(argv: { model: string; prompt: string; gpu?: string; prec
   // refuse a bad output folder before the (long) analysis, not after it
   if (argv.npy !== undefined) makeOutputDir(argv.npy);
   const loading = statusLine();
-  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading") })
+  const interrupt = new AbortController();
+  const onSigint = () => {
+    interrupted = true;
+    interrupt.abort(new LljError("interrupted (Ctrl-C)", { code: "ABORTED" }));
+  };
+  process.once("SIGINT", onSigint);
+  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading"), signal: interrupt.signal })
     .finally(loading.clear);
+  // Ctrl-C: stop every running native call (they reject with ABORTED) and free the model
+  interrupt.signal.addEventListener("abort", () => void model.dispose({ abort: true }).catch(() => {}), { once: true });
   try {
     let arrays: Record<string, number[]> | undefined;
     const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers, async (a, s) => {
@@ -249,9 +257,13 @@ async function analyze(argv: { model: string; prompt: string; gpu?: string; prec
       if (argv.npy) console.log(`arrays written to ${argv.npy}/ (see manifest.json)`);
     }
   } finally {
+    process.removeListener("SIGINT", onSigint);
     await model.dispose();
   }
 }
+
+/** Set by Ctrl-C during analyze: whatever then fails, the run was interrupted. */
+let interrupted = false;
 
 async function main() {
   await yargs(hideBin(process.argv))
@@ -284,7 +296,8 @@ async function main() {
 }
 
 main().catch((e: unknown) => {
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = interrupted ? "interrupted (Ctrl-C)" : e instanceof Error ? e.message : String(e);
   console.error(`llj-gguf: ${msg.split("\n")[0]}`);
-  process.exit(1);
+  // 130: the shell's code for a run stopped by SIGINT
+  process.exit(interrupted || (e instanceof LljError && e.code === "ABORTED") ? 130 : 1);
 });

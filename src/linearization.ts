@@ -405,7 +405,8 @@ export class Linearization {
    */
   async svd(options: SvdOptions = {}): Promise<SingularTriplets> {
     const o = check.options("svd options", options);
-    return this.#lc.run(() => svd(this.#system(), o));
+    const signal = check.optionalSignal("signal", o.signal);
+    return this.#lc.run(() => svd(this.#system(signal), o));
   }
 
   /**
@@ -504,12 +505,13 @@ export class Linearization {
   }
 
   /** The operator as the analyses see it. */
-  #system() {
+  #system(signal?: AbortSignal) {
+    // the cached Jacobian is shared by later calls, so one caller's signal does not stop it
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
       jacobian: () => this.#cachedJacobian(), reconstruction: () => this.#cachedReconstruction(),
-      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.#jacobianOf(this.#pass({ firstPosition: i })))).block(i),
-      jvp: (t: Float32Array, firstPosition?: number) => this.#jvp(t, this.#pass({ firstPosition })),
-      vjp: (u: Float32Array, firstPosition?: number) => this.#vjp(u, this.#pass({ firstPosition })) };
+      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.#jacobianOf(this.#pass({ firstPosition: i, signal })))).block(i),
+      jvp: (t: Float32Array, firstPosition?: number) => this.#jvp(t, this.#pass({ firstPosition, signal })),
+      vjp: (u: Float32Array, firstPosition?: number) => this.#vjp(u, this.#pass({ firstPosition, signal })) };
   }
 
   /**

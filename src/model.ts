@@ -206,6 +206,14 @@ export class Model {
       if (signal.aborted) throw abortedError(signal.reason);
       const out = await this.#get().referenceForward(Int32Array.from(tokens), { layerInputs, threads, contextSize }).catch((e) => { throw fromNative(e); });
       if (signal.aborted) throw abortedError(signal.reason);
+      // llama.cpp's own forward on a broken file: refused like ours, never returned as NaN
+      const where = [...(out.layerInputs ?? []).map((h, l) => [`the input of layer ${l}`, h] as const),
+        ["the final hidden state", out.hidden] as const, ["the logits", out.logits] as const]
+        .find(([, a]) => firstNonFinite(a) >= 0);
+      if (where) {
+        const i = firstNonFinite(where[1]);
+        throw new LljError(`llama.cpp's forward: ${where[0]} is ${kind(where[1][i])} at index ${i}: check the weights before it`, { code: "NON_FINITE" });
+      }
       let top = 0;
       for (let i = 1; i < out.logits.length; i++) if (out.logits[i] > out.logits[top]) top = i;
       return { ...out, topTokenText: this.#pieces([top])[0] };

@@ -26,7 +26,9 @@ const groups: Array<{ title: string; body: string }> = [];
 // ---------------------------------------------------------------------------------------
 // Files: copies of stories260K with one field patched, found with the bounded header walk.
 
-async function patchedCopies(): Promise<Array<{ name: string; file: string; message: RegExp; codes: string[] }>> {
+interface FileCase { name: string; file: string; message: RegExp; codes: string[]; reference?: boolean }
+
+async function patchedCopies(): Promise<FileCase[]> {
   const size = statSync(STORIES).size;
   const h = await readGgufHeader(STORIES, size);
   const dataStart = Math.ceil(h.end / 32) * 32;  // general.alignment is absent: 32
@@ -40,7 +42,7 @@ async function patchedCopies(): Promise<Array<{ name: string; file: string; mess
     if (!t) throw new Error(`stories260K has no tensor ${n}`);
     return t;
   };
-  const out: Array<{ name: string; file: string; message: RegExp; codes: string[] }> = [];
+  const out: FileCase[] = [];
   let i = 0;
   const make = (name: string, message: RegExp, codes: string[], patch: (b: Buffer) => Buffer | void) => {
     const buf = readFileSync(STORIES);
@@ -109,6 +111,11 @@ async function patchedCopies(): Promise<Array<{ name: string; file: string; mess
   make("NaN LM head row", /logit of token \d+ is NaN: check output\.weight \(the LM head\)/, NF, fill("output.weight", NaN, 64, 64 * 7));
   make("infinite attn_norm (blk.0)", /blk\.0 output .* at position \d+: check blk\.0\.attn_/, NF, fill("blk.0.attn_norm.weight", Infinity));
   make("NaN value projection (blk.4.attn_v)", /blk\.4 output .* NaN at position \d+: check blk\.4\.attn_/, NF, fill("blk.4.attn_v.weight", NaN));
+  // llama.cpp's own forward on the same broken weights: refused too, not returned as NaN
+  const nanAttn = out.find((c) => c.name.startsWith("NaN attention weight"))!;
+  out.push({ ...nanAttn, name: "referenceForward on a NaN attention weight", message: /llama\.cpp's forward: the input of layer 4 is NaN/, reference: true });
+  const nanNorm = out.find((c) => c.name === "NaN output norm")!;
+  out.push({ ...nanNorm, name: "referenceForward on a NaN output norm", message: /llama\.cpp's forward: the final hidden state is NaN/, reference: true });
   return out;
 }
 
@@ -123,7 +130,7 @@ function findTensorInfo(b: Buffer, name: string): number {
 
 const SMALL: SyntheticSpec = { ...TINY_LLAMA, seed: 901, nEmbd: 64, nFf: 128, nHead: 4, nHeadKv: 2, tiedEmbeddings: true };
 
-async function syntheticCases(): Promise<Array<{ name: string; file: string; message: RegExp; codes: string[] }>> {
+async function syntheticCases(): Promise<FileCase[]> {
   const M = ["INVALID_MODEL"];
   const out = [];
   for (const [label, v] of [["0", 0], ["NaN", NaN], ["negative", -5], ["infinite", Infinity]] as const) {
@@ -328,7 +335,9 @@ test("the hostile-input corpus: every case refused by name, no signal, no hang, 
       title: `files ${k + 1}`,
       body: batch.map((f) => `await outcome(${JSON.stringify(f.name)}, async () => {
         const m = await lib.loadModel({ modelPath: ${JSON.stringify(f.file)}, gpu: false });
-        try { const lin = await m.linearize("Once upon a time"); return lin.output; } finally { await m.dispose(); }
+        try {
+          ${f.reference ? `return (await m.referenceForward("Once upon a time")).hidden;` : `const lin = await m.linearize("Once upon a time"); return lin.output;`}
+        } finally { await m.dispose(); }
       });`).join("\n"),
     });
     for (const f of batch) expectations.push({ name: f.name, message: f.message, codes: f.codes });

@@ -105,3 +105,25 @@ test("concurrent linearizations of one model equal sequential ones bit for bit",
   expectClean(r);
   expect(r.reports[0]).toEqual({ same: true });
 });
+
+test("Ctrl-C (SIGINT) stops `analyze` within a second: one line, exit 130", async () => {
+  const { spawn } = await import("node:child_process");
+  const path = await import("node:path");
+  const { packageRoot } = await import("../src/native.js");
+  const { STORIES } = await import("./helpers.js");
+  // ~1300 tokens with --layers: over a minute of work uninterrupted
+  const prompt = Array(60).fill("Once upon a time, there was a little girl named Lily who loved to play in the park with her dog.").join(" ");
+  const child = spawn(process.execPath, [path.join(packageRoot, "dist", "src", "cli.js"), "analyze", STORIES, prompt, "--gpu", "false", "--layers"],
+    { env: { ...process.env, NODE_OPTIONS: "" }, stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (b) => (stderr += b));
+  const done = new Promise<{ status: number | null; signal: string | null }>((r) => child.on("close", (status, signal) => r({ status, signal })));
+  await new Promise((r) => setTimeout(r, 3000));
+  const t0 = Date.now();
+  child.kill("SIGINT");
+  const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const r = await done;
+  clearTimeout(killer);
+  expect({ ...r, stderr: stderr.trim() }).toEqual({ status: 130, signal: null, stderr: "llj-gguf: interrupted (Ctrl-C)" });
+  expect(Date.now() - t0).toBeLessThan(1000);
+});
