@@ -25,7 +25,7 @@ let counter = 0;
  * `report(obj)` (one JSON line to the parent) and `outcome(name, promiseOrFn)`, which reports
  * how a call ended: { name, outcome: "resolved" | "rejected", code, message, nonFinite }.
  */
-export function runChild(body: string, options: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<ChildResult> {
+export function runChild(body: string, options: { timeoutMs?: number; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<ChildResult> {
   const file = path.join(dir, `child-${process.pid}-${counter++}.mjs`);
   const index = pathToFileURL(path.join(packageRoot, "dist", "src", "index.js")).href;
   writeFileSync(file, `
@@ -53,7 +53,7 @@ const outcome = async (name, call) => {
 ${body}
 `);
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [file], { env: { ...process.env, NODE_OPTIONS: "", ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), file], { env: { ...process.env, NODE_OPTIONS: "", ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "", stderr = "", timedOut = false;
     child.stdout.on("data", (b) => (stdout += b));
     child.stderr.on("data", (b) => (stderr += b));
