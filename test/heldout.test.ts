@@ -3,6 +3,9 @@
 // reranker head. Each is generated here and must linearize exactly (the four invariants,
 // against llama.cpp's own forward).
 import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticSpec } from "../src/index.js";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { packageRoot } from "../src/native.js";
 import { relErr, randn, adjointError } from "./helpers.js";
 
 const STORY = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her dog. " +
@@ -43,4 +46,13 @@ test.each(cases)("%s: faithful, exact, adjoint, linear", async (name, spec) => {
   } finally {
     await model.dispose();
   }
+});
+
+test("info lists the reranker head as a tensor llama.cpp loads but never applies", async () => {
+  const file = await syntheticModel(cases[2][1]);
+  const r = spawnSync(process.execPath, [path.join(packageRoot, "dist", "src", "cli.js"), "info", file, "--gpu", "false"],
+    { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/ignored\s+1 tensors llama\.cpp loads but never applies: cls\.output\.weight/);
+  expect(r.stdout).toMatch(/exact, linear/);
 });
