@@ -3,7 +3,7 @@
 // built on those products.
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, fromNative, abortedError, invalid } from "./errors.js";
-import { abortFlagFor } from "./abort.js";
+import { abortFlagFor, guardedProgress } from "./abort.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
 import * as check from "./validate.js";
 import { svd, jacobianOf, decodeVectors, attribution, layerSystem, type VocabAccess, type SvdOptions, type SingularTriplets, type DecodedToken,
@@ -122,6 +122,11 @@ export function errors(a: Float32Array, y: Float32Array): { relativeError: numbe
   return { relativeError, maxAbsError: max };
 }
 
+/** The rejection of an operation whose onProgress callback threw. */
+export function progressError(e: unknown): LljError {
+  return new LljError(`onProgress threw: ${e instanceof Error ? e.message : String(e)}`, { code: "INVALID_ARGUMENT", cause: e });
+}
+
 function firstNonFinite(a: Float32Array): number {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
   return -1;
@@ -213,15 +218,22 @@ export class Linearization {
    * as LljErrors. Internal steps of tracked operations call this directly, so that an
    * operation running when dispose() begins finishes rather than being refused halfway.
    */
-  async #call<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array) => Promise<T>): Promise<T> {
+  async #call<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array, progress?: (p: number) => void) => Promise<T>,
+    onProgress?: (p: number) => void): Promise<T> {
     const native = this.#get();
     const sig = this.#lc.signal(signal);
     if (sig.aborted) throw abortedError(sig.reason);
     const { flag, done } = abortFlagFor(sig);
+    const guard = guardedProgress(onProgress, flag);
     try {
-      return await call(native, flag);
+      const out = await call(native, flag, guard.progress);
+      // a callback that threw fails the call even when the work finished first
+      if (guard.error() !== undefined) throw progressError(guard.error());
+      return out;
     } catch (e) {
+      if (e instanceof LljError) throw e;
       if (sig.aborted) throw abortedError(sig.reason);
+      if (guard.error() !== undefined) throw progressError(guard.error());
       throw fromNative(e);
     } finally {
       done();
@@ -270,7 +282,7 @@ export class Linearization {
     if (tangents.length === 0 || tangents.length % per !== 0) {
       throw invalid(`tangents must be a Float32Array of B·n·d values (n·d = ${m}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
-    const out = await this.#call(pass.signal, (n, flag) => n.jvp(tangents, tangents.length / per, pass.allPositions, pass.onProgress, flag, pass.tap));
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.jvp(tangents, tangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
     return Linearization.#finite("jvp", out);
   }
 
@@ -291,7 +303,7 @@ export class Linearization {
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
       throw invalid(`cotangents must be a Float32Array of ${pass.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
     }
-    const out = await this.#call(pass.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, pass.allPositions, pass.onProgress, flag, pass.tap));
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.vjp(cotangents, cotangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
     return Linearization.#finite("vjp", out);
   }
 
@@ -305,7 +317,7 @@ export class Linearization {
   }
 
   async #jacobianOf(pass: Pass): Promise<Jacobian> {
-    const data = await this.#call(pass.signal, (n, flag) => n.jacobian(pass.onProgress, flag, pass.tap));
+    const data = await this.#call(pass.signal, (n, flag, progress) => n.jacobian(progress, flag, pass.tap), pass.onProgress);
     return jacobianOf(Linearization.#finite("jacobian", data), this.nTokens, this.nEmbd, pass.tap.firstPosition ?? 0);
   }
 

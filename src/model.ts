@@ -4,9 +4,9 @@ import { getAddon, type NativeModel, type NativeTensor, type NativeLinearization
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, assertValidHyperParameters, type HyperParameters, type GgufSummary } from "./gguf.js";
 import { LljError, isFloat32Array, fromNative, abortedError, invalid } from "./errors.js";
-import { abortFlagFor } from "./abort.js";
+import { abortFlagFor, guardedProgress } from "./abort.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
-import { Linearization, type LinearizeOptions } from "./linearization.js";
+import { Linearization, progressError, type LinearizeOptions } from "./linearization.js";
 import * as check from "./validate.js";
 
 export interface LoadModelOptions {
@@ -269,15 +269,21 @@ export class Model {
       const signal = this.#lc.signal(userSignal);
       if (signal.aborted) throw abortedError(signal.reason);
       const { flag, done } = abortFlagFor(signal);
+      const guard = guardedProgress(onProgress, flag);
       let native: NativeLinearization;
       try {
         native = await getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings,
-          { threads, exact: precision === "exact", batchMemoryBytes, blas, contextSize }, onProgress, flag);
+          { threads, exact: precision === "exact", batchMemoryBytes, blas, contextSize }, guard.progress, flag);
       } catch (e) {
         if (signal.aborted) throw abortedError(signal.reason);
+        if (guard.error() !== undefined) throw progressError(guard.error());
         throw fromNative(e);
       } finally {
         done();
+      }
+      if (guard.error() !== undefined) {
+        native.dispose();
+        throw progressError(guard.error());
       }
       const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin));
       this.#linearizations.add(lin);
@@ -367,7 +373,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
     throw invalid("loadModel needs { modelPath: string }");
   }
   const signal = check.optionalSignal("signal", options.signal);
-  check.optionalFunction("onLoadProgress", options.onLoadProgress);
+  const onLoadProgress = check.optionalFunction<(p: number) => void>("onLoadProgress", options.onLoadProgress);
   check.optionalBoolean("useMmap", options.useMmap);
   if (signal?.aborted) throw abortedError(signal.reason);
   const backends = initBackends(options.gpu ?? "auto");
@@ -389,11 +395,13 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
 
   const { flag, done } = abortFlagFor(signal);
+  const guard = guardedProgress(onLoadProgress, flag);
   try {
     const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
-      options.onLoadProgress, flag);
+      guard.progress, flag);
     try {
       if (signal?.aborted) throw abortedError(signal.reason);
+      if (guard.error() !== undefined) throw progressError(guard.error());
       return new Model(native, gguf, backends);
     } catch (e) {
       native.dispose();
@@ -401,6 +409,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
     }
   } catch (e) {
     if (signal?.aborted) throw abortedError(signal.reason);
+    if (guard.error() !== undefined) throw progressError(guard.error());
     throw fromNative(e, "INVALID_MODEL");
   } finally {
     done();

@@ -67,4 +67,4 @@ ${body}
 }
 
 /** Signs of a native crash in a child's stderr (ggml's asserts, V8's fatal errors, sanitizers). */
-export const CRASH_SIGNATURE = /GGML_ASSERT|Segmentation fault|Aborted|core dumped|FATAL ERROR|Fatal error|SIGSEGV|SIGABRT|terminate called|AddressSanitizer/;
+export const CRASH_SIGNATURE = /GGML_ASSERT|Uncaught N-API callback exception|Segmentation fault|Aborted|core dumped|FATAL ERROR|Fatal error|SIGSEGV|SIGABRT|terminate called|AddressSanitizer/;

@@ -204,6 +204,8 @@ apiCases.push({
     ["loadModel gpuLayers -1", /gpuLayers must be a non-negative integer/, A, `lib.loadModel({ modelPath: STORIES, gpu: false, gpuLayers: -1 })`],
     ["loadModel signal: {}", /signal must be an AbortSignal/, A, `lib.loadModel({ modelPath: STORIES, gpu: false, signal: {} })`],
     ["loadModel aborted", /abort/i, ["ABORTED"], `lib.loadModel({ modelPath: STORIES, gpu: false, signal: AbortSignal.abort() })`],
+    ["onLoadProgress throws", /onProgress threw: boom/, A, `lib.loadModel({ modelPath: STORIES, gpu: false, onLoadProgress: () => { throw new Error("boom"); } })`],
+    ["linearize onProgress throws", /onProgress threw: boom/, A, `model.linearize(P, { onProgress: () => { throw new Error("boom"); } })`],
   ],
 });
 apiCases.push({
@@ -229,6 +231,8 @@ apiCases.push({
     ["jvp signal: {}", /signal must be an AbortSignal/, A, `lin.jvp(lin.inputEmbeddings, { signal: {} })`],
     ["jacobian layer -1", /layer must be an integer/, A, `lin.jacobian({ tap: "mlp", layer: -1 })`],
     ["jacobian aborted", /abort/i, ["ABORTED"], `lin.jacobian({ signal: AbortSignal.abort() })`],
+    ["jacobian onProgress throws", /onProgress threw: boom/, A, `lin.jacobian({ onProgress: () => { throw new Error("boom"); } })`],
+    ["vjp onProgress throws a string", /onProgress threw: nope/, A, `lin.vjp(new Float32Array(d), { onProgress: () => { throw "nope"; } })`],
     ["svd(null)", /svd options must be an options object, not null/, A, `lin.svd(null)`],
     ["svd k 0", /k must be a positive integer/, A, `lin.svd({ k: 0 })`],
     ["svd k 1.5", /k must be a positive integer/, A, `lin.svd({ k: 1.5 })`],
