@@ -37,11 +37,13 @@ export function invalid(message: string): LljError {
  */
 export function fromNative(e: unknown, fallback: LljErrorCode = "NATIVE"): LljError {
   if (e instanceof LljError) return e;
-  const raw = e instanceof Error ? e.message : String(e);
+  // by shape, not instanceof: native errors may come from another realm (vm contexts, jest)
+  const err = typeof e === "object" && e !== null ? (e as { message?: unknown; name?: unknown }) : undefined;
+  const raw = typeof err?.message === "string" ? err.message : String(e);
   const m = /^\[([A-Z_]+)\] ([\s\S]*)$/.exec(raw);
   if (m && CODES.has(m[1])) return new LljError(m[2], { code: m[1] as LljErrorCode, cause: e });
   let code: LljErrorCode = fallback;
-  if (e instanceof RangeError || e instanceof TypeError) code = "INVALID_ARGUMENT";
+  if (err?.name === "RangeError" || err?.name === "TypeError") code = "INVALID_ARGUMENT";
   else if (/has been disposed/.test(raw)) code = "DISPOSED";
   else if (/\b(out of memory|failed to allocate|bad_alloc|cannot allocate)\b/i.test(raw)) code = "OUT_OF_MEMORY";
   return new LljError(raw, { code, cause: e });

@@ -79,3 +79,24 @@ test("bad prompts are refused before llama.cpp sees them, and the process surviv
     await model.dispose();
   }
 });
+
+const failure = (p: Promise<unknown>): Promise<LljError> => p.then(() => { throw new Error("resolved"); }, (x: unknown) => x as LljError);
+
+test("native refusals are LljErrors with a code and a clean message, also from another realm (jest's vm)", async () => {
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    const lin = await model.linearize("Once upon a time");
+    const nan = new Float32Array(lin.nTokens * lin.nEmbd).fill(NaN);
+    const e = await failure(lin.jvp(nan));
+    expect(e).toBeInstanceOf(LljError);
+    expect(e.code).toBe("INVALID_ARGUMENT");
+    expect(e.message).toMatch(/^tangents holds a non-finite value at index 0/);
+    const c = await failure(model.linearize("Once upon a time", { contextSize: 2 }));
+    expect([c.code, c.message]).toEqual(["INVALID_ARGUMENT", "contextSize is smaller than the prompt"]);
+    await lin.dispose();
+    const d = await failure(lin.vjp(new Float32Array(lin.nEmbd)));
+    expect([d.code, d.message]).toEqual(["DISPOSED", "the linearization has been disposed"]);
+  } finally {
+    await model.dispose();
+  }
+});
