@@ -98,6 +98,9 @@ async function patchedCopies(): Promise<FileCase[]> {
   make("truncated inside the header", /truncated|ends/, M, (b) => b.subarray(0, 100));
   make("truncated inside the tensor data", /truncated|out of bounds|not within the file bounds|could not load|failed to (load|read)/i, M, (b) => b.subarray(0, Math.floor(size * 0.6)));
   make("an empty file", /shorter than the GGUF magic/, M, () => Buffer.alloc(0));
+  // refused by llama.cpp's loader: its error leads the message, before its warnings
+  make("a required tensor missing (renamed)", /llama\.cpp could not load .* \(llama\.cpp: llama_model_load: error loading model: check_tensor_dims: tensor 'blk\.0\.ffn_up\.weight' not found/, M,
+    (b) => void b.write("blk.0.ffn_uq.weight", b.indexOf("blk.0.ffn_up.weight")));
   const fill = (name: string, v: number, count?: number, from = 0) => (b: Buffer) => {
     const t = tensor(name);
     const n = count ?? t.dims.reduce((a, x) => a * x, 1);
