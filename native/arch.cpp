@@ -315,7 +315,8 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
     // Loaded by llama.cpp for this architecture, never applied by its graph (DESIGN.md §6).
     auto loaded_not_applied = [&](const std::string & name, const std::string & role) {
         if (role.size() > 12 && role.compare(role.size() - 12, 12, ".input_scale") == 0) return true;
-        if (name == "cls_out.weight" || name == "cls_out.bias") return true;  // reranker head, unused by the LM graph
+        // reranker heads (qwen3's cls.output.weight): applied only in rank pooling, never in the LM logits
+        if (name == "cls_out.weight" || name == "cls_out.bias" || name == "cls.output.weight" || name == "cls.output.bias") return true;
         if (!s.arch.ffn_scale && (role == "ffn_gate.scale" || role == "ffn_up.scale" || role == "ffn_down.scale")) return true;
         if (!s.arch.qkv_bias_scale && (role == "attn_q.bias" || role == "attn_k.bias" || role == "attn_v.bias" ||
                                        role == "attn_q.scale" || role == "attn_k.scale" || role == "attn_v.scale")) return true;

@@ -16,10 +16,19 @@ LogCapture::LogCapture() : prev_(t_capture) { t_capture = this; }
 LogCapture::~LogCapture() { t_capture = prev_; }
 
 std::string LogCapture::text() const {
+    // llama.cpp logs warnings about optional keys before the error that matters: lead with it
     std::string out;
-    for (const auto & l : lines_) {
-        if (!out.empty()) out += "; ";
-        out += l;
+    int warnings = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        for (size_t i = 0; i < lines_.size(); ++i) {
+            if (is_error_[i] != (pass == 0)) continue;
+            if (pass == 1 && ++warnings > 3) {
+                out += "; …";
+                return out;
+            }
+            if (!out.empty()) out += "; ";
+            out += lines_[i];
+        }
     }
     return out;
 }
@@ -32,12 +41,16 @@ static void log_callback(ggml_log_level level, const char * text, void *) {
     std::string line(text);
     while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
     if (line.empty()) return;
-    t_capture->append(line, level == GGML_LOG_LEVEL_CONT);
+    t_capture->append(line, level == GGML_LOG_LEVEL_CONT, t_last_level == GGML_LOG_LEVEL_ERROR);
 }
 
-void LogCapture::append(const std::string & line, bool continuation) {
-    if (continuation && !lines_.empty()) lines_.back() += line;
-    else if (lines_.size() < 16) lines_.push_back(line);
+void LogCapture::append(const std::string & line, bool continuation, bool error) {
+    if (continuation && !lines_.empty()) {
+        lines_.back() += line;
+    } else if (lines_.size() < 32) {
+        lines_.push_back(line);
+        is_error_.push_back(error);
+    }
 }
 
 void install_log_callback() {

@@ -27,11 +27,13 @@ class LogCapture {
     ~LogCapture();
     LogCapture(const LogCapture &) = delete;
     LogCapture & operator=(const LogCapture &) = delete;
-    // The captured warning/error lines, joined; empty when there were none.
+    // The captured lines, joined: errors first (the reason), then at most a few warnings;
+    // empty when there were none.
     std::string text() const;
-    void append(const std::string & line, bool continuation);
+    void append(const std::string & line, bool continuation, bool error = false);
   private:
     std::vector<std::string> lines_;
+    std::vector<bool> is_error_;
     LogCapture * prev_;
 };
 

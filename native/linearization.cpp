@@ -44,10 +44,14 @@ struct LinState {
     std::vector<std::vector<int32_t>> moe_ids;  // host copy of the chosen experts [k·n] per moe layer
     ggml_context * frozen_ctx = nullptr;
     ggml_backend_buffer_t frozen_buf = nullptr;
+    // Holds the model for as long as any worker holds this state (released last, below).
+    std::unique_ptr<ModelUse> use;
 
     ~LinState() {
         if (frozen_buf) ggml_backend_buffer_free(frozen_buf);
         if (frozen_ctx) ggml_free(frozen_ctx);
+        runner.reset();
+        use.reset();
     }
 
     size_t graph_size() const {
@@ -55,10 +59,18 @@ struct LinState {
     }
 };
 
-static ggml_tensor * new_input(ggml_context * ctx, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1) {
+// Every graph input is named, so that an error about one says which.
+static ggml_tensor * new_input(ggml_context * ctx, const char * name, ggml_type type, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1) {
     ggml_tensor * t = ggml_new_tensor_3d(ctx, type, ne0, ne1, ne2);
+    ggml_set_name(t, name);
     ggml_set_input(t);
     return t;
+}
+
+// Inputs only some graphs read (the global mask in an all-sliding-window model, positions
+// without rope, ...): the scheduler allocates only what the graph uses, so skip the others.
+static void set_optional_input(ggml_tensor * t, const void * data, size_t bytes) {
+    if (t && t->buffer) tensor_set(t, data, bytes);
 }
 
 static void read_all(const ggml_tensor * t, std::vector<float> & out) {
@@ -96,7 +108,7 @@ static GraphInputs linear_inputs(ggml_context * ctx, const LinState & s, int B, 
     GraphInputs in;
     if (s.spec.n_expert == 0) return in;
     for (const auto & ids : s.moe_ids) {
-        in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) (s.n - p0) * B));
+        in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, "moe_ids", GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) (s.n - p0) * B));
     }
     return in;
 }
@@ -121,17 +133,17 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     GraphInputs in;
-    in.pos = new_input(ctx, GGML_TYPE_I32, n);
-    in.mask = new_input(ctx, GGML_TYPE_F32, n, n);
-    in.ones = new_input(ctx, GGML_TYPE_F32, 1, n);
-    if (sp.n_swa > 0) in.mask_swa = new_input(ctx, GGML_TYPE_F32, n, n);
-    if (sp.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, GGML_TYPE_F32, 1, 1, n);
+    in.pos = new_input(ctx, "inp_pos", GGML_TYPE_I32, n);
+    in.mask = new_input(ctx, "inp_mask", GGML_TYPE_F32, n, n);
+    in.ones = new_input(ctx, "inp_ones", GGML_TYPE_F32, 1, n);
+    if (sp.n_swa > 0) in.mask_swa = new_input(ctx, "inp_mask_swa", GGML_TYPE_F32, n, n);
+    if (sp.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, "inp_attn_temp", GGML_TYPE_F32, 1, 1, n);
     ggml_tensor * ids = nullptr;
     ggml_tensor * x;
     if (embeddings) {
-        x = new_input(ctx, GGML_TYPE_F32, d, n, 1);
+        x = new_input(ctx, "inp_embd", GGML_TYPE_F32, d, n, 1);
     } else {
-        ids = new_input(ctx, GGML_TYPE_I32, n);
+        ids = new_input(ctx, "inp_tokens", GGML_TYPE_I32, n);
         x = ggml_get_rows(ctx, sp.tok_embd, ids);
         if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
         if (sp.pos_embd) x = ggml_add(ctx, x, ggml_get_rows(ctx, sp.pos_embd, in.pos));  // learned positions: x is the sum
@@ -173,7 +185,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
         std::vector<int32_t> pos((size_t) n);
         for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
         // unused (so unallocated) when nothing reads positions: no rope, embeddings given (gpt2)
-        if (in.pos->buffer) tensor_set(in.pos, pos.data(), pos.size() * sizeof(int32_t));
+        set_optional_input(in.pos, pos.data(), pos.size() * sizeof(int32_t));
         // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
         std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
         for (int q = 0; q < n; ++q) {
@@ -183,17 +195,17 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
                 mask_swa[(size_t) q * n + k] = k <= q && q - k < sp.n_swa ? 0.0f : -INFINITY;
             }
         }
-        tensor_set(in.mask, mask.data(), mask.size() * sizeof(float));
-        if (in.mask_swa) tensor_set(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
+        set_optional_input(in.mask, mask.data(), mask.size() * sizeof(float));
+        set_optional_input(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
         if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
             std::vector<float> temp((size_t) n);
             for (int i = 0; i < n; ++i) {
                 temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
             }
-            tensor_set(in.attn_temp, temp.data(), temp.size() * sizeof(float));
+            set_optional_input(in.attn_temp, temp.data(), temp.size() * sizeof(float));
         }
         std::vector<float> ones((size_t) n, 1.0f);
-        tensor_set(in.ones, ones.data(), ones.size() * sizeof(float));
+        set_optional_input(in.ones, ones.data(), ones.size() * sizeof(float));
         if (embeddings) tensor_set(x, embeddings->data(), embeddings->size() * sizeof(float));
         else tensor_set(ids, s.tokens.data(), s.tokens.size() * sizeof(int32_t));
     }, progress ? &layers : nullptr);
@@ -257,7 +269,7 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
         for (int b = 0; b < B; ++b) std::copy(v + ((size_t) b * nv + skip) * d, v + (size_t) (b + 1) * nv * d, xs.begin() + (size_t) b * m * d);
     }
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, m, B);
+    ggml_tensor * x = new_input(ctx, "inp_tangents", GGML_TYPE_F32, d, m, B);
     opt.bias = bias;
     opt.exact = s.exact;
     opt.first_position = p0;
@@ -293,7 +305,7 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     opt.last_only = !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
     opt.blas = s.runner->uses_blas();
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    ggml_tensor * ut = new_input(ctx, GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
+    ggml_tensor * ut = new_input(ctx, "inp_cotangents", GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, opt);
     ggml_set_output(dx);
@@ -345,7 +357,7 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
     ~NativeLinearization() override { release(); }
 
     std::shared_ptr<LinState> state(Napi::Env env) {
-        if (!state_) throw Napi::Error::New(env, "the linearization has been disposed");
+        if (!state_) throw Napi::Error::New(env, "[DISPOSED] the linearization has been disposed");
         return state_;
     }
 
@@ -585,7 +597,7 @@ Napi::Value NativeLinearization::VocabProducts(const Napi::CallbackInfo & info) 
         ggml_tensor * w_src = embedding ? st.spec.tok_embd : st.spec.output;
         const int64_t V = w_src->ne[1];
         ggml_context * ctx = st.runner->begin(64);
-        ggml_tensor * x = new_input(ctx, GGML_TYPE_F32, d, B);
+        ggml_tensor * x = new_input(ctx, "inp_vectors", GGML_TYPE_F32, d, B);
         ggml_tensor * w = weight_f32(ctx, w_src, true);
         ggml_tensor * y = ggml_mul_mat(ctx, w, x);  // [V, B]
         ggml_tensor * norms = nullptr;
@@ -637,7 +649,7 @@ Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
         const int d = st.d;
         const int64_t k = (int64_t) tokens.size();
         ggml_context * ctx = st.runner->begin(64);
-        ggml_tensor * ids = new_input(ctx, GGML_TYPE_I32, k);
+        ggml_tensor * ids = new_input(ctx, "inp_token_ids", GGML_TYPE_I32, k);
         ggml_tensor * rows = ggml_get_rows(ctx, st.spec.output, ids);  // dequantized [d, k]
         if (st.spec.output_scale) rows = ggml_mul(ctx, rows, st.spec.output_scale);
         ggml_tensor * bias = st.spec.output_bias ? ggml_get_rows(ctx, ggml_reshape_2d(ctx, st.spec.output_bias, 1, st.spec.output_bias->ne[0]), ids) : nullptr;
@@ -742,6 +754,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     llama_model * model = nm->get(env);
     auto opts = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
     auto s = std::make_unique<LinState>();
+    s->use = std::make_unique<ModelUse>(nm, model_obj);
     s->model = model;
     s->exact = get_bool(opts, "exact", true);
     // Fast mode is llama.cpp's quantized network: ggml's BLAS backend would take the wide

@@ -36,7 +36,12 @@ NativeModel::NativeModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Nat
 }
 
 NativeModel::~NativeModel() {
+    free_model();
+}
+
+void NativeModel::free_model() {
     if (model_) llama_model_free(model_);
+    model_ = nullptr;
 }
 
 Napi::Object NativeModel::Wrap(Napi::Env env, llama_model * model) {
@@ -44,16 +49,13 @@ Napi::Object NativeModel::Wrap(Napi::Env env, llama_model * model) {
 }
 
 llama_model * NativeModel::get(Napi::Env env) const {
-    if (!model_) throw Napi::Error::New(env, "the model has been disposed");
+    if (!model_ || disposed_) throw Napi::Error::New(env, "[DISPOSED] the model has been disposed");
     return model_;
 }
 
 Napi::Value NativeModel::Dispose(const Napi::CallbackInfo & info) {
-    if (in_use_ > 0) {
-        throw Napi::Error::New(info.Env(), "the model is still in use by a running operation; await it before dispose()");
-    }
-    if (model_) llama_model_free(model_);
-    model_ = nullptr;
+    disposed_ = true;
+    if (in_use_ == 0) free_model();
     return info.Env().Undefined();
 }
 

@@ -1,7 +1,7 @@
 // The native model handle: a llama.cpp model loaded with llama.cpp's loader (mmap, device
 // placement), plus the operations that read it. Heavy operations run in workers (model.cpp,
-// reference_forward.cpp); they hold a reference to the JS object and count as "in use" so
-// that dispose() can refuse to free a model under a running worker.
+// reference_forward.cpp); they hold a reference to the JS object and count as "in use", so
+// that dispose() frees the model only once the last of them is done.
 #pragma once
 #include <napi.h>
 
@@ -22,8 +22,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     static Napi::Object Wrap(Napi::Env env, llama_model * model);
 
     llama_model * get(Napi::Env env) const;  // throws if disposed
+    // Users (workers, linearizations) hold the model; dispose() while one holds it defers
+    // the free to the last release (all on the JS thread), so no worker runs on freed weights.
     void acquire() { in_use_++; }
-    void release() { in_use_--; }
+    void release() {
+        if (--in_use_ == 0 && disposed_) free_model();
+    }
 
   private:
     Napi::Value Info(const Napi::CallbackInfo & info);
@@ -35,8 +39,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value GraphSupport(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
+    void free_model();
+
     llama_model * model_ = nullptr;
     std::atomic<int> in_use_{0};
+    bool disposed_ = false;
 };
 
 // Token ids from an Int32Array, each checked against the vocabulary (never let a bad id reach

@@ -89,15 +89,20 @@ void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_in
 }
 
 // (ggml asserts, aborting the process, on a tensor the graph never allocated: refuse instead)
+static std::string tensor_label(const ggml_tensor * t) {
+    const char * name = ggml_get_name(t);
+    return name && *name ? std::string("tensor '") + name + "'" : std::string("an unnamed ") + ggml_type_name(t->type) + " tensor";
+}
+
 void tensor_set(ggml_tensor * t, const void * data, size_t bytes) {
-    if (!t->buffer) throw std::logic_error(std::string("tensor '") + ggml_get_name(t) + "' is not part of the graph");
-    if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch setting ") + ggml_get_name(t));
+    if (!t->buffer) throw std::logic_error(tensor_label(t) + " is not part of the graph");
+    if (bytes != ggml_nbytes(t)) throw std::logic_error("size mismatch setting " + tensor_label(t));
     ggml_backend_tensor_set(t, data, 0, bytes);
 }
 
 void tensor_get(const ggml_tensor * t, void * data, size_t bytes) {
-    if (!t->buffer) throw std::logic_error(std::string("tensor '") + ggml_get_name(t) + "' is not part of the graph");
-    if (bytes != ggml_nbytes(t)) throw std::logic_error(std::string("size mismatch reading ") + ggml_get_name(t));
+    if (!t->buffer) throw std::logic_error(tensor_label(t) + " is not part of the graph");
+    if (bytes != ggml_nbytes(t)) throw std::logic_error("size mismatch reading " + tensor_label(t));
     ggml_backend_tensor_get(t, data, 0, bytes);
 }
 

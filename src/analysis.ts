@@ -34,6 +34,8 @@ export interface SvdOptions {
   tolerance?: number;
   /** Randomized route: called after each Krylov block with blocks done / maxIterations. */
   onProgress?: (progress: number) => void;
+  /** Stops the products (the call then rejects with ABORTED). */
+  signal?: AbortSignal;
 }
 
 export interface SingularTriplets {
@@ -93,6 +95,9 @@ export interface Attribution {
   /** ‖J_i x_i‖ / Σ_j ‖J_j x_j‖: each position's share of the output's magnitude. */
   normShares: number[];
 }
+
+/** The vocabulary products of a linearization (native, tracked by the Linearization). */
+export type VocabAccess = Pick<NativeLinearization, "vocabProducts" | "lmHeadRows">;
 
 /** What the analyses need from a Linearization (kept narrow so that they stay operator-based). */
 export interface LinearSystem {
@@ -478,14 +483,14 @@ async function blockLanczos(system: LinearSystem, runs: number[], cols: number, 
  * Tokens vectors [B × d] point to: output-space vectors by the top of W_U·u, input-space
  * vectors by cosine similarity to each input embedding.
  */
-export async function decodeVectors(native: NativeLinearization, vectors: Float32Array, d: number, top: number,
+export async function decodeVectors(native: VocabAccess, vectors: Float32Array, d: number, top: number,
   pieces: (ids: number[]) => string[], space: "output" | "input"): Promise<DecodedToken[][]> {
   const batch = vectors.length / d;
   return topTokens(await native.vocabProducts(vectors, batch, space === "input" ? "embedding" : "lmHead"), batch, top, pieces);
 }
 
 /** Exact per-position contributions to one token's logit: row·(Σ J_i x_i + c) + bias = logit. */
-export async function attribution(system: LinearSystem, native: NativeLinearization, token: number, tokenText: string): Promise<Attribution> {
+export async function attribution(system: LinearSystem, native: VocabAccess, token: number, tokenText: string): Promise<Attribution> {
   const d = system.nEmbd, n = system.nTokens;
   const rowAndBias = await native.lmHeadRows(Int32Array.from([token]));
   const row = rowAndBias.subarray(0, d), outputBias = rowAndBias[d];

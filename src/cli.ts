@@ -10,7 +10,7 @@ import { formatModelInfo, formatForward, formatAnalysis, type AnalysisSummary } 
 import { writeNpy } from "./npy.js";
 import { reportFields } from "./report-data.js";
 import { packageRoot } from "./native.js";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Linearization } from "./linearization.js";
 import type { GpuOption } from "./backends.js";
@@ -51,7 +51,7 @@ async function info(argv: { model: string; gpu?: string; tensors?: boolean; json
     model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
   } catch (e) {
     // An architecture llj-gguf does not linearize: still show what the file is, and why.
-    if (!(e instanceof LljError) || e.code !== "unsupported-architecture") throw e;
+    if (!(e instanceof LljError) || e.code !== "UNSUPPORTED") throw e;
     const g = await readGgufSummary(argv.model);
     const h = g.hparams;
     const summary = { path: g.path, architecture: g.architecture, supported: false, reason: unsupportedReason(g.architecture),
@@ -210,7 +210,7 @@ async function summarize(model: Model, prompt: string, precision: "exact" | "fas
  * Jacobian (n·d² floats) is written when the exact SVD route computed it (d ≤ 256).
  */
 async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSummary): Promise<void> {
-  mkdirSync(dir, { recursive: true });
+  makeOutputDir(dir);
   const { lin, svd } = a;
   const n = lin.nTokens, d = lin.nEmbd, k = svd.values.length;
   const files: Record<string, { shape: number[]; meaning: string }> = {};
@@ -235,10 +235,58 @@ async function writeNpyDir(dir: string, a: AnalysisArrays, summary: AnalysisSumm
   writeFileSync(path.join(dir, "manifest.json"), JSON.stringify({ summary, files }, null, 2) + "\n");
 }
 
+/**
+ * Creates an output folder one level at a time from its nearest existing ancestor, which must
+ * be a writable folder: a recursive mkdir under /proc or /sys can loop forever instead of failing.
+ */
+function makeOutputDir(dir: string): void {
+  const target = path.resolve(dir);
+  const missing: string[] = [];
+  let at = target;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOTDIR") throw new LljError(`--npy ${dir}: part of the path is a file, not a folder`);
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new LljError(`--npy ${dir}: cannot use ${at} (${(e as Error).message})`);
+      const up = path.dirname(at);
+      if (up === at || missing.length > 64) throw new LljError(`--npy ${dir}: no existing parent folder`);
+      missing.push(at);
+      at = up;
+      continue;
+    }
+    if (!st.isDirectory()) throw new LljError(`--npy ${dir}: ${at} is not a folder`);
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      throw new LljError(`--npy ${dir}: cannot create ${d} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  try {
+    accessSync(target, fsConstants.W_OK);
+  } catch {
+    throw new LljError(`--npy ${dir}: the folder is not writable`);
+  }
+}
+
 async function analyze(argv: { model: string; prompt: string; gpu?: string; precision: string; json?: string; layers?: boolean; npy?: string; report?: string }) {
+  // refuse a bad output folder before the (long) analysis, not after it
+  if (argv.npy !== undefined) makeOutputDir(argv.npy);
   const loading = statusLine();
-  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading") })
+  const interrupt = new AbortController();
+  const onSigint = () => {
+    interrupted = true;
+    interrupt.abort(new LljError("interrupted (Ctrl-C)", { code: "ABORTED" }));
+  };
+  process.once("SIGINT", onSigint);
+  const model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu), onLoadProgress: loading.stage("loading"), signal: interrupt.signal })
     .finally(loading.clear);
+  // Ctrl-C: stop every running native call (they reject with ABORTED) and free the model
+  interrupt.signal.addEventListener("abort", () => void model.dispose({ abort: true }).catch(() => {}), { once: true });
   try {
     let arrays: Record<string, number[]> | undefined;
     const summary = await summarize(model, argv.prompt, argv.precision as "exact" | "fast", argv.layers, async (a, s) => {
@@ -263,6 +311,7 @@ async function analyze(argv: { model: string; prompt: string; gpu?: string; prec
     // On stderr when stdout carries the JSON, so that a pipe still parses.
     if (report) wrote("report", report, "", argv.json === "" ? console.error : console.log);
   } finally {
+    process.removeListener("SIGINT", onSigint);
     await model.dispose();
   }
 }
@@ -281,6 +330,8 @@ async function report(argv: { summary: string; output: string }) {
   delete (summary as { arrays?: unknown }).arrays;  // --json FILE adds the raw arrays; the report reads the summary
   wrote("report", await writeReport(argv.output, summary));
 }
+/** Set by Ctrl-C during analyze: whatever then fails, the run was interrupted. */
+let interrupted = false;
 
 async function main() {
   await yargs(hideBin(process.argv))
@@ -300,9 +351,9 @@ async function main() {
     .command("analyze <model> <prompt>", "linearize the model on a prompt: prediction, exact reconstruction, token contributions, singular vectors",
       (y) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
         .positional("prompt", { type: "string", demandOption: true })
-        .option("precision", { choices: ["exact", "fast"], default: "exact", describe: "exact: F32 products on dequantized weights" })
+        .option("precision", { choices: ["exact", "fast"], default: "exact", requiresArg: true, describe: "exact: F32 products on dequantized weights" })
         .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it on stdout)" })
-        .option("npy", { type: "string", describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
+        .option("npy", { type: "string", requiresArg: true, describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
         .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" })
         .option("report", { type: "string", describe: "write the self-contained HTML report (the paper's figures) to FILE" })
         .example('$0 analyze model.gguf "Once upon a time, there was a little" --layers --report report.html', "the analysis, with the emergence table and the HTML report")
@@ -333,7 +384,8 @@ async function main() {
 }
 
 main().catch((e: unknown) => {
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = interrupted ? "interrupted (Ctrl-C)" : e instanceof Error ? e.message : String(e);
   console.error(`llj-gguf: ${msg.split("\n")[0]}`);
-  process.exit(1);
+  // 130: the shell's code for a run stopped by SIGINT
+  process.exit(interrupted || (e instanceof LljError && e.code === "ABORTED") ? 130 : 1);
 });

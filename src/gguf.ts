@@ -3,6 +3,7 @@
 import { stat } from "node:fs/promises";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
+import { readGgufHeader } from "./gguf-header.js";
 
 /** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
 export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon", "mpt"] as const;
@@ -80,7 +81,7 @@ function num(tree: Tree, key: string): number | undefined {
 
 function required(tree: Tree, key: string): number {
   const v = num(tree, key);
-  if (v === undefined) throw new LljError(`the GGUF lacks the required key ${key}`);
+  if (v === undefined) throw new LljError(`the GGUF lacks the required key ${key}`, { code: "INVALID_MODEL" });
   return v;
 }
 
@@ -92,27 +93,38 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
   let size: number;
   try {
     const s = await stat(modelPath);
-    if (!s.isFile()) throw new LljError(`not a file: ${modelPath}`);
+    if (!s.isFile()) throw new LljError(`not a file: ${modelPath}`, { code: "INVALID_MODEL" });
     size = s.size;
   } catch (e) {
     if (e instanceof LljError) throw e;
-    throw new LljError(`model file not found: ${modelPath}`, { cause: e });
+    const why = (e as NodeJS.ErrnoException).code;
+    if (why === "ELOOP") throw new LljError(`cannot open ${modelPath}: a loop of symbolic links`, { cause: e, code: "INVALID_MODEL" });
+    if (why === "EACCES") throw new LljError(`cannot open ${modelPath}: permission denied`, { cause: e, code: "INVALID_MODEL" });
+    if (why === "ENAMETOOLONG") throw new LljError(`cannot open the model: the path is too long`, { cause: e, code: "INVALID_MODEL" });
+    throw new LljError(`model file not found: ${modelPath}`, { cause: e, code: "INVALID_MODEL" });
+  }
+  // bounded walk first: node-llama-cpp's reader trusts the header's counts
+  try {
+    await readGgufHeader(modelPath, size);
+  } catch (e) {
+    if (e instanceof LljError) throw e;
+    throw new LljError(`cannot read ${modelPath}: ${(e as Error).message}`, { cause: e, code: "INVALID_MODEL" });
   }
   let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
   try {
     info = await readGgufFileInfo(modelPath, { readTensorInfo: true });
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
-    if (/magic/i.test(msg)) throw new LljError(`not a GGUF file: ${modelPath} (${msg})`, { cause: e });
-    throw new LljError(`cannot read the GGUF header of ${modelPath}: ${msg} (is the file truncated or corrupt?)`, { cause: e });
+    if (/magic/i.test(msg)) throw new LljError(`not a GGUF file: ${modelPath} (${msg})`, { cause: e, code: "INVALID_MODEL" });
+    throw new LljError(`cannot read the GGUF header of ${modelPath}: ${msg} (is the file truncated or corrupt?)`, { cause: e, code: "INVALID_MODEL" });
   }
   // The reader does not notice a file that ends inside its header; compare the offsets.
   if (Number(info.infoEndOffset) > size) {
-    throw new LljError(`${modelPath} is truncated: its header needs ${Number(info.infoEndOffset)} bytes but the file has ${size}`);
+    throw new LljError(`${modelPath} is truncated: its header needs ${Number(info.infoEndOffset)} bytes but the file has ${size}`, { code: "INVALID_MODEL" });
   }
   const metadata = info.metadata as unknown as Tree;
   const architecture = String(lookup(metadata, "general.architecture") ?? "");
-  if (!architecture) throw new LljError(`${modelPath} has no general.architecture key`);
+  if (!architecture) throw new LljError(`${modelPath} has no general.architecture key`, { code: "INVALID_MODEL" });
 
   const tensors: GgufTensorEntry[] = (info.fullTensorInfo ?? info.tensorInfo ?? []).map((t) => ({
     name: t.name,
@@ -121,19 +133,21 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
   }));
   const lastOffset = Math.max(0, ...(info.fullTensorInfo ?? []).map((t) => Number(t.fileOffset)));
   if (lastOffset > size) {
-    throw new LljError(`${modelPath} is truncated: a tensor starts at byte ${lastOffset} but the file has only ${size} bytes`);
+    throw new LljError(`${modelPath} is truncated: a tensor starts at byte ${lastOffset} but the file has only ${size} bytes`, { code: "INVALID_MODEL" });
   }
 
   const supported = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture);
   const a = architecture;
   const byName = new Map(tensors.map((t) => [t.name, t]));
-  const nEmbd = required(metadata, `${a}.embedding_length`);
+  // An architecture we do not support is refused by name later (assertSupported), not for a missing key.
+  const need = (key: string) => (supported ? required(metadata, key) : num(metadata, key) ?? 0);
+  const nEmbd = need(`${a}.embedding_length`);
   const nHead = num(metadata, `${a}.attention.head_count`) ?? 0;
   const headDim = num(metadata, `${a}.attention.key_length`) ?? (nHead ? nEmbd / nHead : 0);
   const hparams: HyperParameters = {
     architecture,
     nEmbd,
-    nLayer: required(metadata, `${a}.block_count`),
+    nLayer: need(`${a}.block_count`),
     nHead,
     nHeadKv: num(metadata, `${a}.attention.head_count_kv`) ?? nHead,
     headDim,
@@ -184,11 +198,93 @@ export function assertSupported(summary: GgufSummary): void {
   // LayerNorms: it reshapes views of the fused QKV that are not contiguous.
   if (summary.architecture === "mpt" && summary.tensors.some((t) => /\.attn_[qk]_norm\./.test(t.name))) {
     throw new LljError(`${summary.path}: an mpt file with Q/K LayerNorms (attn_q_norm, attn_k_norm) cannot be run by ` +
-      "the pinned llama.cpp (v0.4.0): its mpt graph aborts on them; refusing it before llama.cpp does", { code: "unsupported-architecture" });
+      "the pinned llama.cpp (v0.4.0): its mpt graph aborts on them; refusing it before llama.cpp does", { code: "UNSUPPORTED" });
   }
   if (!summary.supported) {
     throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf: ` +
-      `${unsupportedReason(summary.architecture)} (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`, { code: "unsupported-architecture" });
+      `${unsupportedReason(summary.architecture)} (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`, { code: "UNSUPPORTED" });
   }
 }
 
+
+// ggml types a weight may have: floats and quantizations. Integer and F64 tensors (ggml
+// types 24–28) reach ggml's binary ops as weights and abort the process there.
+const FORBIDDEN_TYPES = new Map([[24, "I8"], [25, "I16"], [26, "I32"], [27, "I64"], [28, "F64"]]);
+/** Highest ggml type id of the pinned ggml (GGML_TYPE_COUNT − 1). */
+const MAX_GGML_TYPE = 39;
+
+/**
+ * The hyper-parameters and tensors llama.cpp and our graphs rely on, checked before
+ * llama.cpp sees the file: several bad values abort or hang llama.cpp (a zero block_count,
+ * a NaN or negative norm epsilon, integer weights), others give NaN outputs (rope base 0).
+ * Each refusal is INVALID_MODEL naming the key or tensor.
+ */
+export function assertValidHyperParameters(summary: GgufSummary): void {
+  const a = summary.architecture, m = summary.metadata, h = summary.hparams;
+  const bad = (what: string) => new LljError(`${summary.path}: ${what}`, { code: "INVALID_MODEL" });
+  const intKey = (key: string, lo: number, hi: number, optional = false): number | undefined => {
+    const raw = lookup(m, key);
+    if (raw === undefined && optional) return undefined;
+    if (Array.isArray(raw)) return undefined;  // per-layer arrays: checked by llama.cpp's loader
+    const v = typeof raw === "bigint" ? Number(raw) : raw;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi) {
+      throw bad(`${key} must be an integer in [${lo}, ${hi}], not ${String(raw)}`);
+    }
+    return v;
+  };
+  const positiveKey = (key: string) => {
+    const v = lookup(m, key);
+    if (v === undefined || Array.isArray(v)) return;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw bad(`${key} must be a finite number > 0, not ${String(v)}`);
+  };
+  const nLayer = intKey(`${a}.block_count`, 1, 65536)!;
+  const nEmbd = intKey(`${a}.embedding_length`, 1, 1 << 20)!;
+  const nHead = intKey(`${a}.attention.head_count`, 1, 1 << 16, true);
+  const nHeadKv = intKey(`${a}.attention.head_count_kv`, 1, 1 << 16, true);
+  const keyLength = intKey(`${a}.attention.key_length`, 1, 1 << 16, true);
+  intKey(`${a}.attention.value_length`, 1, 1 << 16, true);
+  intKey(`${a}.feed_forward_length`, 1, 1 << 24, true);
+  intKey(`${a}.context_length`, 1, 2 ** 31 - 1, true);
+  const embd = summary.tensors.find((t) => t.name === "token_embd.weight");
+  if (!embd) throw bad("the tensor token_embd.weight is missing");
+  if (embd.shape[0] !== nEmbd) throw bad(`token_embd.weight has rows of ${embd.shape[0]} values, but ${a}.embedding_length is ${nEmbd}`);
+  if (nHead !== undefined && nHeadKv !== undefined && nHead % nHeadKv !== 0) {
+    throw bad(`${a}.attention.head_count (${nHead}) must be a multiple of ${a}.attention.head_count_kv (${nHeadKv})`);
+  }
+  if (nHead !== undefined && keyLength === undefined && nEmbd % nHead !== 0) {
+    throw bad(`${a}.embedding_length (${nEmbd}) must be divisible by ${a}.attention.head_count (${nHead})`);
+  }
+  positiveKey(`${a}.attention.layer_norm_rms_epsilon`);
+  positiveKey(`${a}.attention.layer_norm_epsilon`);
+  positiveKey(`${a}.rope.freq_base`);
+  positiveKey(`${a}.rope.freq_base_swa`);
+  positiveKey(`${a}.rope.scaling.factor`);
+  const headDim = keyLength ?? (nHead ? nEmbd / nHead : 0);
+  const ropeDims = intKey(`${a}.rope.dimension_count`, 0, 1 << 16, true);
+  if (ropeDims !== undefined && headDim > 0 && ropeDims > headDim) {
+    throw bad(`${a}.rope.dimension_count (${ropeDims}) exceeds the head dimension (${headDim})`);
+  }
+  for (const t of summary.tensors) {
+    const name = t.name || "(a tensor with an empty name)";
+    if (t.name === "") throw bad(`${name} in the tensor list`);
+    if (FORBIDDEN_TYPES.has(t.ggmlType)) throw bad(`tensor ${name} has type ${FORBIDDEN_TYPES.get(t.ggmlType)}: a weight must be a float or quantized type`);
+    if (!Number.isInteger(t.ggmlType) || t.ggmlType < 0 || t.ggmlType > MAX_GGML_TYPE) throw bad(`tensor ${name} has an unknown ggml type ${t.ggmlType}`);
+    if (t.shape.length < 1 || t.shape.length > 4) throw bad(`tensor ${name} has ${t.shape.length} dimensions (ggml allows 1 to 4)`);
+    if (t.shape.some((d) => !Number.isSafeInteger(d) || d < 1)) throw bad(`tensor ${name} has an invalid shape [${t.shape.join(", ")}]`);
+  }
+  const nVocab = embd.shape[1] ?? 1;
+  for (const key of ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"]) {
+    const v = lookup(m, key);
+    const id = typeof v === "bigint" ? Number(v) : v;
+    if (typeof id === "number" && (id < 0 || id >= nVocab) && id !== -1 && id !== 0xffffffff) {
+      throw bad(`${key} (${id}) is outside the vocabulary [0, ${nVocab})`);
+    }
+  }
+  const blocks = new Set<number>();
+  for (const t of summary.tensors) {
+    const mm = /^blk\.(\d+)\./.exec(t.name);
+    if (mm) blocks.add(Number(mm[1]));
+  }
+  for (const l of blocks) if (l >= nLayer) throw bad(`tensor blk.${l}.* lies beyond ${a}.block_count (${nLayer})`);
+  void h;
+}

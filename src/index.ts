@@ -11,4 +11,6 @@ export type { HyperParameters, RopeParameters, GgufSummary } from "./gguf.js";
 export { syntheticModel, dequantizedSyntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
 export type { SyntheticSpec, SyntheticArchitecture, QuantType } from "./synthetic.js";
 export { LljError } from "./errors.js";
+export type { LljErrorCode } from "./errors.js";
+export type { DisposeOptions } from "./lifecycle.js";
 export { writeNpy, readNpy } from "./npy.js";

@@ -2,9 +2,11 @@
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
 import type { NativeLinearization, NativeTap } from "./native.js";
-import { LljError, isFloat32Array } from "./errors.js";
-import { abortFlagFor } from "./abort.js";
-import { svd, svdEachToken, jacobianOf, decodeVectors, attribution, layerSystem, type SvdOptions, type SingularTriplets, type EachTokenTriplets, type DecodedToken,
+import { LljError, fromNative, abortedError, invalid } from "./errors.js";
+import { abortFlagFor, guardedProgress } from "./abort.js";
+import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
+import * as check from "./validate.js";
+import { svd, svdEachToken, jacobianOf, decodeVectors, attribution, layerSystem, type VocabAccess, type SvdOptions, type SingularTriplets, type EachTokenTriplets, type DecodedToken,
   type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
 
 export interface LinearizeOptions {
@@ -59,8 +61,14 @@ export interface PassOptions extends LayerTap {
   onProgress?: (progress: number) => void;
 }
 
-function nativeTap(t: PassOptions): NativeTap {
-  return { fromLayer: t.fromLayer ?? 0, tap: t.tap ?? "output", tapLayer: t.layer, firstPosition: t.firstPosition, affine: t.affine };
+const TAPS = ["output", "residual", "attn", "mlp"] as const;
+
+/** The checked options of one pass (layer indices and positions exact integers in range). */
+interface Pass {
+  tap: NativeTap;
+  allPositions: boolean;
+  signal: AbortSignal | undefined;
+  onProgress: ((p: number) => void) | undefined;
 }
 
 export interface Jacobian {
@@ -98,7 +106,11 @@ export interface NonlinearReconstruction {
   epsilon: number;
 }
 
-function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxAbsError: number } {
+/**
+ * ‖a − y‖ / ‖y‖ and max |a − y|. When y = 0 the relative error is defined as 0 if a = 0 too
+ * and Infinity otherwise (never NaN): an all-zero output is reproduced or it is not.
+ */
+export function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxAbsError: number } {
   let num = 0, den = 0, max = 0;
   for (let k = 0; k < y.length; k++) {
     const e = a[k] - y[k];
@@ -106,7 +118,18 @@ function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxA
     den += y[k] * y[k];
     max = Math.max(max, Math.abs(e));
   }
-  return { relativeError: Math.sqrt(num / den), maxAbsError: max };
+  const relativeError = den > 0 ? Math.sqrt(num / den) : num > 0 ? Infinity : 0;
+  return { relativeError, maxAbsError: max };
+}
+
+/** The rejection of an operation whose onProgress callback threw. */
+export function progressError(e: unknown): LljError {
+  return new LljError(`onProgress threw: ${e instanceof Error ? e.message : String(e)}`, { code: "INVALID_ARGUMENT", cause: e });
+}
+
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
 }
 
 export class Linearization {
@@ -143,7 +166,8 @@ export class Linearization {
   readonly ignoredTensors: string[];
 
   #native: NativeLinearization | undefined;
-  #pending = new Set<Promise<unknown>>();
+  #lc = new Lifecycle("linearization");
+  readonly #nLayer: number;
   #onDispose: (() => void) | undefined;
   #pieces: (ids: number[]) => string[];
   #jacobian: Promise<Jacobian> | undefined;
@@ -176,31 +200,70 @@ export class Linearization {
     this.maxBatch = info.maxBatch;
     this.blas = info.blas;
     this.ignoredTensors = info.ignoredTensors;
+    this.#nLayer = info.nLayer;
   }
 
+  /** True once dispose() has been called. */
   get disposed(): boolean {
-    return this.#native === undefined;
+    return !this.#lc.live;
   }
 
   #get(): NativeLinearization {
-    if (!this.#native) throw new LljError("the linearization has been disposed");
+    if (!this.#native) throw new LljError("the linearization has been disposed", { code: "DISPOSED" });
     return this.#native;
   }
 
-  async #run<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array) => Promise<T>): Promise<T> {
+  /**
+   * One native call: aborted by the caller's signal or dispose({ abort: true }), its errors
+   * as LljErrors. Internal steps of tracked operations call this directly, so that an
+   * operation running when dispose() begins finishes rather than being refused halfway.
+   */
+  async #call<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array, progress?: (p: number) => void) => Promise<T>,
+    onProgress?: (p: number) => void): Promise<T> {
     const native = this.#get();
-    const { flag, done } = abortFlagFor(signal);
-    const p = call(native, flag);
-    this.#pending.add(p);
+    const sig = this.#lc.signal(signal);
+    if (sig.aborted) throw abortedError(sig.reason);
+    const { flag, done } = abortFlagFor(sig);
+    const guard = guardedProgress(onProgress, flag);
     try {
-      return await p;
+      const out = await call(native, flag, guard.progress);
+      // a callback that threw fails the call even when the work finished first
+      if (guard.error() !== undefined) throw progressError(guard.error());
+      return out;
     } catch (e) {
-      if (signal?.aborted) throw signal.reason ?? new LljError("aborted");
-      throw e instanceof LljError ? e : new LljError((e as Error).message, { cause: e });
+      if (e instanceof LljError) throw e;
+      if (sig.aborted) throw abortedError(sig.reason);
+      if (guard.error() !== undefined) throw progressError(guard.error());
+      throw fromNative(e);
     } finally {
-      this.#pending.delete(p);
       done();
     }
+  }
+
+  /** A NaN or infinity in a product's result is refused, never returned. */
+  static #finite(what: string, out: Float32Array): Float32Array {
+    const i = firstNonFinite(out);
+    if (i >= 0) {
+      throw new LljError(`the ${what} result is ${Number.isNaN(out[i]) ? "NaN" : "infinite"} at index ${i}: the inputs are too large for float32 ` +
+        "(the map is linear: scale them down and the result by the same factor)", { code: "NON_FINITE" });
+    }
+    return out;
+  }
+
+  /** Checks the options of a pass exactly (integers, known taps, layers in range). */
+  #pass(options: PassOptions | undefined): Pass {
+    const o = check.options("pass options", options);
+    const L = this.#nLayer;
+    const fromLayer = check.optionalInteger("fromLayer", o.fromLayer, 0, L - 1) ?? 0;
+    const tap = check.oneOf("tap", o.tap, TAPS, "output");
+    const layer = check.optionalInteger("layer", o.layer, 0, L - 1);
+    const firstPosition = check.optionalInteger("firstPosition", o.firstPosition, 0, this.nTokens - 1);
+    return {
+      tap: { fromLayer, tap, tapLayer: layer, firstPosition, affine: check.optionalBoolean("affine", o.affine) },
+      allPositions: check.optionalBoolean("allPositions", o.allPositions) ?? false,
+      signal: check.optionalSignal("signal", o.signal),
+      onProgress: check.optionalFunction<(p: number) => void>("onProgress", o.onProgress),
+    };
   }
 
   /**
@@ -209,12 +272,18 @@ export class Linearization {
    * [B, n, d] with allPositions.
    */
   async jvp(tangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
-    const per = this.#positions(options) * this.nEmbd;
-    if (!isFloat32Array(tangents)) throw new LljError("tangents must be a Float32Array");
+    const pass = this.#pass(options);
+    check.float32Array("tangents", tangents);
+    return this.#lc.run(() => this.#jvp(tangents, pass));
+  }
+
+  async #jvp(tangents: Float32Array, pass: Pass): Promise<Float32Array> {
+    const m = this.nTokens - (pass.tap.firstPosition ?? 0), per = m * this.nEmbd;
     if (tangents.length === 0 || tangents.length % per !== 0) {
-      throw new LljError(`tangents must be a Float32Array of B·n·d values (n·d = ${this.#positions(options)}·${this.nEmbd} = ${per}), got ${tangents.length}`);
+      throw invalid(`tangents must be a Float32Array of B·n·d values (n·d = ${m}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
-    return this.#run(options.signal, (n, flag) => n.jvp(tangents, tangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.jvp(tangents, tangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
+    return Linearization.#finite("jvp", out);
   }
 
   /**
@@ -223,18 +292,19 @@ export class Linearization {
    * from firstPosition when given).
    */
   async vjp(cotangents: Float32Array, options: PassOptions = {}): Promise<Float32Array> {
-    const per = (options.allPositions ? this.#positions(options) : 1) * this.nEmbd;
-    if (!isFloat32Array(cotangents)) throw new LljError("cotangents must be a Float32Array");
-    if (cotangents.length === 0 || cotangents.length % per !== 0) {
-      throw new LljError(`cotangents must be a Float32Array of ${options.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
-    }
-    return this.#run(options.signal, (n, flag) => n.vjp(cotangents, cotangents.length / per, options.allPositions ?? false, options.onProgress, flag, nativeTap(options)));
+    const pass = this.#pass(options);
+    check.float32Array("cotangents", cotangents);
+    if (pass.tap.affine) throw invalid("affine applies to jvp only");
+    return this.#lc.run(() => this.#vjp(cotangents, pass));
   }
 
-  /** Positions a pass covers: n, or n − firstPosition (checked natively). */
-  #positions(options: PassOptions): number {
-    const p = options.firstPosition ?? 0;
-    return Number.isInteger(p) && p >= 0 && p < this.nTokens ? this.nTokens - p : this.nTokens;
+  async #vjp(cotangents: Float32Array, pass: Pass): Promise<Float32Array> {
+    const per = (pass.allPositions ? this.nTokens - (pass.tap.firstPosition ?? 0) : 1) * this.nEmbd;
+    if (cotangents.length === 0 || cotangents.length % per !== 0) {
+      throw invalid(`cotangents must be a Float32Array of ${pass.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
+    }
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.vjp(cotangents, cotangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
+    return Linearization.#finite("vjp", out);
   }
 
   /**
@@ -242,8 +312,13 @@ export class Linearization {
    * a tap, the Jacobian of that layer quantity (last position) instead.
    */
   async jacobian(options: LayerTap & { firstPosition?: number; signal?: AbortSignal; onProgress?: (p: number) => void } = {}): Promise<Jacobian> {
-    const data = await this.#run(options.signal, (n, flag) => n.jacobian(options.onProgress, flag, nativeTap(options)));
-    return jacobianOf(data, this.nTokens, this.nEmbd, options.firstPosition ?? 0);
+    const pass = this.#pass(options);
+    return this.#lc.run(() => this.#jacobianOf(pass));
+  }
+
+  async #jacobianOf(pass: Pass): Promise<Jacobian> {
+    const data = await this.#call(pass.signal, (n, flag, progress) => n.jacobian(progress, flag, pass.tap), pass.onProgress);
+    return jacobianOf(Linearization.#finite("jacobian", data), this.nTokens, this.nEmbd, pass.tap.firstPosition ?? 0);
   }
 
   /**
@@ -253,8 +328,15 @@ export class Linearization {
    * is not kept.
    */
   async reconstruction(options: { signal?: AbortSignal; onProgress?: (progress: number) => void } = {}): Promise<Reconstruction> {
-    options.signal?.throwIfAborted();
-    this.#reconstruction ??= this.#reconstruct(options.signal, options.onProgress).catch((e) => {
+    const o = check.options("reconstruction options", options);
+    const signal = check.optionalSignal("signal", o.signal);
+    const onProgress = check.optionalFunction<(p: number) => void>("onProgress", o.onProgress);
+    return this.#lc.run(() => this.#cachedReconstruction(signal, onProgress));
+  }
+
+  #cachedReconstruction(signal?: AbortSignal, onProgress?: (progress: number) => void): Promise<Reconstruction> {
+    if (signal?.aborted) return Promise.reject(abortedError(signal.reason));
+    this.#reconstruction ??= this.#reconstruct(signal, onProgress).catch((e) => {
       this.#reconstruction = undefined;
       throw e;
     });
@@ -270,7 +352,7 @@ export class Linearization {
       const B = Math.min(32, n - i0), m = n - i0;  // tangents on positions [i0, n)
       const tangents = new Float32Array(B * m * d);
       for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * m + b) * d);
-      contributions.set(await this.jvp(tangents, { signal, firstPosition: i0 }), i0 * d);
+      contributions.set(await this.#jvp(tangents, this.#pass({ signal, firstPosition: i0 })), i0 * d);
       onProgress?.((i0 + B) / n);
     }
     const reconstructed = new Float32Array(d);
@@ -294,23 +376,38 @@ export class Linearization {
    * difference of the real forward along x. Unlike the detached map it does not give y.
    */
   async nonlinearReconstruction(options: { epsilon?: number; signal?: AbortSignal } = {}): Promise<NonlinearReconstruction> {
-    const eps = options.epsilon ?? 1e-3;
+    const o = check.options("nonlinearReconstruction options", options);
+    // relative step: 0 divides by zero, ≥ 1 flips or zeroes the input
+    const eps = o.epsilon === undefined ? 1e-3 : check.finite("epsilon", o.epsilon, 0, 0.5, true);
+    const signal = check.optionalSignal("signal", o.signal);
+    return this.#lc.run(() => this.#nonlinear(eps, signal));
+  }
+
+  async #nonlinear(eps: number, signal: AbortSignal | undefined): Promise<NonlinearReconstruction> {
     const x = this.inputEmbeddings;
     const plus = new Float32Array(x.length), minus = new Float32Array(x.length);
     for (let i = 0; i < x.length; i++) {
       plus[i] = x[i] * (1 + eps);
       minus[i] = x[i] * (1 - eps);
     }
-    const [hp, hm] = [await this.#run(options.signal, (n, flag) => n.forward(plus, flag)), await this.#run(options.signal, (n, flag) => n.forward(minus, flag))];
+    const hp = await this.#call(signal, (n, flag) => n.forward(plus, flag)), hm = await this.#call(signal, (n, flag) => n.forward(minus, flag));
     const d = this.nEmbd, off = (this.nTokens - 1) * d;
     const reconstructed = new Float32Array(d);
     for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);
+    Linearization.#finite("nonlinear reconstruction", reconstructed);
     return { reconstructed, output: this.output, ...errors(reconstructed, this.output), epsilon: eps };
   }
 
   /** The Jacobian, computed once and kept (n·d² floats). */
-  cachedJacobian(): Promise<Jacobian> {
-    this.#jacobian ??= this.jacobian();
+  async cachedJacobian(): Promise<Jacobian> {
+    return this.#lc.run(() => this.#cachedJacobian());
+  }
+
+  #cachedJacobian(): Promise<Jacobian> {
+    this.#jacobian ??= this.#jacobianOf(this.#pass({})).catch((e) => {
+      this.#jacobian = undefined;
+      throw e;
+    });
     return this.#jacobian;
   }
 
@@ -321,7 +418,9 @@ export class Linearization {
   async svd(options: SvdOptions & { token: "each" }): Promise<EachTokenTriplets>;
   async svd(options?: SvdOptions): Promise<SingularTriplets>;
   async svd(options: SvdOptions = {}): Promise<SingularTriplets | EachTokenTriplets> {
-    return options.token === "each" ? svdEachToken(this.#system(), options) : svd(this.#system(), options);
+    const o = check.options("svd options", options);
+    const signal = check.optionalSignal("signal", o.signal);
+    return this.#lc.run<SingularTriplets | EachTokenTriplets>(() => (o.token === "each" ? svdEachToken(this.#system(signal), o) : svd(this.#system(signal), o)));
   }
 
   /**
@@ -329,13 +428,27 @@ export class Linearization {
    * W_U·u), input-space vectors [B × d] by cosine similarity to the input embeddings.
    */
   async decode(vectors: Float32Array, options: { space: "output" | "input"; top?: number }): Promise<DecodedToken[][]> {
-    if (!isFloat32Array(vectors) || vectors.length === 0 || vectors.length % this.nEmbd !== 0) {
-      throw new LljError(`vectors must be a Float32Array of B·d values (d = ${this.nEmbd})`);
+    if (!check.float32Array("vectors", vectors) || vectors.length === 0 || vectors.length % this.nEmbd !== 0) {
+      throw invalid(`vectors must be a Float32Array of B·d values (d = ${this.nEmbd}), got ${vectors.length}`);
     }
-    const native = this.#get();
-    const top = options.top ?? 10;
-    const p = decodeVectors(native, vectors, this.nEmbd, top, this.#pieces, options.space);
-    return this.#run(undefined, () => p);
+    const i = firstNonFinite(vectors);
+    if (i >= 0) throw invalid(`vectors hold a non-finite value (${vectors[i]}) at index ${i}`);
+    if (options === null || typeof options !== "object") throw invalid(`decode needs { space: "output" | "input" }`);
+    const space = check.oneOf("space", options.space, ["output", "input"] as const);
+    const top = check.optionalInteger("top", options.top, 1, this.logits.length) ?? Math.min(10, this.logits.length);
+    return this.#lc.run(() => this.#decode(vectors, space, top));
+  }
+
+  #decode(vectors: Float32Array, space: "output" | "input", top: number): Promise<DecodedToken[][]> {
+    return decodeVectors(this.#vocab(), vectors, this.nEmbd, top, this.#pieces, space);
+  }
+
+  /** The vocabulary products, as tracked native calls. */
+  #vocab(): VocabAccess {
+    return {
+      vocabProducts: (v, b, kind) => this.#call(undefined, (n) => n.vocabProducts(v, b, kind)),
+      lmHeadRows: (t) => this.#call(undefined, (n) => n.lmHeadRows(t)),
+    };
   }
 
   /**
@@ -343,10 +456,12 @@ export class Linearization {
    * the contributions W_U[t]·J_i x_i sum, with the bias terms, to the logit before any final softcap.
    */
   async attribution(options: { token?: number } = {}): Promise<Attribution> {
-    const token = options.token ?? this.predictedToken;
-    if (!Number.isInteger(token) || token < 0 || token >= this.logits.length) throw new LljError(`token must be an id in [0, ${this.logits.length})`);
-    const native = this.#get();
-    return attribution(this.#system(), native, token, this.#pieces([token])[0]);
+    const o = check.options("attribution options", options);
+    const token = o.token === undefined ? this.predictedToken : o.token;
+    if (typeof token !== "number" || !Number.isInteger(token) || token < 0 || token >= this.logits.length) {
+      throw invalid(`token must be an id in [0, ${this.logits.length}), not ${String(token)}`);
+    }
+    return this.#lc.run(() => attribution(this.#system(), this.#vocab(), token, this.#pieces([token])[0]));
   }
 
   /**
@@ -355,7 +470,20 @@ export class Linearization {
    * input embeddings — or, with fromLayer, to the stream entering that layer.
    */
   async layerSvd(q: LayerQuantity, options: SvdOptions = {}): Promise<SingularTriplets> {
-    return svd(await layerSystem(this.#tapOperator(), q), options);
+    const quantity = this.#quantity(q);
+    const o = check.options("svd options", options);
+    return this.#lc.run(async () => svd(await layerSystem(this.#tapOperator(), quantity), o));
+  }
+
+  #quantity(q: LayerQuantity): LayerQuantity {
+    if (q === null || typeof q !== "object") throw invalid("the layer quantity must be { layer, tap }");
+    const L = this.#nLayer;
+    return {
+      layer: check.integer("layer", q.layer, 0, L - 1),
+      tap: check.oneOf("tap", q.tap, ["residual", "attn", "mlp"] as const),
+      finalNorm: check.optionalBoolean("finalNorm", q.finalNorm),
+      fromLayer: check.optionalInteger("fromLayer", q.fromLayer, 0, L - 1),
+    };
   }
 
   /**
@@ -363,41 +491,57 @@ export class Linearization {
    * Jacobian of the residual stream after it (through the final norm), decoded through the LM head.
    */
   async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"] } = {}): Promise<EmergenceRow[]> {
-    const layers = options.layers ?? this.layerInputs.map((_, l) => l);
-    const rows: EmergenceRow[] = [];
-    for (const layer of layers) {
-      const s = await this.layerSvd({ layer, tap: "residual" }, { k: options.k ?? 1, method: options.method });
-      rows.push({ layer, values: Array.from(s.values), tokens: await this.decode(s.u, { space: "output", top: options.top ?? 5 }) });
-    }
-    return rows;
+    const o = check.options("emergence options", options);
+    const L = this.#nLayer;
+    if (o.layers !== undefined && !Array.isArray(o.layers)) throw invalid("layers must be an array of layer indices");
+    const layers = (o.layers ?? this.layerInputs.map((_, l) => l)).map((l, i) => check.integer(`layers[${i}]`, l, 0, L - 1));
+    const k = check.optionalInteger("k", o.k, 1, this.nEmbd) ?? 1;
+    const top = check.optionalInteger("top", o.top, 1, this.logits.length) ?? Math.min(5, this.logits.length);
+    return this.#lc.run(async () => {
+      const rows: EmergenceRow[] = [];
+      for (const layer of layers) {
+        const s = await svd(await layerSystem(this.#tapOperator(), { layer, tap: "residual" }), { k, method: o.method });
+        rows.push({ layer, values: Array.from(s.values), tokens: await this.#decode(s.u, "output", top) });
+      }
+      return rows;
+    });
   }
 
   #tapOperator(): TapOperator {
     return {
       nTokens: this.nTokens, nEmbd: this.nEmbd,
-      jvp: (t, tap, firstPosition) => this.jvp(t, { ...tap, firstPosition }),
-      vjp: (u, tap, firstPosition) => this.vjp(u, { ...tap, firstPosition }),
-      jacobian: (tap, firstPosition) => this.jacobian({ ...tap, firstPosition }),
+      jvp: (t, tap, firstPosition) => this.#jvp(t, this.#pass({ ...tap, firstPosition })),
+      vjp: (u, tap, firstPosition) => this.#vjp(u, this.#pass({ ...tap, firstPosition })),
+      jacobian: (tap, firstPosition) => this.#jacobianOf(this.#pass({ ...tap, firstPosition })),
       inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
       outputNorm: () => this.#get().outputNorm(),
     };
   }
 
   /** The operator as the analyses see it. */
-  #system() {
+  #system(signal?: AbortSignal) {
+    // the cached Jacobian is shared by later calls, so one caller's signal does not stop it
     return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
-      jacobian: () => this.cachedJacobian(), reconstruction: () => this.reconstruction(),
-      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.jacobian({ firstPosition: i }))).block(i),
-      jvp: (t: Float32Array, firstPosition?: number) => this.jvp(t, { firstPosition }),
-      vjp: (u: Float32Array, firstPosition?: number) => this.vjp(u, { firstPosition }) };
+      jacobian: () => this.#cachedJacobian(), reconstruction: () => this.#cachedReconstruction(),
+      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.#jacobianOf(this.#pass({ firstPosition: i, signal })))).block(i),
+      jvp: (t: Float32Array, firstPosition?: number) => this.#jvp(t, this.#pass({ firstPosition, signal })),
+      vjp: (u: Float32Array, firstPosition?: number) => this.#vjp(u, this.#pass({ firstPosition, signal })) };
   }
 
-  async dispose(): Promise<void> {
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
-    this.#native?.dispose();
-    this.#native = undefined;
-    this.#onDispose?.();
-    this.#onDispose = undefined;
+  /**
+   * Frees the linearization once its running operations have finished (or aborts them with
+   * `{ abort: true }`: they reject with ABORTED). Calls made after dispose() began are refused
+   * with DISPOSED. Safe to call twice.
+   */
+  async dispose(options: DisposeOptions = {}): Promise<void> {
+    const o = check.options("dispose options", options);
+    const abort = check.optionalBoolean("abort", o.abort) ?? false;
+    return this.#lc.dispose({ abort }, () => {
+      this.#native?.dispose();
+      this.#native = undefined;
+      this.#onDispose?.();
+      this.#onDispose = undefined;
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,12 +1,13 @@
 // The loaded model: llama.cpp holds the weights (mmap, device placement) and tokenizes;
 // metadata comes from the GGUF header. Every heavy call runs off the JS thread.
-import os from "node:os";
-import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
+import { getAddon, type NativeModel, type NativeTensor, type NativeLinearization } from "./native.js";
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
-import { readGgufSummary, assertSupported, type HyperParameters, type GgufSummary } from "./gguf.js";
-import { LljError, isFloat32Array } from "./errors.js";
-import { abortFlagFor } from "./abort.js";
-import { Linearization, type LinearizeOptions } from "./linearization.js";
+import { readGgufSummary, assertSupported, assertValidHyperParameters, type HyperParameters, type GgufSummary } from "./gguf.js";
+import { LljError, isFloat32Array, fromNative, abortedError, invalid } from "./errors.js";
+import { abortFlagFor, guardedProgress } from "./abort.js";
+import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
+import { Linearization, progressError, type LinearizeOptions } from "./linearization.js";
+import * as check from "./validate.js";
 
 export interface LoadModelOptions {
   modelPath: string;
@@ -63,13 +64,12 @@ export interface ReferenceForward {
   layerInputs: Float32Array[] | null;
 }
 
-function toInt32(tokens: ArrayLike<number>): Int32Array {
-  const out = Int32Array.from(tokens);
-  for (let i = 0; i < tokens.length; i++) {
-    if (!Number.isInteger(tokens[i])) throw new LljError(`token at position ${i} is not an integer: ${tokens[i]}`);
-  }
-  return out;
+/** First non-finite entry of a, or -1. */
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
 }
+const kind = (x: number) => (Number.isNaN(x) ? "NaN" : "infinite");
 
 const nativeOfModel = new WeakMap<Model, () => NativeModel>();
 
@@ -108,7 +108,7 @@ export class Model {
   readonly gguf: GgufSummary;
 
   #native: NativeModel | undefined;
-  #pending = new Set<Promise<unknown>>();
+  #lc = new Lifecycle("model");
   #linearizations = new Set<Linearization>();
 
   /** @internal use loadModel() */
@@ -136,57 +136,88 @@ export class Model {
     }
   }
 
+  /** True once dispose() has been called. */
   get disposed(): boolean {
-    return this.#native === undefined;
+    return !this.#lc.live;
   }
 
   #get(): NativeModel {
-    if (!this.#native) throw new LljError("the model has been disposed");
+    if (!this.#native) throw new LljError("the model has been disposed", { code: "DISPOSED" });
     return this.#native;
   }
 
-  async #track<T>(p: Promise<T>): Promise<T> {
-    this.#pending.add(p);
+  /** Native calls made on the JS thread, their errors as LljErrors. */
+  #sync<T>(call: (n: NativeModel) => T): T {
+    this.#lc.enter();
     try {
-      return await p;
-    } finally {
-      this.#pending.delete(p);
+      return call(this.#get());
+    } catch (e) {
+      throw fromNative(e);
     }
   }
 
+  #ids(tokens: unknown): Int32Array {
+    return Int32Array.from(check.tokenIds("tokens", tokens, this.hparams.nVocab));
+  }
+
   tokenize(text: string, options: TokenizeOptions = {}): number[] {
-    if (typeof text !== "string") throw new LljError("tokenize expects a string");
-    return Array.from(this.#get().tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+    if (typeof text !== "string") throw invalid(`tokenize expects a string, not ${text === null ? "null" : typeof text}`);
+    const o = check.options("tokenize options", options);
+    const add = check.optionalBoolean("addSpecial", o.addSpecial) ?? true, parse = check.optionalBoolean("parseSpecial", o.parseSpecial) ?? false;
+    return Array.from(this.#sync((n) => n.tokenize(text, add, parse)));
   }
 
   detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
-    return this.#get().detokenize(toInt32(tokens), options.removeSpecial ?? false, options.unparseSpecial ?? false);
+    const o = check.options("detokenize options", options);
+    const ids = this.#ids(tokens);
+    return this.#sync((n) => n.detokenize(ids, check.optionalBoolean("removeSpecial", o.removeSpecial) ?? false,
+      check.optionalBoolean("unparseSpecial", o.unparseSpecial) ?? false));
+  }
+
+  /** Token texts for running operations: allowed while dispose() waits for them. */
+  #pieces(ids: number[]): string[] {
+    return this.#get().tokenPieces(Int32Array.from(ids));
   }
 
   /** The text of each token on its own. */
   tokenPieces(tokens: ArrayLike<number>): string[] {
-    return this.#get().tokenPieces(toInt32(tokens));
+    const ids = this.#ids(tokens);
+    return this.#sync((n) => n.tokenPieces(ids));
   }
 
-  /** Tokens of a prompt given as text (tokenized with BOS) or as token ids. */
+  /** Tokens of a prompt given as text (tokenized with BOS) or as token ids (each checked against the vocabulary). */
   toTokens(prompt: string | ArrayLike<number>): number[] {
-    if (typeof prompt === "string" && prompt.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
-    const tokens = typeof prompt === "string" ? this.tokenize(prompt) : Array.from(toInt32(prompt));
-    if (tokens.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
+    if (typeof prompt === "string" && prompt.length === 0) throw invalid("the prompt is empty: at least one token is needed");
+    const tokens = typeof prompt === "string" ? this.tokenize(prompt) : check.tokenIds("prompt", prompt, this.hparams.nVocab);
+    if (tokens.length === 0) throw invalid("the prompt is empty: at least one token is needed");
     return tokens;
   }
 
   /** Runs llama.cpp's own forward on a prompt; the reference every linearization is checked against. */
   async referenceForward(prompt: string | ArrayLike<number>, options: ReferenceForwardOptions = {}): Promise<ReferenceForward> {
+    const o = check.options("referenceForward options", options);
     const tokens = this.toTokens(prompt);
-    options.signal?.throwIfAborted();
-    const native = this.#get();
-    const r = await this.#track(native.referenceForward(Int32Array.from(tokens), {
-      layerInputs: options.layerInputs ?? true,
-      threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
-      contextSize: options.contextSize,
-    }));
-    options.signal?.throwIfAborted();
+    const layerInputs = check.optionalBoolean("layerInputs", o.layerInputs) ?? true;
+    const threads = check.threads(o.threads);
+    const contextSize = check.optionalInteger("contextSize", o.contextSize, 1, 2 ** 31 - 1);
+    const userSignal = check.optionalSignal("signal", o.signal);
+    const r = await this.#lc.run(async () => {
+      const signal = this.#lc.signal(userSignal);
+      if (signal.aborted) throw abortedError(signal.reason);
+      const out = await this.#get().referenceForward(Int32Array.from(tokens), { layerInputs, threads, contextSize }).catch((e) => { throw fromNative(e); });
+      if (signal.aborted) throw abortedError(signal.reason);
+      // llama.cpp's own forward on a broken file: refused like ours, never returned as NaN
+      const where = [...(out.layerInputs ?? []).map((h, l) => [`the input of layer ${l}`, h] as const),
+        ["the final hidden state", out.hidden] as const, ["the logits", out.logits] as const]
+        .find(([, a]) => firstNonFinite(a) >= 0);
+      if (where) {
+        const i = firstNonFinite(where[1]);
+        throw new LljError(`llama.cpp's forward: ${where[0]} is ${kind(where[1][i])} at index ${i}: check the weights before it`, { code: "NON_FINITE" });
+      }
+      let top = 0;
+      for (let i = 1; i < out.logits.length; i++) if (out.logits[i] > out.logits[top]) top = i;
+      return { ...out, topTokenText: this.#pieces([top])[0] };
+    });
     const d = this.hparams.nEmbd;
     let top = 0;
     for (let i = 1; i < r.logits.length; i++) if (r.logits[i] > r.logits[top]) top = i;
@@ -198,7 +229,7 @@ export class Model {
       lastHidden: r.hidden.slice((tokens.length - 1) * d, tokens.length * d),
       logits: r.logits,
       topToken: top,
-      topTokenText: this.tokenPieces([top])[0],
+      topTokenText: r.topTokenText,
       layerInputs: r.layerInputs,
     };
   }
@@ -208,46 +239,124 @@ export class Model {
    * embeddings [n × d] row-major to linearize around arbitrary inputs).
    */
   async linearize(prompt: string | ArrayLike<number> | { embeddings: Float32Array }, options: LinearizeOptions = {}): Promise<Linearization> {
-    const precision = options.precision ?? "exact";
-    if (precision !== "exact" && precision !== "fast") throw new LljError(`precision must be "exact" or "fast", not ${JSON.stringify(precision)}`);
+    const o = check.options("linearize options", options);
+    const precision = check.oneOf("precision", o.precision, ["exact", "fast"] as const, "exact");
+    const threads = check.threads(o.threads);
+    const batchMemoryBytes = check.batchMemoryBytes(o.batchMemoryBytes);
+    const blas = check.optionalBoolean("blas", o.blas) ?? true;
+    const contextSize = check.optionalInteger("contextSize", o.contextSize, 1, 2 ** 31 - 1);
+    const userSignal = check.optionalSignal("signal", o.signal);
+    const onProgress = check.optionalFunction<(p: number) => void>("onProgress", o.onProgress);
     let tokens: number[] | null = null;
     let embeddings: Float32Array | null = null;
-    if (typeof prompt === "object" && prompt !== null && "embeddings" in prompt) {
+    if (typeof prompt === "object" && prompt !== null && !Array.isArray(prompt) && !ArrayBuffer.isView(prompt)) {
+      if (!("embeddings" in prompt)) throw invalid("the prompt must be text, an array of token ids or { embeddings: Float32Array [n × d] }");
       embeddings = prompt.embeddings;
-      if (!isFloat32Array(embeddings)) throw new LljError("embeddings must be a Float32Array [n × d]");
-      if (embeddings.length === 0) throw new LljError("the prompt is empty: at least one token is needed");
+      if (!isFloat32Array(embeddings)) throw invalid("embeddings must be a Float32Array [n × d]");
+      if (embeddings.length === 0) throw invalid("the prompt is empty: at least one token is needed");
       if (embeddings.length % this.hparams.nEmbd !== 0) {
-        throw new LljError(`embeddings must hold n·d values with d = ${this.hparams.nEmbd}, got ${embeddings.length}`);
+        throw invalid(`embeddings must hold n·d values with d = ${this.hparams.nEmbd}, got ${embeddings.length}`);
       }
+      const bad = firstNonFinite(embeddings);
+      if (bad >= 0) throw invalid(`embeddings hold a non-finite value (${embeddings[bad]}) at index ${bad}`);
     } else {
+      if (typeof prompt !== "string" && (prompt === null || typeof prompt !== "object")) {
+        throw invalid(`the prompt must be text, an array of token ids or { embeddings }, not ${prompt === null ? "null" : typeof prompt}`);
+      }
       tokens = this.toTokens(prompt as string | ArrayLike<number>);
     }
-    const { flag, done } = abortFlagFor(options.signal);
-    const native = await this.#track(getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings, {
-      threads: options.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
-      exact: precision === "exact",
-      batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
-      blas: options.blas ?? true,
-      contextSize: options.contextSize,
-    }, options.onProgress, flag).catch((e: Error) => {
-      options.signal?.throwIfAborted();
-      throw e instanceof LljError ? e : new LljError(e.message, { cause: e });
-    }).finally(done));
-    const lin = new Linearization(native, tokens, (ids) => this.tokenPieces(ids), () => this.#linearizations.delete(lin));
-    this.#linearizations.add(lin);
-    if (options.signal?.aborted) {
-      await lin.dispose();
-      options.signal.throwIfAborted();
-    }
-    return lin;
+    return this.#lc.run(async () => {
+      const signal = this.#lc.signal(userSignal);
+      if (signal.aborted) throw abortedError(signal.reason);
+      const { flag, done } = abortFlagFor(signal);
+      const guard = guardedProgress(onProgress, flag);
+      let native: NativeLinearization;
+      try {
+        native = await getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings,
+          { threads, exact: precision === "exact", batchMemoryBytes, blas, contextSize }, guard.progress, flag);
+      } catch (e) {
+        if (signal.aborted) throw abortedError(signal.reason);
+        if (guard.error() !== undefined) throw progressError(guard.error());
+        throw fromNative(e);
+      } finally {
+        done();
+      }
+      if (guard.error() !== undefined) {
+        native.dispose();
+        throw progressError(guard.error());
+      }
+      const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin));
+      this.#linearizations.add(lin);
+      try {
+        if (signal.aborted) throw abortedError(signal.reason);
+        if (!this.#lc.live) throw new LljError("the model was disposed while linearize() ran; its linearization was freed", { code: "DISPOSED" });
+        await this.#checkFinite(lin);
+      } catch (e) {
+        await lin.dispose();
+        throw e;
+      }
+      return lin;
+    });
   }
 
-  /** Frees the model (and its linearizations) once running operations have finished. Safe to call twice. */
-  async dispose(): Promise<void> {
-    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
-    for (const lin of [...this.#linearizations]) await lin.dispose();
-    this.#native?.dispose();
-    this.#native = undefined;
+  /**
+   * Never a silently wrong answer: a NaN or infinity in the primal record is refused, naming
+   * the first place it appears (input embedding row, layer and branch, final norm, LM head).
+   */
+  async #checkFinite(lin: Linearization): Promise<void> {
+    const d = this.hparams.nEmbd;
+    const nonFinite = (what: string, check: string, a: Float32Array, i: number): LljError =>
+      new LljError(`${what} ${kind(a[i])} at position ${Math.floor(i / d)}: check ${check}`, { code: "NON_FINITE" });
+    let i = firstNonFinite(lin.inputEmbeddings);
+    if (i >= 0) {
+      const pos = Math.floor(i / d), t = lin.tokens?.[pos];
+      throw new LljError(`the input embedding of token ${t} at position ${pos} is ${kind(lin.inputEmbeddings[i])}: check row ${t} of token_embd.weight` +
+        (this.hparams.learnedPositions ? ` and row ${pos} of position_embd.weight` : ""), { code: "NON_FINITE" });
+    }
+    const L = lin.layerInputs.length;
+    for (let l = 0; l < L; l++) {
+      const out = l + 1 < L ? lin.layerInputs[l + 1] : lin.finalResidual;
+      i = firstNonFinite(out);
+      if (i < 0) continue;
+      // Which branch: the attention output of layer l at the primal input (the affine tap).
+      let branch = "blk." + l + ".* weights", attnBad: boolean | undefined;
+      try {
+        await lin.jvp(lin.inputEmbeddings, { tap: "attn", layer: l, affine: true, allPositions: true });
+        attnBad = false;
+      } catch (e) {
+        if (e instanceof LljError && e.code === "NON_FINITE") attnBad = true;
+      }
+      if (attnBad !== undefined) {
+        branch = attnBad
+          ? `blk.${l}.attn_q.weight, blk.${l}.attn_k.weight, blk.${l}.attn_v.weight, blk.${l}.attn_output.weight and blk.${l}.attn_norm.weight (the attention probabilities or output are not finite)`
+          : `blk.${l}.ffn_* weights and blk.${l}.ffn_norm.weight (the MLP output is not finite)`;
+      }
+      throw nonFinite(`blk.${l} output (the residual stream after layer ${l}) is`, branch, out, i);
+    }
+    i = firstNonFinite(lin.hidden);
+    if (i >= 0) throw nonFinite("the output of the final norm is", "output_norm.weight and the norm epsilon", lin.hidden, i);
+    i = firstNonFinite(lin.logits);
+    if (i >= 0) {
+      throw new LljError(`logit of token ${i} is ${kind(lin.logits[i])}: check ${this.hparams.tiedEmbeddings ? "token_embd.weight (the tied LM head)" : "output.weight (the LM head)"} row ${i}`,
+        { code: "NON_FINITE" });
+    }
+  }
+
+  /**
+   * Frees the model and its linearizations once running operations have finished (or aborts
+   * them with `{ abort: true }`; they reject with ABORTED). Calls made after dispose() began
+   * are refused with DISPOSED. Safe to call twice.
+   */
+  async dispose(options: DisposeOptions = {}): Promise<void> {
+    const o = check.options("dispose options", options);
+    const abort = check.optionalBoolean("abort", o.abort) ?? false;
+    // aborting: stop the linearizations' work now, not after the model's own calls settle
+    if (abort) for (const lin of this.#linearizations) void lin.dispose({ abort }).catch(() => {});
+    return this.#lc.dispose({ abort }, async () => {
+      for (const lin of [...this.#linearizations]) await lin.dispose({ abort });
+      this.#native?.dispose();
+      this.#native = undefined;
+    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -260,37 +369,48 @@ export class Model {
  * missing file, a non-GGUF or truncated file, or an unsupported architecture.
  */
 export async function loadModel(options: LoadModelOptions): Promise<Model> {
-  if (!options || typeof options.modelPath !== "string" || options.modelPath === "") {
-    throw new LljError("loadModel needs { modelPath }");
+  if (!options || typeof options !== "object" || typeof options.modelPath !== "string" || options.modelPath === "") {
+    throw invalid("loadModel needs { modelPath: string }");
   }
-  options.signal?.throwIfAborted();
+  const signal = check.optionalSignal("signal", options.signal);
+  const onLoadProgress = check.optionalFunction<(p: number) => void>("onLoadProgress", options.onLoadProgress);
+  check.optionalBoolean("useMmap", options.useMmap);
+  if (signal?.aborted) throw abortedError(signal.reason);
   const backends = initBackends(options.gpu ?? "auto");
   const gguf = await readGgufSummary(options.modelPath);
   assertSupported(gguf);
+  assertValidHyperParameters(gguf);
   const cpuOnly = options.gpu === false;
   const hasGpu = !cpuOnly && backends.gpuBackends.length > 0;
   const gl = options.gpuLayers ?? "auto";
   let gpuLayers: number;
+  if (gl !== "auto" && gl !== "max" && !(Number.isInteger(gl) && (gl as number) >= 0)) {
+    throw invalid(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
+  }
   if (cpuOnly && gl !== "auto" && gl !== 0) throw new LljError(`gpuLayers ${JSON.stringify(gl)} needs a GPU, but gpu is false`);
   if (gl === "max") gpuLayers = 999999;
   else if (gl === "auto") gpuLayers = hasGpu ? 999999 : 0;
   else if (Number.isInteger(gl) && gl >= 0) gpuLayers = gl;
+  else if (Number.isInteger(gl) && (gl as number) > 999999) gpuLayers = 999999;
   else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
 
-  const { flag, done } = abortFlagFor(options.signal);
+  const { flag, done } = abortFlagFor(signal);
+  const guard = guardedProgress(onLoadProgress, flag);
   try {
     const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
-      options.onLoadProgress, flag);
+      guard.progress, flag);
     try {
-      options.signal?.throwIfAborted();
+      if (signal?.aborted) throw abortedError(signal.reason);
+      if (guard.error() !== undefined) throw progressError(guard.error());
       return new Model(native, gguf, backends);
     } catch (e) {
       native.dispose();
       throw e;
     }
   } catch (e) {
-    if (e instanceof LljError || (e as Error)?.name === "AbortError") throw e;
-    throw new LljError((e as Error).message, { cause: e });
+    if (signal?.aborted) throw abortedError(signal.reason);
+    if (guard.error() !== undefined) throw progressError(guard.error());
+    throw fromNative(e, "INVALID_MODEL");
   } finally {
     done();
   }

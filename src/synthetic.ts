@@ -120,6 +120,15 @@ export interface SyntheticSpec {
   ropeScaling?: { type: "linear" | "yarn"; factor: number };
   /** Mixture-of-experts FFNs (llama, Mixtral-style): expert count and experts used per token. */
   experts?: { count: number; used: number; /** default true; false writes no ffn_gate_exps */ gated?: boolean };
+  /** qwen3: the reranker head `cls.output.weight` [d, 1], which llama.cpp loads but applies only in rank pooling. */
+  rerankHead?: boolean;
+  /**
+   * Hostile files (reliability tests): the init of named tensors replaced, e.g.
+   * `{ "blk.1.attn_q.weight": { kind: "constant", a: NaN } }`.
+   */
+  tensorOverrides?: Record<string, { kind: "constant"; a: number } | { kind: "normal" | "uniform"; a: number; b: number; seed: number }>;
+  /** Hostile files: metadata keys set (replacing generated ones) or removed (`type: "remove"`). */
+  kvOverrides?: GgufKv[];
 }
 
 /** Default synthetic llama: dimensions multiples of 256 so that K-quants apply unchanged. */
@@ -297,6 +306,20 @@ export function ggufSpec(spec: SyntheticSpec): { kv: GgufKv[]; tensors: GgufTens
     }
     if (allowed.postNorms) norm(`blk.${l}.post_ffw_norm.weight`);
   }
+  if (spec.rerankHead) {
+    if (a !== "qwen3") throw new LljError("rerankHead is qwen3's (llama.cpp loads cls.output.weight for qwen3 only)");
+    matrix("cls.output.weight", d, 1);
+  }
+  for (const [name, init] of Object.entries(spec.tensorOverrides ?? {})) {
+    const t = tensors.find((x) => x.name === name);
+    if (!t) throw new LljError(`tensorOverrides: no tensor ${name} in this spec`);
+    t.init = init;
+  }
+  for (const o of spec.kvOverrides ?? []) {
+    const i = kv.findIndex((x) => x.key === o.key);
+    if (i >= 0) kv.splice(i, 1);
+    kv.push(o);
+  }
   // -1 stands for the vocabulary size, known once the tokenizer file is read.
   return { kv, tensors };
 }
@@ -353,7 +376,9 @@ export async function syntheticModel(spec: SyntheticSpec = TINY_LLAMA, type: Qua
   const dir = syntheticCacheDir();
   mkdirSync(dir, { recursive: true });
   const key = createHash("sha256")
-    .update(JSON.stringify({ spec, tag: getBuildRecord().llamaCppTag, v: GENERATOR_VERSION }))
+    // (non-finite numbers of hostile specs kept apart: JSON would write them all as null)
+    .update(JSON.stringify({ spec, tag: getBuildRecord().llamaCppTag, v: GENERATOR_VERSION },
+      (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? `number:${v}` : v)))
     .digest("hex").slice(0, 16);
   const base = path.join(dir, `${spec.architecture}-${key}`);
   const f32 = `${base}-F32.gguf`;

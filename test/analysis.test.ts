@@ -260,8 +260,8 @@ describe("layer taps", () => {
 
   test("bad taps are refused", async () => {
     const d = lin.nEmbd;
-    await expect(lin.jvp(lin.inputEmbeddings, { tap: "mlp", layer: 9 })).rejects.toThrow(/tapLayer must lie/);
-    await expect(lin.vjp(new Float32Array(d), { fromLayer: 7 })).rejects.toThrow(/fromLayer must lie/);
+    await expect(lin.jvp(lin.inputEmbeddings, { tap: "mlp", layer: 9 })).rejects.toThrow(/layer must be an integer in \[0, 5\), not 9/);
+    await expect(lin.vjp(new Float32Array(d), { fromLayer: 7 })).rejects.toThrow(/fromLayer must be an integer in \[0, 5\), not 7/);
     await expect(lin.jvp(lin.inputEmbeddings, { tap: "nope" as never, layer: 1 })).rejects.toThrow(/tap must be/);
   });
 });

@@ -43,7 +43,7 @@ test("a GGUF of an unsupported architecture", async () => {
   const err = await loadModel({ modelPath: f, gpu: false }).catch((e) => e);
   expect(err.message).toMatch(/architecture "mamba" .* is not supported by llj-gguf: its layers carry a recurrent state/);
   expect(err.message).toMatch(/\(supported: llama, mistral3, qwen2, qwen3, qwen3moe, gemma2, gemma3, olmo2, phi3, gpt2, starcoder, phi2, gptneox, starcoder2, falcon, mpt\)/);
-  expect(err.code).toBe("unsupported-architecture");
+  expect(err.code).toBe("UNSUPPORTED");
   const bloom = await loadModel({ modelPath: await writeArchitectureStub(path.join(tmp, "bloom.gguf"), "bloom", 1), gpu: false }).catch((e) => e);
   expect(bloom.message).toMatch(/its graph in the LayerNorm and non-gated MLP family is not written yet \(gpt2's, .* and mpt's are/);
 });
@@ -75,6 +75,27 @@ test("bad prompts are refused before llama.cpp sees them, and the process surviv
     // Still healthy.
     const f = await model.referenceForward("Once upon a time,");
     expect(f.topTokenText).toBe(" there");
+  } finally {
+    await model.dispose();
+  }
+});
+
+const failure = (p: Promise<unknown>): Promise<LljError> => p.then(() => { throw new Error("resolved"); }, (x: unknown) => x as LljError);
+
+test("native refusals are LljErrors with a code and a clean message, also from another realm (jest's vm)", async () => {
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    const lin = await model.linearize("Once upon a time");
+    const nan = new Float32Array(lin.nTokens * lin.nEmbd).fill(NaN);
+    const e = await failure(lin.jvp(nan));
+    expect(e).toBeInstanceOf(LljError);
+    expect(e.code).toBe("INVALID_ARGUMENT");
+    expect(e.message).toMatch(/^tangents holds a non-finite value at index 0/);
+    const c = await failure(model.linearize("Once upon a time", { contextSize: 2 }));
+    expect([c.code, c.message]).toEqual(["INVALID_ARGUMENT", "contextSize is smaller than the prompt"]);
+    await lin.dispose();
+    const d = await failure(lin.vjp(new Float32Array(lin.nEmbd)));
+    expect([d.code, d.message]).toEqual(["DISPOSED", "the linearization has been disposed"]);
   } finally {
     await model.dispose();
   }
