@@ -15,7 +15,7 @@
 //      llj-gguf's full Jacobian + per-token SVDs on the same file and prompt.
 // PyTorch peers run in the Python of bench/setup-peers.sh (PyTorch 2.13 CPU wheel,
 // transformers, gguf) when it exists, else LLJ_BENCH_PYTHON or the system's python3.
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 5|6|8]
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|8]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -154,7 +154,7 @@ async function main() {
   if (args[0] === "--child") return child(args[1], args[2], JSON.parse(args[3]));
   const addon = getAddon();
   console.log(`llj-gguf benchmark — ${os.cpus()[0]?.model ?? "cpu"}, ${threads} threads, node ${process.version}`);
-  if (!only) await smallModelSections(addon);
+  if (!only || only <= 4) await smallModelSections(addon);  // --only 1 (or 2-4): the d=512 sections
   if (!args.includes("--skip-large") && (!only || only === 5)) await memorySection();
   if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
   if (!args.includes("--skip-torch") && (!only || only === 8)) await realModelSection();

@@ -8,6 +8,8 @@ import type { AnalysisSummary } from "./report.js";
 /** Per-position spectra and decoded vectors use the exact route; beyond these sizes only the last token is shown. */
 export const PER_POSITION_MAX_EMBD = 256;
 export const PER_POSITION_MAX_TOKENS = 128;
+/** Beyond d = 256, every position's top-3 comes from the one-sweep matrix-free SVD, for prompts up to this length. */
+export const SWEEP_MAX_TOKENS = 64;
 /** J_last is drawn cell by cell (d² marks): only for small d. */
 export const JACOBIAN_HEATMAP_MAX_EMBD = 128;
 const TOP_PREDICTIONS = 10;
@@ -28,7 +30,8 @@ function topPredictions(model: Model, logits: Float32Array): ReportFields["topPr
 /**
  * The report's fields. `last` is the last token's SVD the summary already has (reused, not
  * recomputed). For d ≤ 256 and short prompts every J_i is decomposed from one cached
- * Jacobian (d VJPs), so all positions cost little more than the last one.
+ * Jacobian (d VJPs), so all positions cost little more than the last one; beyond, the
+ * all-token sweep gives every J_i's converged top-k.
  */
 export async function reportFields(model: Model, lin: Linearization, rec: Reconstruction, nonlin: NonlinearReconstruction,
   last: SingularTriplets): Promise<ReportFields> {
@@ -38,6 +41,10 @@ export async function reportFields(model: Model, lin: Linearization, rec: Recons
   if (perPosition) {
     await lin.cachedJacobian();
     for (let i = 0; i < n - 1; i++) svds.push(await lin.svd({ token: i, k: 1 }));
+  } else if (n > 1 && n <= SWEEP_MAX_TOKENS) {
+    // every J_i's top-k in one batched sweep (each weight read once per pass for all tokens)
+    const sweep = await lin.svd({ token: "each", k: last.values.length, method: "randomized" });
+    svds.push(...sweep.positions.slice(0, n - 1));
   }
   svds.push(last);
   const u1 = new Float32Array(svds.length * d), v1 = new Float32Array(svds.length * d);

@@ -147,6 +147,14 @@ export function formatAnalysis(a: AnalysisSummary): string {
       lines.push(`  ${"".padStart(13)}   v → ${a.singular!.v[j].map((t) => JSON.stringify(t)).join(" ")}`);
     });
   }
+  if (a.positions && a.positions.length > 1) {
+    lines.push("", "every input position i: σ1 of its own Jacobian J_i, u1 through the LM head, v1's nearest input embeddings");
+    for (const p of a.positions) {
+      const t = JSON.stringify(a.tokenTexts[p.position] ?? "");
+      lines.push(`  ${String(p.position).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  σ1 = ${p.sigma1.toFixed(3).padStart(8)}   ` +
+        `u → ${p.u.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}   v → ${p.v.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}`);
+    }
+  }
   if (a.emergence) {
     lines.push("", "emergence: per layer, the leading left singular vector of the last token's Jacobian of the residual stream",
       "after that layer (through the final norm), decoded through the LM head");

@@ -2,7 +2,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
-import { syntheticModel, TINY_LLAMA } from "../src/index.js";
+import { syntheticModel, loadModel, TINY_LLAMA } from "../src/index.js";
 import { STORIES, relErr, writeArchitectureStub } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
@@ -204,4 +204,28 @@ test("--quiet: no tables, only the paths of the files written", async () => {
   expect(r.status).toBe(0);
   expect(r.stderr).toBe("");
   expect(r.stdout).toBe(`${path.join(dir, "s.json")}\n${path.join(dir, "r.html")}\n`);
+});
+
+test("analyze prints every input position's own J_i: σ1 and decoded u1/v1, the SVDs of the API", async () => {
+  const prompt = "Once upon a time, there was a little";
+  const r = run("analyze", STORIES, prompt, "--gpu", "false");
+  expect(r.status).toBe(0);
+  const lines = r.stdout.split("\n");
+  const head = lines.findIndex((l) => l.startsWith("every input position i"));
+  expect(head).toBeGreaterThan(0);
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    const lin = await model.linearize(prompt);
+    const each = await lin.svd({ token: "each", k: 1 });
+    expect(each.positions).toHaveLength(lin.nTokens);
+    for (let i = 0; i < lin.nTokens; i++) {
+      const row = lines[head + 1 + i];
+      expect(row).toMatch(new RegExp(`^\\s+${i}\\s`));
+      expect(row).toContain(`σ1 = ${each.positions[i].values[0].toFixed(3).padStart(8)}`);
+      const u1 = (await lin.decode(each.positions[i].u.slice(0, lin.nEmbd), { space: "output", top: 1 }))[0][0].text;
+      expect(row).toContain(`u → ${JSON.stringify(u1)}`);
+    }
+  } finally {
+    await model.dispose();
+  }
 });
