@@ -228,6 +228,7 @@ export class Model {
       exact: precision === "exact",
       batchMemoryBytes: options.batchMemoryBytes ?? 512 * 1024 * 1024,
       blas: options.blas ?? true,
+      tiled: options.tiled ?? true,
       contextSize: options.contextSize,
     }, options.onProgress, flag).catch((e: Error) => {
       options.signal?.throwIfAborted();
