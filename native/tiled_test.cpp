@@ -41,6 +41,18 @@ static bool quantizable(ggml_type t) {
     }
 }
 
+// Types whose to_float reads any bit pattern safely (no table indexed past its end): the
+// classic and k-quants; the IQ/TQ/FP4 types are checked on quantized data only.
+static bool random_bits_ok(ggml_type t) {
+    switch (t) {
+        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
+            return true;
+        default:
+            return false;
+    }
+}
+
 class TiledSelfTestWorker : public PromiseWorker {
   public:
     TiledSelfTestWorker(Napi::Env env, ggml_type type, int64_t m, int64_t n, int threads)
@@ -132,6 +144,21 @@ class TiledSelfTestWorker : public PromiseWorker {
                 if (std::memcmp(tile.data() + r * kc, wd.data() + r * K + k0, (size_t) kc * sizeof(float)) != 0) ++tile_mismatch_rows_;
             }
         }
+        // the same on random bits as blocks: every bit pattern of scales and quants (IEEE
+        // specials included), compared as bits
+        std::uniform_int_distribution<int> byte(0, 255);
+        for (auto & c : q) c = (char) byte(rng);
+        if (type_ == GGML_TYPE_F16 || type_ == GGML_TYPE_BF16 || random_bits_ok(type_)) {
+            ggml_backend_tensor_set(tw, q.data(), 0, q.size());
+            for (int64_t r = 0; r < M; ++r) to_float(q.data() + (size_t) r * ggml_row_size(type_, K), wd.data() + r * K, K);
+            for (int64_t k0 = 0; k0 < K; k0 += KC) {
+                const int64_t kc = std::min(KC, K - k0);
+                tiled_dequantize(tw, 0, M, k0, kc, tile.data());
+                for (int64_t r = 0; r < M; ++r) {
+                    if (std::memcmp(tile.data() + r * kc, wd.data() + r * K + k0, (size_t) kc * sizeof(float)) != 0) ++random_mismatch_rows_;
+                }
+            }
+        }
         k_ = K;
         ggml_gallocr_free(alloc);
         ggml_backend_buffer_free(buf);
@@ -144,6 +171,7 @@ class TiledSelfTestWorker : public PromiseWorker {
         o.Set("cols", (double) k_);
         o.Set("eligible", eligible_);
         o.Set("tileMismatchRows", (double) tile_mismatch_rows_);   // tile rows whose bits differ from to_float
+        o.Set("randomBitsMismatchRows", (double) random_mismatch_rows_);  // likewise, blocks of random bits
         o.Set("forwardMismatches", (double) forward_mismatch_);     // W·I ≠ to_float, element count
         o.Set("transposeMismatches", (double) transpose_mismatch_); // Wᵀ·I ≠ to_float
         o.Set("castMismatches", (double) cast_mismatch_);           // ggml_cast ≠ to_float
@@ -156,7 +184,7 @@ class TiledSelfTestWorker : public PromiseWorker {
     int64_t m_, n_, k_ = 0;
     int threads_;
     bool eligible_ = false;
-    int64_t tile_mismatch_rows_ = 0, forward_mismatch_ = 0, transpose_mismatch_ = 0, cast_mismatch_ = 0;
+    int64_t random_mismatch_rows_ = 0, tile_mismatch_rows_ = 0, forward_mismatch_ = 0, transpose_mismatch_ = 0, cast_mismatch_ = 0;
     double forward_rel_ = 0, transpose_rel_ = 0;
 };
 

@@ -154,7 +154,7 @@ export interface NativeAddon {
   tiledTypes(): Array<{ name: string; quantizable: boolean }>;
   /** Test support: the tiled kernel on random data quantized to `type` ([512 + block] columns × rows), against to_float and cast + mul_mat. */
   tiledSelfTest(type: string, rows: number, n: number, threads: number): Promise<{ type: string; cols: number; eligible: boolean;
-    tileMismatchRows: number; forwardMismatches: number; transposeMismatches: number; castMismatches: number; forwardRelError: number; transposeRelError: number }>;
+    tileMismatchRows: number; randomBitsMismatchRows: number; forwardMismatches: number; transposeMismatches: number; castMismatches: number; forwardRelError: number; transposeRelError: number }>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */
