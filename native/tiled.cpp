@@ -20,7 +20,10 @@ namespace {
 // stays in L2 while it is multiplied with every column of the other operand.
 constexpr int64_t TM = 64;
 constexpr int64_t KC_MIN = 256;
-constexpr int64_t NC = 64;  // columns of the other operand per pass over a tile (≤ 64 KiB of it)
+constexpr int64_t NC = 64;
+// Tile rows are KC + PAD floats apart: a power-of-two stride (1 KiB) would put a column strip
+// of the tile into a few L1 sets, and the transposed kernel reads the tile by column strips.
+constexpr int64_t PAD = 16;  // columns of the other operand per pass over a tile (≤ 64 KiB of it)
 
 // Columns per dequantized chunk: a multiple of the type's block (so chunk boundaries are
 // block boundaries and to_float of a chunk equals that part of to_float of the row).
@@ -148,11 +151,11 @@ ggml_to_float_t row_dequantizer(ggml_type type) {
 
 }  // namespace
 
-void tiled_dequantize(const ggml_tensor * w, int64_t m0, int64_t tm, int64_t k0, int64_t kc, float * tile) {
+void tiled_dequantize(const ggml_tensor * w, int64_t m0, int64_t tm, int64_t k0, int64_t kc, float * tile, int64_t ld) {
     const ggml_to_float_t to_float = row_dequantizer(w->type);
     const size_t offset = (size_t) (k0 / ggml_blck_size(w->type)) * ggml_type_size(w->type);
     const char * base = (const char *) w->data + offset;
-    for (int64_t i = 0; i < tm; ++i) to_float(base + (size_t) (m0 + i) * w->nb[1], tile + i * kc, kc);
+    for (int64_t i = 0; i < tm; ++i) to_float(base + (size_t) (m0 + i) * w->nb[1], tile + i * ld, kc);
 }
 
 namespace {
@@ -165,31 +168,32 @@ float * thread_tile(size_t floats) {
 
 // ---- micro-kernels: portable versions (the compiler vectorizes what it can) ----
 
-// Y[r + c·ldy] += Σ_k A[r·kc + k] X[k + c·ldx] for r < R, c < C.
+// Y[r + c·ldy] += Σ_k A[r·lda + k] X[k + c·ldx] for r < R, c < C.
 template <int R, int C>
-void fwd_micro_generic(const float * A, int64_t kc, const float * X, int64_t ldx, float * Y, int64_t ldy) {
+void fwd_micro_generic(const float * A, int64_t lda, int64_t kc, const float * X, int64_t ldx, float * Y, int64_t ldy) {
     for (int r = 0; r < R; ++r) {
         for (int c = 0; c < C; ++c) {
             float s = 0;
-            for (int64_t k = 0; k < kc; ++k) s += A[r * kc + k] * X[c * ldx + k];
+            for (int64_t k = 0; k < kc; ++k) s += A[r * lda + k] * X[c * ldx + k];
             Y[r + c * ldy] += s;
         }
     }
 }
 
-// Z[k + c·ldz] += Σ_i A[i·kc + k] U[i + c·ldu] for i < tm, k < kn, c < C.
+// Z[k + c·ldz] += Σ_i A[i·lda + k] U[i + c·ldu] for i < tm, k < kn, c < C.
 template <int C>
-void tr_micro_generic(const float * A, int64_t tm, int64_t kc, int64_t kn, const float * U, int64_t ldu, float * Z, int64_t ldz) {
+void tr_micro_generic(const float * A, int64_t tm, int64_t lda, int64_t kn, const float * U, int64_t ldu, float * Z, int64_t ldz) {
     for (int c = 0; c < C; ++c) {
         for (int64_t i = 0; i < tm; ++i) {
             const float u = U[i + c * ldu];
-            for (int64_t k = 0; k < kn; ++k) Z[k + c * ldz] += A[i * kc + k] * u;
+            for (int64_t k = 0; k < kn; ++k) Z[k + c * ldz] += A[i * lda + k] * u;
         }
     }
 }
 
 #ifdef LLJ_X86
-// ---- AVX2/FMA micro-kernels: 12 accumulators, 7 loads per 12 FMAs ----
+// ---- AVX2/FMA micro-kernels: 8 accumulators (4 × 2), 6 loads per 8 FMAs ----
+// (4 × 3 would need all 16 ymm registers and GCC then spills the accumulators: measured slower.)
 
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -199,7 +203,7 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 }
 
 template <int R, int C>
-__attribute__((target("avx2,fma"))) void fwd_micro_avx2(const float * A, int64_t kc, const float * X, int64_t ldx, float * Y, int64_t ldy) {
+__attribute__((target("avx2,fma"))) void fwd_micro_avx2(const float * A, int64_t lda, int64_t kc, const float * X, int64_t ldx, float * Y, int64_t ldy) {
     __m256 acc[R][C];
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
@@ -208,14 +212,14 @@ __attribute__((target("avx2,fma"))) void fwd_micro_avx2(const float * A, int64_t
         __m256 x[C];
         for (int c = 0; c < C; ++c) x[c] = _mm256_loadu_ps(X + c * ldx + k);
         for (int r = 0; r < R; ++r) {
-            const __m256 a = _mm256_loadu_ps(A + r * kc + k);
+            const __m256 a = _mm256_loadu_ps(A + r * lda + k);
             for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(a, x[c], acc[r][c]);
         }
     }
     for (int r = 0; r < R; ++r) {
         for (int c = 0; c < C; ++c) {
             float s = hsum(acc[r][c]);
-            for (int64_t kk = k; kk < kc; ++kk) s += A[r * kc + kk] * X[c * ldx + kk];
+            for (int64_t kk = k; kk < kc; ++kk) s += A[r * lda + kk] * X[c * ldx + kk];
             Y[r + c * ldy] += s;
         }
     }
@@ -223,7 +227,7 @@ __attribute__((target("avx2,fma"))) void fwd_micro_avx2(const float * A, int64_t
 
 // V vectors of 8 consecutive k × C columns.
 template <int V, int C>
-__attribute__((target("avx2,fma"))) void tr_micro_avx2(const float * A, int64_t tm, int64_t kc, const float * U, int64_t ldu, float * Z, int64_t ldz) {
+__attribute__((target("avx2,fma"))) void tr_micro_avx2(const float * A, int64_t tm, int64_t lda, const float * U, int64_t ldu, float * Z, int64_t ldz) {
     __m256 acc[V][C];
     for (int v = 0; v < V; ++v)
         for (int c = 0; c < C; ++c) acc[v][c] = _mm256_setzero_ps();
@@ -231,7 +235,7 @@ __attribute__((target("avx2,fma"))) void tr_micro_avx2(const float * A, int64_t 
         __m256 u[C];
         for (int c = 0; c < C; ++c) u[c] = _mm256_broadcast_ss(U + i + c * ldu);
         for (int v = 0; v < V; ++v) {
-            const __m256 a = _mm256_loadu_ps(A + i * kc + 8 * v);
+            const __m256 a = _mm256_loadu_ps(A + i * lda + 8 * v);
             for (int c = 0; c < C; ++c) acc[v][c] = _mm256_fmadd_ps(a, u[c], acc[v][c]);
         }
     }
@@ -242,40 +246,96 @@ __attribute__((target("avx2,fma"))) void tr_micro_avx2(const float * A, int64_t 
         }
 }
 
+// The two main blocks with named accumulators: with an array of __m256 accumulators GCC
+// stores the whole array to the stack on every iteration (seen in perf annotate).
+__attribute__((target("avx2,fma"))) void fwd_4x2_avx2(const float * A, int64_t lda, int64_t kc, const float * X, int64_t ldx, float * Y, int64_t ldy) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const float * x0 = X, * x1 = X + ldx;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        const __m256 u0 = _mm256_loadu_ps(x0 + k), u1 = _mm256_loadu_ps(x1 + k);
+        __m256 w = _mm256_loadu_ps(A + k);
+        a00 = _mm256_fmadd_ps(w, u0, a00); a01 = _mm256_fmadd_ps(w, u1, a01);
+        w = _mm256_loadu_ps(A + lda + k);
+        a10 = _mm256_fmadd_ps(w, u0, a10); a11 = _mm256_fmadd_ps(w, u1, a11);
+        w = _mm256_loadu_ps(A + 2 * lda + k);
+        a20 = _mm256_fmadd_ps(w, u0, a20); a21 = _mm256_fmadd_ps(w, u1, a21);
+        w = _mm256_loadu_ps(A + 3 * lda + k);
+        a30 = _mm256_fmadd_ps(w, u0, a30); a31 = _mm256_fmadd_ps(w, u1, a31);
+    }
+    const __m256 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+    for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 2; ++c) {
+            float s = hsum(acc[r][c]);
+            for (int64_t kk = k; kk < kc; ++kk) s += A[r * lda + kk] * X[c * ldx + kk];
+            Y[r + c * ldy] += s;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) void tr_4x2_avx2(const float * A, int64_t tm, int64_t lda, const float * U, int64_t ldu, float * Z, int64_t ldz) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const float * u0 = U, * u1 = U + ldu;
+    for (int64_t i = 0; i < tm; ++i) {
+        const __m256 b0 = _mm256_broadcast_ss(u0 + i), b1 = _mm256_broadcast_ss(u1 + i);
+        const float * w = A + i * lda;
+        __m256 v = _mm256_loadu_ps(w);
+        a00 = _mm256_fmadd_ps(v, b0, a00); a01 = _mm256_fmadd_ps(v, b1, a01);
+        v = _mm256_loadu_ps(w + 8);
+        a10 = _mm256_fmadd_ps(v, b0, a10); a11 = _mm256_fmadd_ps(v, b1, a11);
+        v = _mm256_loadu_ps(w + 16);
+        a20 = _mm256_fmadd_ps(v, b0, a20); a21 = _mm256_fmadd_ps(v, b1, a21);
+        v = _mm256_loadu_ps(w + 24);
+        a30 = _mm256_fmadd_ps(v, b0, a30); a31 = _mm256_fmadd_ps(v, b1, a31);
+    }
+    float * z0 = Z, * z1 = Z + ldz;
+    _mm256_storeu_ps(z0, _mm256_add_ps(_mm256_loadu_ps(z0), a00));
+    _mm256_storeu_ps(z0 + 8, _mm256_add_ps(_mm256_loadu_ps(z0 + 8), a10));
+    _mm256_storeu_ps(z0 + 16, _mm256_add_ps(_mm256_loadu_ps(z0 + 16), a20));
+    _mm256_storeu_ps(z0 + 24, _mm256_add_ps(_mm256_loadu_ps(z0 + 24), a30));
+    _mm256_storeu_ps(z1, _mm256_add_ps(_mm256_loadu_ps(z1), a01));
+    _mm256_storeu_ps(z1 + 8, _mm256_add_ps(_mm256_loadu_ps(z1 + 8), a11));
+    _mm256_storeu_ps(z1 + 16, _mm256_add_ps(_mm256_loadu_ps(z1 + 16), a21));
+    _mm256_storeu_ps(z1 + 24, _mm256_add_ps(_mm256_loadu_ps(z1 + 24), a31));
+}
+
 bool has_avx2() {
     static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return ok;
 }
 #endif
 
-// Y[0..R) × [0..N) += tile (R × kc) · X (kc × N), register blocks of 4 rows × 3 columns.
+// Y[0..R) × [0..N) += tile (R × kc) · X (kc × N), register blocks of 4 rows × 2 columns.
 template <int RB>
-void fwd_rows(const float * A, int64_t kc, const float * X, int64_t ldx, int64_t N, float * Y, int64_t ldy) {
+void fwd_rows(const float * A, int64_t lda, int64_t kc, const float * X, int64_t ldx, int64_t N, float * Y, int64_t ldy) {
     int64_t c = 0;
 #ifdef LLJ_X86
     if (has_avx2()) {
-        for (; c + 3 <= N; c += 3) fwd_micro_avx2<RB, 3>(A, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
-        for (; c < N; ++c) fwd_micro_avx2<RB, 1>(A, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
+        for (; c + 2 <= N; c += 2) {
+            if constexpr (RB == 4) fwd_4x2_avx2(A, lda, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
+            else fwd_micro_avx2<RB, 2>(A, lda, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
+        }
+        for (; c < N; ++c) fwd_micro_avx2<RB, 1>(A, lda, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
         return;
     }
 #endif
-    for (; c + 3 <= N; c += 3) fwd_micro_generic<RB, 3>(A, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
-    for (; c < N; ++c) fwd_micro_generic<RB, 1>(A, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
+    for (; c + 3 <= N; c += 3) fwd_micro_generic<RB, 3>(A, lda, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
+    for (; c < N; ++c) fwd_micro_generic<RB, 1>(A, lda, kc, X + c * ldx, ldx, Y + c * ldy, ldy);
 }
 
-void fwd_tile(const float * A, int64_t tm, int64_t kc, const float * X, int64_t ldx, int64_t N, float * Y, int64_t ldy) {
+void fwd_tile(const float * A, int64_t lda, int64_t tm, int64_t kc, const float * X, int64_t ldx, int64_t N, float * Y, int64_t ldy) {
     for (int64_t c0 = 0; c0 < N; c0 += NC) {
         const int64_t nc = std::min(NC, N - c0);
         const float * Xc = X + c0 * ldx;
         float * Yc = Y + c0 * ldy;
         int64_t r = 0;
-        for (; r + 4 <= tm; r += 4) fwd_rows<4>(A + r * kc, kc, Xc, ldx, nc, Yc + r, ldy);
-        for (; r < tm; ++r) fwd_rows<1>(A + r * kc, kc, Xc, ldx, nc, Yc + r, ldy);
+        for (; r + 4 <= tm; r += 4) fwd_rows<4>(A + r * lda, lda, kc, Xc, ldx, nc, Yc + r, ldy);
+        for (; r < tm; ++r) fwd_rows<1>(A + r * lda, lda, kc, Xc, ldx, nc, Yc + r, ldy);
     }
 }
 
 // Z (kc × N) += tileᵀ · U (tm × N).
-void tr_tile(const float * A, int64_t tm, int64_t kc, const float * U, int64_t ldu, int64_t N, float * Z, int64_t ldz) {
+void tr_tile(const float * A, int64_t lda, int64_t tm, int64_t kc, const float * U, int64_t ldu, int64_t N, float * Z, int64_t ldz) {
     for (int64_t c0 = 0; c0 < N; c0 += NC) {
         const int64_t nc = std::min(NC, N - c0);
         int64_t k = 0;
@@ -283,18 +343,18 @@ void tr_tile(const float * A, int64_t tm, int64_t kc, const float * U, int64_t l
         if (has_avx2()) {
             for (; k + 32 <= kc; k += 32) {
                 int64_t c = c0;
-                for (; c + 3 <= c0 + nc; c += 3) tr_micro_avx2<4, 3>(A + k, tm, kc, U + c * ldu, ldu, Z + k + c * ldz, ldz);
-                for (; c < c0 + nc; ++c) tr_micro_avx2<4, 1>(A + k, tm, kc, U + c * ldu, ldu, Z + k + c * ldz, ldz);
+                for (; c + 2 <= c0 + nc; c += 2) tr_4x2_avx2(A + k, tm, lda, U + c * ldu, ldu, Z + k + c * ldz, ldz);
+                for (; c < c0 + nc; ++c) tr_micro_avx2<4, 1>(A + k, tm, lda, U + c * ldu, ldu, Z + k + c * ldz, ldz);
             }
             for (; k + 8 <= kc; k += 8) {
                 int64_t c = c0;
-                for (; c + 3 <= c0 + nc; c += 3) tr_micro_avx2<1, 3>(A + k, tm, kc, U + c * ldu, ldu, Z + k + c * ldz, ldz);
-                for (; c < c0 + nc; ++c) tr_micro_avx2<1, 1>(A + k, tm, kc, U + c * ldu, ldu, Z + k + c * ldz, ldz);
+                for (; c + 2 <= c0 + nc; c += 2) tr_micro_avx2<1, 2>(A + k, tm, lda, U + c * ldu, ldu, Z + k + c * ldz, ldz);
+                for (; c < c0 + nc; ++c) tr_micro_avx2<1, 1>(A + k, tm, lda, U + c * ldu, ldu, Z + k + c * ldz, ldz);
             }
         }
 #endif
         if (k < kc) {
-            for (int64_t c = c0; c < c0 + nc; ++c) tr_micro_generic<1>(A + k, tm, kc, kc - k, U + c * ldu, ldu, Z + k + c * ldz, ldz);
+            for (int64_t c = c0; c < c0 + nc; ++c) tr_micro_generic<1>(A + k, tm, lda, kc - k, U + c * ldu, ldu, Z + k + c * ldz, ldz);
         }
     }
 }
@@ -311,13 +371,14 @@ void tiled_mul_op(ggml_tensor * dst, int ith, int nth, void *) {
     const float * X = (const float *) x->data;
     float * Y = (float *) dst->data;
     for (int64_t c = 0; c < N; ++c) std::memset(Y + c * ldy + r0, 0, (size_t) (r1 - r0) * sizeof(float));
-    float * tile = thread_tile((size_t) (TM * KC));
+    const int64_t lda = KC + PAD;
+    float * tile = thread_tile((size_t) (TM * lda));
     for (int64_t m0 = r0; m0 < r1; m0 += TM) {
         const int64_t tm = std::min(TM, r1 - m0);
         for (int64_t k0 = 0; k0 < K; k0 += KC) {
             const int64_t kc = std::min(KC, K - k0);
-            tiled_dequantize(w, m0, tm, k0, kc, tile);
-            fwd_tile(tile, tm, kc, X + k0, ldx, N, Y + m0, ldy);
+            tiled_dequantize(w, m0, tm, k0, kc, tile, lda);
+            fwd_tile(tile, lda, tm, kc, X + k0, ldx, N, Y + m0, ldy);
         }
     }
 }
@@ -338,13 +399,14 @@ void tiled_mul_t_op(ggml_tensor * dst, int ith, int nth, void *) {
     const float * U = (const float *) z->data;
     float * Z = (float *) dst->data;
     for (int64_t c = 0; c < N; ++c) std::memset(Z + c * ldz + k_begin, 0, (size_t) (k_end - k_begin) * sizeof(float));
-    float * tile = thread_tile((size_t) (TM * KC));
+    const int64_t lda = KC + PAD;
+    float * tile = thread_tile((size_t) (TM * lda));
     for (int64_t m0 = 0; m0 < M; m0 += TM) {
         const int64_t tm = std::min(TM, M - m0);
         for (int64_t k0 = k_begin; k0 < k_end; k0 += KC) {
             const int64_t kc = std::min(KC, k_end - k0);
-            tiled_dequantize(w, m0, tm, k0, kc, tile);
-            tr_tile(tile, tm, kc, U + m0, ldu, N, Z + k0, ldz);
+            tiled_dequantize(w, m0, tm, k0, kc, tile, lda);
+            tr_tile(tile, lda, tm, kc, U + m0, ldu, N, Z + k0, ldz);
         }
     }
 }

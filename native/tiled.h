@@ -17,8 +17,8 @@ namespace llj {
 bool tiled_eligible(const ggml_tensor * w);
 
 // The kernel's tile dequantization: to_float of columns [k0, k0 + kc) (block-aligned) of rows
-// [m0, m0 + tm) of w (host memory) into tile, row i at i·kc. Exposed for the bit-exactness test.
-void tiled_dequantize(const ggml_tensor * w, int64_t m0, int64_t tm, int64_t k0, int64_t kc, float * tile);
+// [m0, m0 + tm) of w (host memory) into tile, row i at i·ld. Exposed for the bit-exactness test.
+void tiled_dequantize(const ggml_tensor * w, int64_t m0, int64_t tm, int64_t k0, int64_t kc, float * tile, int64_t ld);
 
 // Columns per dequantized chunk for a type (a multiple of its block size).
 int64_t tiled_chunk_columns(ggml_type type);

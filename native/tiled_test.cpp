@@ -139,7 +139,7 @@ class TiledSelfTestWorker : public PromiseWorker {
         std::vector<float> tile((size_t) (M * KC));
         for (int64_t k0 = 0; k0 < K; k0 += KC) {
             const int64_t kc = std::min(KC, K - k0);
-            tiled_dequantize(tw, 0, M, k0, kc, tile.data());
+            tiled_dequantize(tw, 0, M, k0, kc, tile.data(), kc);
             for (int64_t r = 0; r < M; ++r) {
                 if (std::memcmp(tile.data() + r * kc, wd.data() + r * K + k0, (size_t) kc * sizeof(float)) != 0) ++tile_mismatch_rows_;
             }
@@ -153,7 +153,7 @@ class TiledSelfTestWorker : public PromiseWorker {
             for (int64_t r = 0; r < M; ++r) to_float(q.data() + (size_t) r * ggml_row_size(type_, K), wd.data() + r * K, K);
             for (int64_t k0 = 0; k0 < K; k0 += KC) {
                 const int64_t kc = std::min(KC, K - k0);
-                tiled_dequantize(tw, 0, M, k0, kc, tile.data());
+                tiled_dequantize(tw, 0, M, k0, kc, tile.data(), kc);
                 for (int64_t r = 0; r < M; ++r) {
                     if (std::memcmp(tile.data() + r * kc, wd.data() + r * K + k0, (size_t) kc * sizeof(float)) != 0) ++random_mismatch_rows_;
                 }
