@@ -22,13 +22,19 @@ static ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * 
 
 // Exact products on a quantized (or F16/BF16) weight in host memory go through the tiled
 // dequantize-and-multiply kernel (native/tiled.cpp): same values as ggml_cast, no F32 copy.
+// Only for narrow products (≤ 64 columns: the primal pass of a short prompt, one-position
+// and small-batch passes), where reading the weight dominates. Wide batches (the Jacobian:
+// n·B columns) are compute-bound, and there the F32 copy + OpenBLAS sgemm of the older route
+// is faster than the kernel's own F32 arithmetic (measured: a Q4_K_M d=512 model's full
+// Jacobian 9.1 s that way vs 20.8 s through the kernel, 2 shared cores).
 // (Transposed products always dequantize, fast mode included: pass exact = true.)
-static bool use_tiled(ggml_tensor * w, const BuildOptions & opt, bool exact) {
-    return exact && opt.tiled && tiled_eligible(w);
+constexpr int64_t kTiledMaxColumns = 64;
+static bool use_tiled(ggml_tensor * w, const BuildOptions & opt, bool exact, int64_t columns) {
+    return exact && opt.tiled && columns <= kTiledMaxColumns && tiled_eligible(w);
 }
 
 static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const BuildOptions & opt) {
-    if (!use_tiled(w, opt, opt.exact)) return product(ctx, weight_f32(ctx, w, opt.exact), x);
+    if (!use_tiled(w, opt, opt.exact, x->ne[1] * x->ne[2])) return product(ctx, weight_f32(ctx, w, opt.exact), x);
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     ggml_tensor * y = tiled_mul(ctx, w, ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * x->ne[2]));
     return ggml_reshape_3d(ctx, y, y->ne[0], x->ne[1], x->ne[2]);
@@ -44,7 +50,7 @@ static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x
 static ggml_tensor * matmul_t(ggml_context * ctx, ggml_tensor * w, ggml_tensor * z, const BuildOptions & opt) {
     if (!ggml_is_contiguous(z)) z = ggml_cont(ctx, z);
     const int64_t cols = z->ne[1] * z->ne[2];
-    if (use_tiled(w, opt, true)) {
+    if (use_tiled(w, opt, true, cols)) {
         ggml_tensor * r = tiled_mul_t(ctx, w, ggml_reshape_2d(ctx, z, z->ne[0], cols));  // [in, J]
         return ggml_reshape_3d(ctx, r, r->ne[0], z->ne[1], z->ne[2]);
     }

@@ -163,7 +163,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     ggml_tensor * logits = nullptr, * logits_capped = nullptr;
     if (record) {
         ggml_tensor * last = ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1));
-        logits = s.exact && s.tiled && tiled_eligible(sp.output) ? tiled_mul(ctx, sp.output, last)
+        logits = s.exact && s.tiled && tiled_eligible(sp.output) ? tiled_mul(ctx, sp.output, last)  // one column
                                                                  : ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
         if (sp.output_scale) logits = ggml_mul(ctx, logits, sp.output_scale);
         if (sp.output_bias) logits = ggml_add(ctx, logits, sp.output_bias);
