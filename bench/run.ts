@@ -10,12 +10,15 @@
 //      are dequantized layer by layer, never whole.
 //   6. the matrix-free top-k SVD of a 512-token prompt on the d=2048 model, of J_last and
 //      of the stacked Jacobian (time, blocks, residual reached, RSS).
+//   7. exact products on quantized weights at real shapes (Llama-3.2-3B-shaped layers, and a
+//      Llama-3.3-70B-shaped layer with --70b): the tiled kernel against the cast + mul_mat
+//      route, llama.cpp's own forward and fast mode, in one run.
 //   8. the paper's own route on a real model: transformers loads Gemma 3 270M's GGUF, the
 //      forward is detached as the paper does, autograd's jacobian + per-token SVDs, against
 //      llj-gguf's full Jacobian + per-token SVDs on the same file and prompt.
 // PyTorch peers run in the Python of bench/setup-peers.sh (PyTorch 2.13 CPU wheel,
 // transformers, gguf) when it exists, else LLJ_BENCH_PYTHON or the system's python3.
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|8]
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|7|8] [--70b]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -31,7 +34,7 @@ const srcDir = path.resolve(path.dirname(here), "..", "..", "bench");
 const args = process.argv.slice(2);
 const threads = Number(args[args.indexOf("--threads") + 1]) > 0 && args.includes("--threads")
   ? Number(args[args.indexOf("--threads") + 1]) : os.availableParallelism();
-// --only 5 or --only 6: that large-model section alone (sections 1–4 share one model and run together)
+// --only 5, 6 or 7: that large-model section alone (sections 1–4 share one model and run together)
 const only = args.includes("--only") ? Number(args[args.indexOf("--only") + 1]) : 0;
 
 export const BENCH_LLAMA: SyntheticSpec = { ...TINY_LLAMA, seed: 21, nEmbd: 512, nLayer: 8, nHead: 8, nHeadKv: 4, nFf: 1536, contextLength: 512 };
@@ -158,6 +161,10 @@ async function main() {
   if (!args.includes("--skip-large") && (!only || only === 5)) await memorySection();
   if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
   if (!args.includes("--skip-torch") && (!only || only === 8)) await realModelSection();
+  if (!args.includes("--skip-large") && (!only || only === 7)) {
+    await quantizedShapesSection(LLAMA_3B_SHAPE, "Llama-3.2-3B");
+    if (args.includes("--70b")) await quantizedShapesSection(LLAMA_70B_SHAPE, "Llama-3.3-70B");
+  }
 }
 
 /** Sections 1–4, on the d=512 model. */
@@ -327,6 +334,63 @@ async function realModelSection() {
   rmSync(dir, { recursive: true, force: true });
   await lin.dispose();
   await model.dispose();
+}
+
+export const LLAMA_3B_SHAPE: SyntheticSpec = { ...TINY_LLAMA, seed: 23, nEmbd: 3072, nLayer: 2, nHead: 24, nHeadKv: 8, nFf: 8192, contextLength: 512 };
+export const LLAMA_70B_SHAPE: SyntheticSpec = { ...TINY_LLAMA, seed: 24, nEmbd: 8192, nLayer: 1, nHead: 64, nHeadKv: 8, nFf: 28672, contextLength: 512 };
+
+/**
+ * 7. Exact mode on Q4_K_M weights at real shapes, 16 tokens: linearize (the primal pass) and
+ * one-position passes of 18 vectors, the tiled kernel against the cast + mul_mat route,
+ * next to llama.cpp's own forward and fast mode. Routes alternate, 3 rounds (passes 3 times
+ * each per round); the best of each.
+ */
+async function quantizedShapesSection(s: SyntheticSpec, label: string) {
+  const file = await syntheticModel(s, "Q4_K_M");
+  const tokens = await promptTokens(file, N_TOKENS);
+  const model = await loadModel({ modelPath: file, gpu: false });
+  const addon = getAddon();
+  const n = tokens.length, d = s.nEmbd, B = 18;
+  const u = new Float32Array(B * d).map(() => Math.random() - 0.5);
+  const v = new Float32Array(B * d).map(() => Math.random() - 0.5);
+  const best: Record<string, number> = {};
+  const keep = (k: string, t: number) => { best[k] = Math.min(best[k] ?? Infinity, t); };
+  let agree = { hidden: 0, vjp: 0, jvp: 0 };
+  console.log(`\n7. Exact products on Q4_K_M weights, ${label}-shaped layers (d=${d}, ff=${s.nFf}, ${s.nHead}/${s.nHeadKv} heads), ${s.nLayer} layer(s), ${n} tokens, ${threads} threads`);
+  for (let rep = 0; rep < 3; rep++) {
+    keep("forward", await addon.benchForward(nativeModelOf(model), Int32Array.from(tokens), threads, 1));
+    const outs: Record<string, { hidden: Float32Array; vjp: Float32Array; jvp: Float32Array }> = {};
+    for (const [name, opts] of [["tiled", { tiled: true }], ["cast", { tiled: false }], ["fast", { precision: "fast" as const }]] as const) {
+      let t = performance.now();
+      const lin = await model.linearize(tokens, { threads, ...opts });
+      keep(`lin-${name}`, (performance.now() - t) / 1000);
+      if (name !== "fast") {
+        let gu: Float32Array = u, gv: Float32Array = v;
+        for (let i = 0; i < 3; i++) {
+          t = performance.now();
+          gu = await lin.vjp(u, { firstPosition: n - 1 });
+          keep(`vjp-${name}`, (performance.now() - t) / 1000);
+          t = performance.now();
+          gv = await lin.jvp(v, { firstPosition: n - 1 });
+          keep(`jvp-${name}`, (performance.now() - t) / 1000);
+        }
+        outs[name] = { hidden: lin.hidden, vjp: gu, jvp: gv };
+      }
+      await lin.dispose();
+    }
+    agree = { hidden: relErrOf(Array.from(outs.tiled.hidden), Array.from(outs.cast.hidden)),
+      vjp: relErrOf(Array.from(outs.tiled.vjp), Array.from(outs.cast.vjp)), jvp: relErrOf(Array.from(outs.tiled.jvp), Array.from(outs.cast.jvp)) };
+  }
+  await model.dispose();
+  const L = s.nLayer, per = (k: string) => best[k] / L;
+  console.log(`   linearize exact, tiled kernel        ${fmt(per("lin-tiled"), 2)} s/layer`);
+  console.log(`   linearize exact, cast + mul_mat      ${fmt(per("lin-cast"), 2)} s/layer   (${fmt(best["lin-cast"] / best["lin-tiled"], 1)}× the tiled kernel's time)`);
+  console.log(`   llama.cpp's own forward               ${fmt(per("forward"), 2)} s/layer   (tiled exact = ${fmt(best["lin-tiled"] / best.forward, 2)}× this)`);
+  console.log(`   linearize fast (quantized kernels)    ${fmt(per("lin-fast"), 2)} s/layer   (tiled exact = ${fmt(best["lin-tiled"] / best["lin-fast"], 2)}× this)`);
+  console.log(`   one-position VJP, ${B} vectors: tiled ${fmt(per("vjp-tiled"), 3)} s/layer, cast ${fmt(per("vjp-cast"), 3)} s/layer (${fmt(best["vjp-cast"] / best["vjp-tiled"], 1)}×)`);
+  console.log(`   one-position JVP, ${B} vectors: tiled ${fmt(per("jvp-tiled"), 3)} s/layer, cast ${fmt(per("jvp-cast"), 3)} s/layer (${fmt(best["jvp-cast"] / best["jvp-tiled"], 1)}×)`);
+  console.log(`   tiled vs cast route: hidden ${agree.hidden.toExponential(1)}, VJP ${agree.vjp.toExponential(1)}, JVP ${agree.jvp.toExponential(1)} relative`);
+  console.log(`   (times include the embedding lookup and, for linearize, the LM head on the last position; best of 3 rounds)`);
 }
 
 await main();

@@ -15,6 +15,8 @@ Napi::Value BenchForward(const Napi::CallbackInfo & info);
 Napi::Value Svd(const Napi::CallbackInfo & info);
 Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info);
 Napi::Value Gemm(const Napi::CallbackInfo & info);
+Napi::Value TiledTypes(const Napi::CallbackInfo & info);
+Napi::Value TiledSelfTest(const Napi::CallbackInfo & info);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -34,6 +36,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("gemm", Napi::Function::New(env, llj::Gemm));
     exports.Set("benchGemm", Napi::Function::New(env, llj::BenchGemm));
     exports.Set("benchForward", Napi::Function::New(env, llj::BenchForward));
+    exports.Set("tiledTypes", Napi::Function::New(env, llj::TiledTypes));
+    exports.Set("tiledSelfTest", Napi::Function::New(env, llj::TiledSelfTest));
     return exports;
 }
 

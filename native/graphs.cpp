@@ -1,5 +1,7 @@
 #include "graphs.h"
 
+#include "tiled.h"
+
 #include <cmath>
 #include <stdexcept>
 
@@ -18,8 +20,24 @@ static ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * 
     return ggml_reshape_3d(ctx, y, y->ne[0], x->ne[1], x->ne[2]);
 }
 
-static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, bool exact) {
-    return product(ctx, weight_f32(ctx, w, exact), x);
+// Exact products on a quantized (or F16/BF16) weight in host memory go through the tiled
+// dequantize-and-multiply kernel (native/tiled.cpp): same values as ggml_cast, no F32 copy.
+// Only for narrow products (≤ 64 columns: the primal pass of a short prompt, one-position
+// and small-batch passes), where reading the weight dominates. Wide batches (the Jacobian:
+// n·B columns) are compute-bound, and there the F32 copy + OpenBLAS sgemm of the older route
+// is faster than the kernel's own F32 arithmetic (measured: a Q4_K_M d=512 model's full
+// Jacobian 9.1 s that way vs 20.8 s through the kernel, 2 shared cores).
+// (Transposed products always dequantize, fast mode included: pass exact = true.)
+constexpr int64_t kTiledMaxColumns = 64;
+static bool use_tiled(ggml_tensor * w, const BuildOptions & opt, bool exact, int64_t columns) {
+    return exact && opt.tiled && columns <= kTiledMaxColumns && tiled_eligible(w);
+}
+
+static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const BuildOptions & opt) {
+    if (!use_tiled(w, opt, opt.exact, x->ne[1] * x->ne[2])) return product(ctx, weight_f32(ctx, w, opt.exact), x);
+    if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    ggml_tensor * y = tiled_mul(ctx, w, ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * x->ne[2]));
+    return ggml_reshape_3d(ctx, y, y->ne[0], x->ne[1], x->ne[2]);
 }
 
 // Wᵀ z, two ways. As an outer product over the weight's rows (GGML_OP_OUT_PROD, with z only
@@ -32,6 +50,10 @@ static ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x
 static ggml_tensor * matmul_t(ggml_context * ctx, ggml_tensor * w, ggml_tensor * z, const BuildOptions & opt) {
     if (!ggml_is_contiguous(z)) z = ggml_cont(ctx, z);
     const int64_t cols = z->ne[1] * z->ne[2];
+    if (use_tiled(w, opt, true, cols)) {
+        ggml_tensor * r = tiled_mul_t(ctx, w, ggml_reshape_2d(ctx, z, z->ne[0], cols));  // [in, J]
+        return ggml_reshape_3d(ctx, r, r->ne[0], z->ne[1], z->ne[2]);
+    }
     if (opt.blas || cols < 64) {
         ggml_tensor * z2 = ggml_reshape_2d(ctx, z, z->ne[0], cols);                                  // [out, J]
         ggml_tensor * r = ggml_out_prod(ctx, weight_f32(ctx, w, true), ggml_transpose(ctx, z2));  // [in, J]
@@ -84,7 +106,7 @@ static ggml_tensor * attend_t(ggml_context * ctx, ggml_tensor * dout, ggml_tenso
 
 // Projection as llama.cpp's attention applies it: (W x)·s + b.
 static ggml_tensor * proj_attn(ggml_context * ctx, ggml_tensor * w, ggml_tensor * s, ggml_tensor * b, ggml_tensor * x, const BuildOptions & opt) {
-    ggml_tensor * y = matmul(ctx, w, x, opt.exact);
+    ggml_tensor * y = matmul(ctx, w, x, opt);
     if (s) y = ggml_mul(ctx, y, s);
     if (b && opt.bias) y = ggml_add(ctx, y, b);
     return y;
@@ -92,7 +114,7 @@ static ggml_tensor * proj_attn(ggml_context * ctx, ggml_tensor * w, ggml_tensor 
 
 // Projection as llama.cpp's FFN applies it: (W x + b)·s.
 static ggml_tensor * proj_ffn(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * s, ggml_tensor * x, const BuildOptions & opt) {
-    ggml_tensor * y = matmul(ctx, w, x, opt.exact);
+    ggml_tensor * y = matmul(ctx, w, x, opt);
     if (b && opt.bias) y = ggml_add(ctx, y, b);
     if (s) y = ggml_mul(ctx, y, s);
     return y;

@@ -69,6 +69,7 @@ struct BuildOptions {
     bool primal = false;  // compute and record the frozen values (B must be 1)
     bool bias = false;    // include the bias terms (primal, and the constant term c)
     bool exact = true;    // dequantize weights to F32 for every product (DESIGN.md §3)
+    bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/tiled.h)
     int from_layer = 0;   // linear passes: x is the residual stream entering this layer
     Tap tap = Tap::Output;
     int tap_layer = -1;   // the layer of a Residual/Attn/Mlp tap

@@ -7,6 +7,7 @@
 #include "graphs.h"
 #include "model.h"
 #include "runner.h"
+#include "tiled.h"
 
 #include "ggml-alloc.h"
 #include "llama.h"
@@ -20,12 +21,23 @@
 
 namespace llj {
 
+// Whether the model's products will use the tiled kernel (quantized/F16 weights in host memory).
+static bool has_tiled_weights(const ModelSpec & spec) {
+    for (const auto & L : spec.layers) {
+        for (ggml_tensor * w : {L.wv, L.wqkv, L.wo, L.up, L.up_gate, L.down}) {
+            if (w && tiled_eligible(w)) return true;
+        }
+    }
+    return false;
+}
+
 struct LinState {
     const llama_model * model = nullptr;
     ModelSpec spec;
     std::unique_ptr<GraphRunner> runner;
     bool exact = true;
     bool use_blas = true;
+    bool tiled = true;  // the tiled dequantize-and-multiply kernel for quantized CPU weights (native/tiled.h)
     int n = 0, d = 0;
     size_t max_batch = 1;
     std::mutex mu;
@@ -156,13 +168,15 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     opt.primal = true;
     opt.bias = true;
     opt.exact = s.exact;
+    opt.tiled = s.tiled;
     ggml_tensor * final_res = nullptr;
     ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr, record ? &final_res : nullptr);
     ggml_set_output(y);
     ggml_tensor * logits = nullptr, * logits_capped = nullptr;
     if (record) {
         ggml_tensor * last = ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1));
-        logits = ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
+        logits = s.exact && s.tiled && tiled_eligible(sp.output) ? tiled_mul(ctx, sp.output, last)  // one column
+                                                                 : ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
         if (sp.output_scale) logits = ggml_mul(ctx, logits, sp.output_scale);
         if (sp.output_bias) logits = ggml_add(ctx, logits, sp.output_bias);
         ggml_set_output(logits);
@@ -227,6 +241,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
 static BuildOptions tap_options(Napi::Env env, const Napi::Value & v, const LinState & s) {
     BuildOptions opt;
     opt.exact = s.exact;
+    opt.tiled = s.tiled;
     if (!v.IsObject()) return opt;
     auto o = v.As<Napi::Object>();
     opt.from_layer = (int) get_number(o, "fromLayer", 0);
@@ -272,6 +287,7 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
     ggml_tensor * x = new_input(ctx, "inp_tangents", GGML_TYPE_F32, d, m, B);
     opt.bias = bias;
     opt.exact = s.exact;
+    opt.tiled = s.tiled;
     opt.first_position = p0;
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
@@ -304,6 +320,7 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     // An output cotangent on the last position: the top layer runs on that position alone.
     opt.last_only = !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
     opt.blas = s.runner->uses_blas();
+    opt.tiled = s.tiled;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * ut = new_input(ctx, "inp_cotangents", GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
     GraphInputs in = linear_inputs(ctx, s, B, p0);
@@ -401,6 +418,7 @@ Napi::Value NativeLinearization::Info(const Napi::CallbackInfo & info) {
     o.Set("exact", s->exact);
     o.Set("maxBatch", Napi::Number::New(env, (double) s->max_batch));
     o.Set("blas", s->runner && s->runner->uses_blas());
+    o.Set("tiled", s->tiled && has_tiled_weights(s->spec));
     auto ignored = Napi::Array::New(env);
     for (const auto & name : s->spec.ignored) ignored.Set(ignored.Length(), name);
     o.Set("ignoredTensors", ignored);
@@ -712,7 +730,7 @@ class LinearizeWorker : public ProgressPromiseWorker {
             LinState & s = *s_;
             s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
-            s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas);
+            s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas, s.tiled && has_tiled_weights(s.spec));
             AbortScope scope(*s.runner, [this] { return aborted(); });
             // Batch width from the memory budget: a column costs about its activations in
             // one layer (the scheduler reuses buffers across layers), counted generously.
@@ -760,6 +778,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     // Fast mode is llama.cpp's quantized network: ggml's BLAS backend would take the wide
     // products of a quantized weight by dequantizing it (the exact route), so it stays off.
     s->use_blas = get_bool(opts, "blas", true) && s->exact;
+    s->tiled = get_bool(opts, "tiled", true);
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

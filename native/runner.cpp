@@ -10,7 +10,7 @@
 
 namespace llj {
 
-GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas) {
+GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas, bool cpu_products) {
     for (int i = 0; i < llama_model_n_devices(model); ++i) {
         ggml_backend_dev_t dev = llama_model_get_device(model, i);
         if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) continue;
@@ -34,7 +34,7 @@ GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas
     // With BLAS doing the large products on its own threads, the CPU backend only runs the
     // memory-bound element-wise ops; sharing the cores halves the contention (OpenBLAS
     // threads yield-spin between calls): measured 2.4 s vs 3.1 s for bench/'s Jacobian.
-    if (set_threads) set_threads(cpu, uses_blas_ ? std::max(1, n_threads / 2) : n_threads);
+    if (set_threads) set_threads(cpu, uses_blas_ && !cpu_products ? std::max(1, n_threads / 2) : n_threads);
     // The CPU backend polls this between nodes and stops the graph (GGML_STATUS_ABORTED).
     auto set_abort = (void (*)(ggml_backend_t, ggml_abort_callback, void *)) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_abort_callback");
     if (set_abort) set_abort(cpu, [](void * self) { return static_cast<GraphRunner *>(self)->abort_requested(); }, this);

@@ -17,7 +17,9 @@ namespace llj {
 class GraphRunner {
   public:
     // use_blas: run the large products on ggml's BLAS backend when it is available.
-    GraphRunner(const llama_model * model, int n_threads, bool use_blas);
+    // cpu_products: the weight products run on the CPU backend (the tiled kernel), which
+    // then gets every thread even with BLAS.
+    GraphRunner(const llama_model * model, int n_threads, bool use_blas, bool cpu_products = false);
     bool uses_blas() const { return uses_blas_; }
     ~GraphRunner();
     GraphRunner(const GraphRunner &) = delete;

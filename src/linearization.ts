@@ -18,6 +18,13 @@ export interface LinearizeOptions {
   /** Run the large products on ggml's OpenBLAS backend when it was built (default true; exact mode only: it would dequantize a fast-mode weight). */
   blas?: boolean;
   /**
+   * Exact products on quantized (and F16/BF16) weights held by the CPU through the tiled
+   * dequantize-and-multiply kernel (default true): ggml's own dequantization, tile by tile,
+   * never a full F32 copy of a weight. false: the older cast + mul_mat route (same values
+   * to F32 rounding; kept for comparison).
+   */
+  tiled?: boolean;
+  /**
    * The context size llama.cpp would run the model with (default: the prompt length). It is
    * part of the network for Phi-3/Phi-4, whose long or short rope factors llama.cpp picks by
    * whether the context (padded to 256) exceeds rope.scaling.original_context_length.
@@ -162,6 +169,8 @@ export class Linearization {
   readonly maxBatch: number;
   /** Whether the large products run on ggml's OpenBLAS backend. */
   readonly blas: boolean;
+  /** Whether products on quantized weights run through the tiled kernel (see LinearizeOptions.tiled). */
+  readonly tiled: boolean;
   /** Tensors llama.cpp loads but its graph never applies (ignored here too). */
   readonly ignoredTensors: string[];
 
@@ -199,6 +208,7 @@ export class Linearization {
     this.precision = info.exact ? "exact" : "fast";
     this.maxBatch = info.maxBatch;
     this.blas = info.blas;
+    this.tiled = info.tiled;
     this.ignoredTensors = info.ignoredTensors;
     this.#nLayer = info.nLayer;
   }

@@ -244,6 +244,7 @@ export class Model {
     const threads = check.threads(o.threads);
     const batchMemoryBytes = check.batchMemoryBytes(o.batchMemoryBytes);
     const blas = check.optionalBoolean("blas", o.blas) ?? true;
+    const tiled = check.optionalBoolean("tiled", o.tiled) ?? true;
     const contextSize = check.optionalInteger("contextSize", o.contextSize, 1, 2 ** 31 - 1);
     const userSignal = check.optionalSignal("signal", o.signal);
     const onProgress = check.optionalFunction<(p: number) => void>("onProgress", o.onProgress);
@@ -273,7 +274,7 @@ export class Model {
       let native: NativeLinearization;
       try {
         native = await getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings,
-          { threads, exact: precision === "exact", batchMemoryBytes, blas, contextSize }, guard.progress, flag);
+          { threads, exact: precision === "exact", batchMemoryBytes, blas, tiled, contextSize }, guard.progress, flag);
       } catch (e) {
         if (signal.aborted) throw abortedError(signal.reason);
         if (guard.error() !== undefined) throw progressError(guard.error());

@@ -68,6 +68,7 @@ export interface NativeLinearizationInfo {
   exact: boolean;
   maxBatch: number;
   blas: boolean;
+  tiled: boolean;
   ignoredTensors: string[];
 }
 
@@ -141,7 +142,7 @@ export interface NativeAddon {
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
-    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; contextSize?: number },
+    options: { threads: number; exact: boolean; batchMemoryBytes: number; blas: boolean; tiled: boolean; contextSize?: number },
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeLinearization>;
   /** A = U diag(s) Vᵀ for A [m × n] row-major, in double: LAPACK dgesdd when OpenBLAS was found at build time, else one-sided Jacobi. */
   svd(a: Float32Array, m: number, n: number, options?: { lapack?: boolean }): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number; routine: "dgesdd" | "jacobi" }>;
@@ -149,6 +150,11 @@ export interface NativeAddon {
   orthonormalizeAgainst(basis: Float32Array | null, block: Float32Array, w: number): Promise<Float32Array>;
   /** A [p × q] times B [q × w] (or Bᵀ with B [w × q] when transposeB), accumulated in double. */
   gemm(a: Float32Array, b: Float32Array, p: number, q: number, w: number, transposeB: boolean): Promise<Float32Array>;
+  /** Test support: the ggml types the tiled kernel takes (to_float, not F32), and whether ggml_quantize_chunk can make them. */
+  tiledTypes(): Array<{ name: string; quantizable: boolean }>;
+  /** Test support: the tiled kernel on random data quantized to `type` ([512 + block] columns × rows), against to_float and cast + mul_mat. */
+  tiledSelfTest(type: string, rows: number, n: number, threads: number): Promise<{ type: string; cols: number; eligible: boolean;
+    tileMismatchRows: number; randomBitsMismatchRows: number; forwardMismatches: number; transposeMismatches: number; castMismatches: number; forwardRelError: number; transposeRelError: number }>;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */
