@@ -16,9 +16,11 @@
 //   8. the paper's own route on a real model: transformers loads Gemma 3 270M's GGUF, the
 //      forward is detached as the paper does, autograd's jacobian + per-token SVDs, against
 //      llj-gguf's full Jacobian + per-token SVDs on the same file and prompt.
+//   9. the paper's long-prompt route in JAX: top-4 of J_last by Lanczos (scipy's ARPACK svds
+//      over jitted jax.jvp / jax.vjp) on a 256-token prompt, against llj-gguf's matrix-free SVD.
 // PyTorch peers run in the Python of bench/setup-peers.sh (PyTorch 2.13 CPU wheel,
 // transformers, gguf) when it exists, else LLJ_BENCH_PYTHON or the system's python3.
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|7|8] [--70b]
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|7|8|9] [--70b]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
@@ -161,6 +163,7 @@ async function main() {
   if (!args.includes("--skip-large") && (!only || only === 5)) await memorySection();
   if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
   if (!args.includes("--skip-torch") && (!only || only === 8)) await realModelSection();
+  if (!args.includes("--skip-torch") && (!only || only === 9)) await jaxLanczosSection();
   if (!args.includes("--skip-large") && (!only || only === 7)) {
     await quantizedShapesSection(LLAMA_3B_SHAPE, "Llama-3.2-3B");
     if (args.includes("--70b")) await quantizedShapesSection(LLAMA_70B_SHAPE, "Llama-3.3-70B");
@@ -332,6 +335,37 @@ async function realModelSection() {
       `σ1 of every J_i to ${relErrOf(ourSigma.map((s) => s[0]), t.sigma.map((s: number[]) => s[0])).toExponential(1)}; same top token: ${t.top_token === lin.predictedToken}`);
   }
   rmSync(dir, { recursive: true, force: true });
+  await lin.dispose();
+  await model.dispose();
+}
+
+/** 9. JAX + Lanczos (the paper's long-prompt route) against llj-gguf's matrix-free top-k of J_last. */
+async function jaxLanczosSection() {
+  const s = BENCH_LLAMA, n = 256, k = 4;
+  console.log(`\n9. Top-${k} of J_last by Lanczos, synthetic Llama d=${s.nEmbd}, ${s.nLayer} layers, ${n} tokens, F32`);
+  const py = torchPython();
+  if (!py || spawnSync(py, ["-c", "import jax, scipy"]).status !== 0) {
+    console.log("   n/a: no Python with jax and scipy (bench/setup-peers.sh installs them)");
+    return;
+  }
+  const modelPath = await syntheticModel(s, "F32");
+  const model = await loadModel({ modelPath, gpu: false });
+  const lin = await model.linearize(await promptTokens(modelPath, n), { threads });
+  const t0 = performance.now();
+  const ours = await lin.svd({ k, method: "randomized" });
+  const oursSeconds = (performance.now() - t0) / 1000;
+  const dir = await exportForTorch(modelPath, lin.inputEmbeddings, s);
+  const r = spawnSync(py, [path.join(srcDir, "jax_lanczos_reference.py"), dir, String(threads), String(k)], { encoding: "utf8", maxBuffer: 1 << 26 });
+  rmSync(dir, { recursive: true, force: true });
+  if (r.status !== 0) {
+    console.log(`   JAX route failed: ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  } else {
+    const t = JSON.parse(r.stdout.trim().split("\n").pop()!);
+    console.log(`   JAX ${t.jax} (${t.backend}, XLA's own CPU kernels) + scipy ${t.scipy} svds/ARPACK: ${fmt(t.seconds, 2)} s (${t.jvps} JVPs + ${t.vjps} VJPs over all ${n} positions, compiled before timing)`);
+    console.log(`   llj-gguf svd({ k: ${k} }) matrix-free (${model.backends.blas ? "OpenBLAS" : "ggml CPU"}): ${fmt(oursSeconds, 2)} s (${ours.iterations} Krylov blocks of ${k + 10}, one-position passes, ` +
+      `max ‖Jv − σu‖/σ ${Math.max(...Array.from(ours.residuals, (x, j) => x / ours.values[j])).toExponential(1)})`);
+    console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / oursSeconds, 1)}×    singular values agree to ${relErrOf(Array.from(ours.values), t.values).toExponential(1)}`);
+  }
   await lin.dispose();
   await model.dispose();
 }
