@@ -10,6 +10,7 @@ argv[4] = an output directory. Output: JSON on stdout; J [d, n, d] and x [n, d] 
 float32 files in the output directory so that the benchmark can compare them with ours.
 """
 import json
+import re
 import os
 import sys
 import time
@@ -77,7 +78,7 @@ svd_sec = time.perf_counter() - t2
 recon = torch.einsum("kic,ic->k", J, x0)
 J.detach().numpy().astype(np.float32).tofile(os.path.join(out, "hf_jacobian.bin"))
 x0.numpy().astype(np.float32).tofile(os.path.join(out, "hf_x.bin"))
-blas = [l.strip() for l in torch.__config__.show().split("\n") if "BLAS_INFO" in l or "LAPACK_INFO" in l]
+blas = re.findall(r"(?:BLAS|LAPACK)_INFO=\w+", torch.__config__.show())
 json.dump({"load_seconds": load_sec, "jacobian_seconds": jac_sec, "svd_seconds": svd_sec, "sigma": sigma,
            "reconstruction_error": float((recon - y).norm() / y.norm()), "top_token": int(logits.argmax()),
            "torch": torch.__version__, "transformers": transformers.__version__, "blas": "; ".join(blas),

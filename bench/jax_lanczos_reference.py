@@ -1,6 +1,6 @@
 """The paper's long-prompt route in JAX: the detached llama forward (RMSNorm scales, SiLU gate
 and attention probabilities under stop_gradient), J_last = d y / d x_last as a matrix-free
-operator (jax.jvp for J v, jax.vjp for Jᵀ u, both jitted), and its top-k singular triplets
+operator (jax.linearize for J v, jax.vjp for Jᵀ u, both jitted), and its top-k singular triplets
 by Lanczos (scipy.sparse.linalg.svds, ARPACK's implicitly restarted Lanczos on JᵀJ).
 
 Input: argv[1] = a directory written by bench/run.ts (manifest.json + raw float32 weights
@@ -67,7 +67,9 @@ def f_last(xl):  # y as a function of the last input embedding alone
     return forward(x0.at[-1].set(xl))
 
 
-matvec = jax.jit(lambda v: jax.jvp(f_last, (x0[-1],), (v,))[1])
+# jax.linearize and jax.vjp evaluate the primal once; each product then runs only the linear part.
+_, linear = jax.linearize(f_last, x0[-1])
+matvec = jax.jit(linear)
 _, pullback = jax.vjp(f_last, x0[-1])
 rmatvec = jax.jit(lambda u: pullback(u)[0])
 counts = {"jvp": 0, "vjp": 0}

@@ -8,7 +8,7 @@ venv="${LLJ_BENCH_VENV:-$HOME/.cache/llj-gguf/bench-venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q torch==2.13.0 numpy scipy jax jaxlib transformers accelerate gguf sentencepiece protobuf
 "$venv/bin/python" - <<'PY'
-import torch, transformers, numpy
-blas = [l.strip() for l in torch.__config__.show().split("\n") if "BLAS_INFO" in l or "LAPACK_INFO" in l]
+import re, torch, transformers, numpy
+blas = re.findall(r"(?:BLAS|LAPACK)_INFO=\w+", torch.__config__.show())
 print(f"torch {torch.__version__} ({'; '.join(blas)}), transformers {transformers.__version__}, numpy {numpy.__version__}")
 PY

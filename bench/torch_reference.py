@@ -9,6 +9,7 @@ Output: JSON {seconds, jacobian_file} on stdout; the Jacobian [d, n, d] is writt
 float32 so that the benchmark can check both routes agree.
 """
 import json
+import re
 import os
 import sys
 import time
@@ -86,7 +87,7 @@ t2 = time.perf_counter()
 Jf = torch.func.jacrev(forward)(x0)
 func_sec = time.perf_counter() - t2
 func_agree = float((Jf - J).norm() / J.norm())
-blas = [l.strip() for l in torch.__config__.show().split("\n") if "BLAS_INFO" in l or "LAPACK_INFO" in l]
+blas = re.findall(r"(?:BLAS|LAPACK)_INFO=\w+", torch.__config__.show())
 J.numpy().astype(np.float32).tofile(os.path.join(root, "jacobian.bin"))
 recon = torch.einsum("kic,ic->k", J, x0)
 json.dump({"seconds": sec, "svd_seconds": svd_sec, "svd_values": sigma.tolist(), "reconstruction_error": float((recon - y).norm() / y.norm()),

@@ -184,8 +184,8 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
 }
 
 /**
- * The top-k of every J_i: exact (one dense SVD per block of the full Jacobian) for d ≤ 256
- * under "auto", else the batched block Lanczos of all positions in one sweep.
+ * The top-k of every J_i: exact (one dense SVD per block of the full Jacobian), or the
+ * batched block Lanczos of all positions in one sweep; "auto" picks the cheaper.
  */
 export async function svdEachToken(system: LinearSystem, options: SvdOptions = {}): Promise<EachTokenTriplets> {
   const n = system.nTokens, d = system.nEmbd;
@@ -193,8 +193,13 @@ export async function svdEachToken(system: LinearSystem, options: SvdOptions = {
   if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
   const method = options.method ?? "auto";
   if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
+  // "auto": the full Jacobian (d VJPs) unless the sweep is clearly cheaper — it costs about
+  // 2·n·(k + oversampling) vectors per Krylov pass, ~8 passes — or the Jacobian (n·d² floats)
+  // would pass 1 GiB. Short prompts therefore take the exact route even at large d.
+  const block = k + (options.oversampling ?? 10);
+  const exactCheaper = d <= 256 || (d <= 16 * n * block && n * d * d * 4 <= 2 ** 30);
   let positions: SingularTriplets[];
-  if (method === "randomized" || (method === "auto" && d > 256)) {
+  if (method === "randomized" || (method === "auto" && !exactCheaper)) {
     const budget = options.batchMemoryBytes ?? 256 * 2 ** 20;
     if (!(Number.isFinite(budget) && budget > 0)) throw new LljError("batchMemoryBytes must be a positive number of bytes");
     positions = await eachTokenRandomizedSvd(system, k, options, budget);

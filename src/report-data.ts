@@ -42,8 +42,8 @@ export async function reportFields(model: Model, lin: Linearization, rec: Recons
     await lin.cachedJacobian();
     for (let i = 0; i < n - 1; i++) svds.push(await lin.svd({ token: i, k: 1 }));
   } else if (n > 1 && n <= SWEEP_MAX_TOKENS) {
-    // every J_i's top-k in one batched sweep (each weight read once per pass for all tokens)
-    const sweep = await lin.svd({ token: "each", k: last.values.length, method: "randomized" });
+    // every J_i's top-k: from one Jacobian on short prompts, else the one batched sweep
+    const sweep = await lin.svd({ token: "each", k: last.values.length });
     svds.push(...sweep.positions.slice(0, n - 1));
   }
   svds.push(last);

@@ -2,8 +2,11 @@
 // invariants on real weights, real metadata and a real tokenizer, with prompts longer than the
 // sliding window, in exact and fast precision, and the paper's analyses on real prompts.
 // Run by `npm run test:real` (scripts/test-real.mjs fetches the file first); not by `npm test`.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { loadModel, quantizeModel, type Model, type Linearization } from "../../src/index.js";
@@ -194,4 +197,43 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
       await lin.dispose();
     }
   }, 600_000);
+
+  test("analyze --report on the real model: every position's triplets from the one-sweep SVD, drawn in headless Chromium offline", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "llj-real-report-"));
+    const json = path.join(dir, "summary.json"), html = path.join(dir, "report.html");
+    const prompt = "The capital of France is";
+    const r = spawnSync(process.execPath, [path.join(packageRoot, "dist", "src", "cli.js"), "analyze", FILE, prompt, "--layers",
+      "--json", json, "--report", html, "--gpu", "false"], { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
+    expect(r.status).toBe(0);
+    const summary = JSON.parse(readFileSync(json, "utf8"));
+    const n = summary.tokens.length;
+    expect(summary.predictedTokenText).toBe(" the");
+    // d = 640: the matrix-free route, every position from svd({ token: "each" })
+    expect(summary.positions.map((p: { position: number }) => p.position)).toEqual(Array.from({ length: n }, (_, i) => i));
+    expect(summary.emergence).toHaveLength(18);
+    expect(summary.emergence.slice(13).some((e: { tokens: string[] }) => e.tokens.includes(" Paris") || e.tokens.includes(" Toulouse"))).toBe(true);
+    const browser = await chromium.launch({ executablePath: process.env.LLJ_CHROMIUM ?? "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const fileUrl = `file://${html}`, other: string[] = [], errors: string[] = [];
+      page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+      page.on("pageerror", (e) => errors.push(String(e)));
+      await page.route("**/*", (route) => {
+        if (route.request().url() === fileUrl) return route.continue();
+        other.push(route.request().url());
+        return route.abort();
+      });
+      await page.goto(fileUrl, { waitUntil: "load" });
+      expect([other, errors]).toEqual([[], []]);
+      const marks = await page.$$eval("figure.chart", (figs) => figs.map((f) => [f.getAttribute("data-chart"), f.querySelectorAll("g.role-mark > *").length] as const));
+      // no J_last heat map at d = 640; every other chart has data marks
+      expect(marks.map(([k]) => k)).toEqual(["predictions", "contributions", "reconstruction", "spectra", "emergence"]);
+      for (const [, count] of marks) expect(count).toBeGreaterThan(0);
+      expect(await page.$$eval("[data-chart=spectra] g.mark-line.role-mark > path", (p) => p.length)).toBe(n);
+      expect(await page.$$eval("[data-chart=reconstruction] g.mark-symbol.role-mark > path", (p) => p.length)).toBe(2 * 640);
+    } finally {
+      await browser.close();
+    }
+  }, 900_000);
 });
