@@ -198,7 +198,7 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
     }
   }, 600_000);
 
-  test("analyze --report on the real model: every position's triplets from the one-sweep SVD, drawn in headless Chromium offline", async () => {
+  test("analyze --report on the real model: every position's triplets (svd token: each), drawn in headless Chromium offline", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "llj-real-report-"));
     const json = path.join(dir, "summary.json"), html = path.join(dir, "report.html");
     const prompt = "The capital of France is";
@@ -208,7 +208,7 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
     const summary = JSON.parse(readFileSync(json, "utf8"));
     const n = summary.tokens.length;
     expect(summary.predictedTokenText).toBe(" the");
-    // d = 640: the matrix-free route, every position from svd({ token: "each" })
+    // every position from svd({ token: "each" }) (d = 640, 6 tokens: "auto" takes the full Jacobian)
     expect(summary.positions.map((p: { position: number }) => p.position)).toEqual(Array.from({ length: n }, (_, i) => i));
     expect(summary.emergence).toHaveLength(18);
     expect(summary.emergence.slice(13).some((e: { tokens: string[] }) => e.tokens.includes(" Paris") || e.tokens.includes(" Toulouse"))).toBe(true);
