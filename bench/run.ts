@@ -58,6 +58,16 @@ function relErrOf(a: number[], b: number[]): number {
   return Math.sqrt(num / den);
 }
 
+/** Relative difference of our Jacobian, i-major [n, d, d], from PyTorch's output-major [d, n, d]. */
+function jacobianAgreement(ours: Float32Array, torchLayout: Float32Array, n: number, d: number): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) {
+    const a = ours[(i * d + k) * d + c], b = torchLayout[(k * n + i) * d + c];
+    num += (a - b) ** 2; den += b * b;
+  }
+  return Math.sqrt(num / den);
+}
+
 /** Child mode: one measurement in a fresh process, so that its peak RSS is its own. */
 async function child(kind: string, modelPath: string, tokens: number[]) {
   const model = await loadModel({ modelPath, gpu: false });
@@ -231,20 +241,14 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
         const t = JSON.parse(r.stdout);
         const tj = new Float32Array(readFileSync(t.jacobian_file).buffer.slice(0));
         const J = await lin.jacobian();
-        // torch: [k, i, c]; ours: [i, k, c]
         const d = s.nEmbd;
-        let num = 0, den = 0;
-        for (let i = 0; i < N_TOKENS; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) {
-          const a = J.data[(i * d + k) * d + c], b = tj[(k * N_TOKENS + i) * d + c];
-          num += (a - b) ** 2; den += b * b;
-        }
         const oursJacobian = jac.linearizeSeconds + jac.passSeconds;
         console.log(`\n4. PyTorch ${t.torch} (${torchPy}; BLAS: ${t.blas}) on the same weights, ${threads} threads; llj-gguf: ${model.backends.blas ? "OpenBLAS (ggml BLAS backend)" : "ggml CPU matmul"}`);
         console.log(`   autograd.functional.jacobian(vectorize=True, reverse-mode), the paper's route   ${fmt(t.seconds, 3)} s    (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
         console.log(`   torch.func.jacrev (vmap of VJPs)    ${fmt(t.func_seconds, 3)} s    (agrees with autograd's to ${t.func_agreement.toExponential(1)})`);
         console.log(`   llj-gguf                   ${fmt(oursJacobian, 3)} s`);
         console.log(`   speed-up of llj-gguf       ${fmt(t.seconds / oursJacobian, 1)}× over autograd, ${fmt(t.func_seconds / oursJacobian, 1)}× over torch.func`);
-        console.log(`   Jacobians agree to         ${Math.sqrt(num / den).toExponential(1)} (relative)`);
+        console.log(`   Jacobians agree to         ${jacobianAgreement(J.data, tj, N_TOKENS, d).toExponential(1)} (relative)`);
         // The paper's per-token analysis: all singular values of J_last. PyTorch forms the
         // full Jacobian first; llj-gguf needs only J_last, from one-position VJPs.
         const fresh = await model.linearize(tokens, { threads });
@@ -324,11 +328,6 @@ async function realModelSection() {
     const t = JSON.parse(r.stdout.trim().split("\n").pop()!);
     const hj = new Float32Array(readFileSync(path.join(dir, "hf_jacobian.bin")).buffer.slice(0));
     const hx = new Float32Array(readFileSync(path.join(dir, "hf_x.bin")).buffer.slice(0));
-    let num = 0, den = 0;
-    for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) for (let c = 0; c < d; c++) {
-      const a = J.data[(i * d + k) * d + c], b = hj[(k * n + i) * d + c];
-      num += (a - b) ** 2; den += b * b;
-    }
     const ours = (tSvd - t0) / 1000, theirs = t.jacobian_seconds + t.svd_seconds;
     console.log(`   transformers ${t.transformers}, PyTorch ${t.torch} (BLAS: ${t.blas}), ${t.threads} threads: load ${fmt(t.load_seconds, 1)} s, ` +
       `jacobian ${fmt(t.jacobian_seconds, 2)} s, ${n} SVDs ${fmt(t.svd_seconds, 2)} s (its reconstruction ${t.reconstruction_error.toExponential(1)})`);
@@ -337,7 +336,7 @@ async function realModelSection() {
     console.log(`   speed-up of llj-gguf       ${fmt(theirs / ours, 1)}× (full Jacobian + every SVD, linearize included; transformers' ${fmt(t.load_seconds, 0)} s load not counted)`);
     console.log(`   llj-gguf svd({ token: "each", k: 8 }) matrix-free sweep: ${fmt(eachSeconds, 2)} s (${sweep.converged ? "converged" : "not converged"}; ` +
       `σ1 of every J_i agrees with the exact route to ${relErrOf(sweep.positions.map((p) => p.values[0]), ourSigma.map((x) => x[0])).toExponential(1)}) → ${fmt(theirs / ((tLin - t0) / 1000 + eachSeconds), 1)}× the paper's route`);
-    console.log(`   input embeddings agree to ${relErrOf(Array.from(lin.inputEmbeddings), Array.from(hx)).toExponential(1)}, Jacobians to ${Math.sqrt(num / den).toExponential(1)}, ` +
+    console.log(`   input embeddings agree to ${relErrOf(Array.from(lin.inputEmbeddings), Array.from(hx)).toExponential(1)}, Jacobians to ${jacobianAgreement(J.data, hj, n, d).toExponential(1)}, ` +
       `σ1 of every J_i to ${relErrOf(ourSigma.map((s) => s[0]), t.sigma.map((s: number[]) => s[0])).toExponential(1)}; same top token: ${t.top_token === lin.predictedToken}`);
   }
   rmSync(dir, { recursive: true, force: true });

@@ -19,11 +19,7 @@ class GemmBenchWorker : public PromiseWorker {
     GemmBenchWorker(Napi::Env env, int64_t m, int64_t k, int64_t n, int threads, int reps)
         : PromiseWorker(env), m_(m), k_(k), n_(n), threads_(threads), reps_(reps) {}
     void Execute() override {
-        ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
-        if (!cpu) throw std::runtime_error("no CPU backend");
-        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
-        auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-        if (set_threads) set_threads(cpu, threads_);
+        ggml_backend_t cpu = cpu_backend(threads_);
         ggml_init_params p = {ggml_tensor_overhead() * 8 + ggml_graph_overhead(), nullptr, true};
         ggml_context * ctx = ggml_init(p);
         ggml_tensor * w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k_, m_);

@@ -10,6 +10,19 @@
 
 namespace llj {
 
+void set_backend_threads(ggml_backend_t backend, int n_threads) {
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(backend));
+    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    if (set_threads) set_threads(backend, n_threads);
+}
+
+ggml_backend_t cpu_backend(int n_threads) {
+    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
+    if (!cpu) throw std::runtime_error("cannot initialize the CPU backend");
+    set_backend_threads(cpu, n_threads);
+    return cpu;
+}
+
 GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas, bool cpu_products) {
     for (int i = 0; i < llama_model_n_devices(model); ++i) {
         ggml_backend_dev_t dev = llama_model_get_device(model, i);
@@ -21,20 +34,16 @@ GraphRunner::GraphRunner(const llama_model * model, int n_threads, bool use_blas
     if (ggml_backend_reg_t blas = use_blas ? blas_backend_reg() : nullptr) {
         ggml_backend_t b = ggml_backend_dev_init(ggml_backend_reg_dev_get(blas, 0), nullptr);
         if (b) {
-            auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(blas, "ggml_backend_set_n_threads");
-            if (set_threads) set_threads(b, n_threads);
+            set_backend_threads(b, n_threads);
             backends_.push_back(b);
             uses_blas_ = true;
         }
     }
-    ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
-    if (!cpu) throw std::runtime_error("cannot initialize the CPU backend");
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
-    auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
     // With BLAS doing the large products on its own threads, the CPU backend only runs the
     // memory-bound element-wise ops; sharing the cores halves the contention (OpenBLAS
     // threads yield-spin between calls): measured 2.4 s vs 3.1 s for bench/'s Jacobian.
-    if (set_threads) set_threads(cpu, uses_blas_ && !cpu_products ? std::max(1, n_threads / 2) : n_threads);
+    ggml_backend_t cpu = cpu_backend(uses_blas_ && !cpu_products ? std::max(1, n_threads / 2) : n_threads);
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
     // The CPU backend polls this between nodes and stops the graph (GGML_STATUS_ABORTED).
     auto set_abort = (void (*)(ggml_backend_t, ggml_abort_callback, void *)) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_abort_callback");
     if (set_abort) set_abort(cpu, [](void * self) { return static_cast<GraphRunner *>(self)->abort_requested(); }, this);

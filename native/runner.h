@@ -14,6 +14,12 @@
 
 namespace llj {
 
+// Sets a backend's thread count through its registry (the CPU and BLAS backends are loaded
+// at run time, so the setter is looked up, not linked); a backend without one is left as is.
+void set_backend_threads(ggml_backend_t backend, int n_threads);
+// A CPU backend running n_threads, for the standalone probes (bench, kernel tests); the caller frees it.
+ggml_backend_t cpu_backend(int n_threads);
+
 class GraphRunner {
   public:
     // use_blas: run the large products on ggml's BLAS backend when it is available.

@@ -9,6 +9,7 @@
 //     unit vector only adds exact zeros, which can turn a -0 into +0);
 //   - W·X and Wᵀ·U through the kernel with today's cast + mul_mat / out_prod route.
 #include "common.h"
+#include "runner.h"
 #include "tiled.h"
 
 #include "ggml-alloc.h"
@@ -76,11 +77,7 @@ class TiledSelfTestWorker : public PromiseWorker {
         const ggml_to_float_t to_float = ggml_get_type_traits(type_)->to_float;
         for (int64_t r = 0; r < M; ++r) to_float(q.data() + (size_t) r * ggml_row_size(type_, K), wd.data() + r * K, K);
 
-        ggml_backend_t cpu = ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr);
-        if (!cpu) throw std::runtime_error("no CPU backend");
-        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(cpu));
-        auto set_threads = (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-        if (set_threads) set_threads(cpu, threads_);
+        ggml_backend_t cpu = cpu_backend(threads_);
         ggml_init_params p = {ggml_tensor_overhead() * 32 + ggml_graph_overhead(), nullptr, true};
         ggml_context * ctx = ggml_init(p);
         ggml_tensor * tw = ggml_new_tensor_2d(ctx, type_, K, M);

@@ -135,6 +135,15 @@ export function topTokens(scores: Float32Array, batch: number, top: number, piec
   return out;
 }
 
+/** The options every SVD route shares, checked once. */
+function kAndMethod(options: SvdOptions): { k: number; method: "exact" | "randomized" | "auto" } {
+  const k = options.k ?? 8;
+  if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
+  const method = options.method ?? "auto";
+  if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
+  return { k, method };
+}
+
 /**
  * Singular triplets of J_i (or of [J_1 … J_n]) by the exact route: the Jacobian assembled
  * from VJPs, then a one-sided Jacobi SVD (native). Signs are chosen so that each left
@@ -142,8 +151,7 @@ export function topTokens(scores: Float32Array, batch: number, top: number, piec
  */
 export async function svd(system: LinearSystem, options: SvdOptions = {}): Promise<SingularTriplets> {
   const n = system.nTokens, d = system.nEmbd;
-  const k = options.k ?? 8;
-  if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
+  const { k, method } = kAndMethod(options);
   const tokenOpt = options.token ?? -1;
   if (tokenOpt === "each") throw new LljError('token "each" is answered by svdEachToken');
   let token: number | "all" = "all";
@@ -151,8 +159,6 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
     if (!Number.isInteger(tokenOpt) || tokenOpt >= n || tokenOpt < -n) throw new LljError(`token must be a position in [-${n}, ${n}) or "all"`);
     token = tokenOpt < 0 ? n + tokenOpt : tokenOpt;
   }
-  const method = options.method ?? "auto";
-  if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
   if (method === "randomized" || (method === "auto" && d > 256)) return randomizedSvd(system, token, k, options);
   let matrix: Float32Array;
   let cols: number;
@@ -189,10 +195,7 @@ export async function svd(system: LinearSystem, options: SvdOptions = {}): Promi
  */
 export async function svdEachToken(system: LinearSystem, options: SvdOptions = {}): Promise<EachTokenTriplets> {
   const n = system.nTokens, d = system.nEmbd;
-  const k = options.k ?? 8;
-  if (!Number.isInteger(k) || k < 1) throw new LljError("k must be a positive integer");
-  const method = options.method ?? "auto";
-  if (!["exact", "randomized", "auto"].includes(method)) throw new LljError(`method must be "exact", "randomized" or "auto"`);
+  const { k, method } = kAndMethod(options);
   // "auto": the full Jacobian (d VJPs) unless the sweep is clearly cheaper — it costs about
   // 2·n·(k + oversampling) vectors per Krylov pass, ~8 passes — or the Jacobian (n·d² floats)
   // would pass 1 GiB. Short prompts therefore take the exact route even at large d.

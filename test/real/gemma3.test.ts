@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { loadModel, quantizeModel, type Model, type Linearization } from "../../src/index.js";
 import { packageRoot } from "../../src/native.js";
+import { seededGaussian } from "../../src/analysis.js";
 import { relErr, norm, dot, argmax } from "../helpers.js";
 
 const fixtures = JSON.parse(readFileSync(path.join(packageRoot, "test", "real", "models.json"), "utf8"));
@@ -19,22 +20,13 @@ const paths: Record<string, string> = JSON.parse(process.env.LLJ_REAL_MODELS ?? 
 const FILE = paths[fixture.id];
 if (!FILE || !existsSync(FILE)) throw new Error("LLJ_REAL_MODELS does not name the Gemma 3 270M file: run `npm run test:real`, which fetches it");
 
-/** Deterministic standard normals (a fixed LCG + Box–Muller): reproducible tolerances. */
-function seededNormals(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
-
 const ESSAY = "The history of the city begins in the Roman period, when a small settlement grew up on an island in the river. " +
   "Over the centuries it became a centre of trade, learning and government, and its bridges, markets and churches drew " +
   "people from across the country. ";
 
 /** Relative change of our own primal output when the input embeddings move by 1e-7 (F32 rounding): the forward's own noise floor. */
 async function noiseFloor(model: Model, lin: Linearization, precision: "exact" | "fast"): Promise<number> {
-  const r = seededNormals(lin.inputEmbeddings.length, 7);
+  const r = seededGaussian(lin.inputEmbeddings.length, 7);
   const x = lin.inputEmbeddings.map((v, i) => v * (1 + 1e-7 * r[i]));
   const moved = await model.linearize({ embeddings: x }, { precision });
   try {
@@ -111,7 +103,7 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
       expect(relErr(await lin.jvp(lin.inputEmbeddings.slice()), lin.output)).toBeLessThan(1e-5);  // measured 4.5–5.4e-7
       if (n <= 64) expect((await lin.reconstruction()).relativeError).toBeLessThan(1e-5);
 
-      const d = lin.nEmbd, v = seededNormals(3 * n * d, 11), u = seededNormals(3 * d, 13);
+      const d = lin.nEmbd, v = seededGaussian(3 * n * d, 11), u = seededGaussian(3 * d, 13);
       const [lv, ltu] = [await lin.jvp(v), await lin.vjp(u)];
       for (let b = 0; b < 3; b++) {  // adjoint per batch item, and each item alone equals its column of the batch
         const vb = v.subarray(b * n * d, (b + 1) * n * d), ub = u.subarray(b * d, (b + 1) * d);
@@ -131,7 +123,7 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
   test("the sliding window is where llama.cpp puts it: layer 0 (windowed) ignores keys 512 back, layer 5 (global) does not", async () => {
     const n = 600, lin = await model.linearize(tokens.slice(0, n));
     try {
-      const u = seededNormals(lin.nEmbd, 17), d = lin.nEmbd;
+      const u = seededGaussian(lin.nEmbd, 17), d = lin.nEmbd;
       const positionNorms = (g: Float32Array) => Array.from({ length: n }, (_, i) => norm(g.subarray(i * d, (i + 1) * d)));
       // Cotangent on the last position's stream after the layer: the gradient on each input position.
       const swa = positionNorms(await lin.vjp(u, { tap: "residual", layer: 0 }));
