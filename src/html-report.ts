@@ -4,7 +4,7 @@
 // Vega-Lite specs rendered to SVG in Node (no browser needed).
 import * as vega from "vega";
 import { compile, type TopLevelSpec, type Config } from "vega-lite";
-import type { AnalysisSummary } from "./report.js";
+import type { AnalysisSummary } from "./analyses/summary.js";
 
 /** The diverging scheme of every signed quantity (contributions, J entries): red < 0 < blue. */
 const DIVERGING = "redblue";

@@ -2,8 +2,13 @@
 export { loadModel, Model } from "./model.js";
 export type { LoadModelOptions, TensorInfo, TokenizeOptions, ReferenceForward, ReferenceForwardOptions } from "./model.js";
 export { Linearization } from "./linearization.js";
-export type { LinearizeOptions, PassOptions, LayerTap, Jacobian, Reconstruction, NonlinearReconstruction } from "./linearization.js";
-export type { SvdOptions, SingularTriplets, EachTokenTriplets, DecodedToken, Attribution, LayerQuantity, EmergenceRow } from "./analysis.js";
+export type { LinearizeOptions, PassOptions, LayerTap, LayerQuantity, OperatorOptions, Jacobian, Reconstruction, NonlinearReconstruction } from "./linearization.js";
+export type { SvdOptions, SingularTriplets, EachTokenTriplets } from "./analyses/svd.js";
+export type { DecodedToken, Vocabulary } from "./vocabulary.js";
+export type { Attribution } from "./analyses/attribution.js";
+export type { EmergenceRow } from "./analyses/layers.js";
+export type { LinearOperator, PositionRange } from "./operator.js";
+export { seededGaussian } from "./random.js";
 export { initBackends, getBackendInfo } from "./backends.js";
 export type { GpuOption, BackendInfo } from "./backends.js";
 export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";
@@ -14,3 +19,12 @@ export { LljError } from "./errors.js";
 export type { LljErrorCode } from "./errors.js";
 export type { DisposeOptions } from "./lifecycle.js";
 export { writeNpy, readNpy } from "./npy.js";
+// The analyses as functions over any LinearOperator (Linearization.operator) and a Vocabulary.
+export { svd } from "./analyses/svd.js";
+export { reconstruct } from "./analyses/reconstruction.js";
+export { attribution } from "./analyses/attribution.js";
+export { emergence } from "./analyses/layers.js";
+export { decode } from "./vocabulary.js";
+export { summarize } from "./analyses/summary.js";
+export type { AnalysisSummary, SummarizeOptions } from "./analyses/summary.js";
+export { jacobianOf, throughFinalNorm } from "./operator.js";

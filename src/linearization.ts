@@ -2,12 +2,18 @@
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
 import type { NativeLinearization, NativeTap } from "./native.js";
-import { LljError, fromNative, abortedError, invalid } from "./errors.js";
-import { abortFlagFor, guardedProgress } from "./abort.js";
+import { LljError, abortedError, invalid } from "./errors.js";
+import { nativeCall } from "./abort.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
 import * as check from "./validate.js";
-import { svd, svdEachToken, jacobianOf, decodeVectors, attribution, layerSystem, type VocabAccess, type SvdOptions, type SingularTriplets, type EachTokenTriplets, type DecodedToken,
-  type Attribution, type LayerQuantity, type EmergenceRow, type TapOperator } from "./analysis.js";
+import { errors, jacobianOf, throughFinalNorm, type Jacobian, type LinearOperator, type PositionRange } from "./operator.js";
+import { decode, type DecodedToken, type Vocabulary } from "./vocabulary.js";
+import { reconstruct, type Reconstruction } from "./analyses/reconstruction.js";
+import { attribution, type Attribution } from "./analyses/attribution.js";
+import { emergence, type EmergenceRow } from "./analyses/layers.js";
+import { svd, type SvdOptions, type SingularTriplets, type EachTokenTriplets } from "./analyses/svd.js";
+
+export type { Jacobian, Reconstruction };
 
 export interface LinearizeOptions {
   /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
@@ -68,6 +74,24 @@ export interface PassOptions extends LayerTap {
   onProgress?: (progress: number) => void;
 }
 
+/** The operator of one quantity (see Linearization.operator). */
+export interface OperatorOptions extends LayerTap {
+  /** Layer taps: through the detached final norm, its 1/rms frozen at the quantity's own value (default true). */
+  finalNorm?: boolean;
+  /** Stops the operator's products (they then reject with ABORTED). */
+  signal?: AbortSignal;
+}
+
+/** A layer quantity to analyse: a tap, optionally passed through the (detached) final norm. */
+export interface LayerQuantity {
+  layer: number;
+  tap: "residual" | "attn" | "mlp";
+  /** Pass it through the final norm with its 1/rms frozen at this quantity's own value (default true). */
+  finalNorm?: boolean;
+  /** Start from the residual stream entering this layer instead of the input embeddings ("layerwise" / "to end"). */
+  fromLayer?: number;
+}
+
 const TAPS = ["output", "residual", "attn", "mlp"] as const;
 
 /** The checked options of one pass (layer indices and positions exact integers in range). */
@@ -78,32 +102,6 @@ interface Pass {
   onProgress: ((p: number) => void) | undefined;
 }
 
-export interface Jacobian {
-  nTokens: number;
-  nEmbd: number;
-  /** The first position with a block (0 unless the Jacobian was asked from a firstPosition). */
-  firstPosition: number;
-  /** Blocks J_i for i in [firstPosition, n), i-major: J_i[k][c] = ∂y_k/∂x_{i,c} at offset (i − firstPosition)·d·d + k·d + c. */
-  data: Float32Array;
-  /** J_i as a row-major [d × d] view (i ≥ firstPosition). */
-  block(i: number): Float32Array;
-}
-
-export interface Reconstruction {
-  /** Σ_i J_i x_i (+ c) [d]. */
-  reconstructed: Float32Array;
-  /** The model's output y [d]. */
-  output: Float32Array;
-  relativeError: number;
-  maxAbsError: number;
-  /** J_i x_i per input position, row-major [n × d]. */
-  contributions: Float32Array;
-  /** ‖J_i x_i‖ per position. */
-  contributionNorms: number[];
-  /** The bias term c for affine models, else null. */
-  biasTerm: Float32Array | null;
-}
-
 export interface NonlinearReconstruction {
   /** f'(x)·x, the ordinary Jacobian applied to the input (central difference along x). */
   reconstructed: Float32Array;
@@ -111,27 +109,6 @@ export interface NonlinearReconstruction {
   relativeError: number;
   maxAbsError: number;
   epsilon: number;
-}
-
-/**
- * ‖a − y‖ / ‖y‖ and max |a − y|. When y = 0 the relative error is defined as 0 if a = 0 too
- * and Infinity otherwise (never NaN): an all-zero output is reproduced or it is not.
- */
-export function errors(a: Float32Array, y: Float32Array): { relativeError: number; maxAbsError: number } {
-  let num = 0, den = 0, max = 0;
-  for (let k = 0; k < y.length; k++) {
-    const e = a[k] - y[k];
-    num += e * e;
-    den += y[k] * y[k];
-    max = Math.max(max, Math.abs(e));
-  }
-  const relativeError = den > 0 ? Math.sqrt(num / den) : num > 0 ? Infinity : 0;
-  return { relativeError, maxAbsError: max };
-}
-
-/** The rejection of an operation whose onProgress callback threw. */
-export function progressError(e: unknown): LljError {
-  return new LljError(`onProgress threw: ${e instanceof Error ? e.message : String(e)}`, { code: "INVALID_ARGUMENT", cause: e });
 }
 
 function firstNonFinite(a: Float32Array): number {
@@ -228,26 +205,10 @@ export class Linearization {
    * as LljErrors. Internal steps of tracked operations call this directly, so that an
    * operation running when dispose() begins finishes rather than being refused halfway.
    */
-  async #call<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array, progress?: (p: number) => void) => Promise<T>,
+  #call<T>(signal: AbortSignal | undefined, call: (n: NativeLinearization, flag: Int32Array, progress?: (p: number) => void) => Promise<T>,
     onProgress?: (p: number) => void): Promise<T> {
     const native = this.#get();
-    const sig = this.#lc.signal(signal);
-    if (sig.aborted) throw abortedError(sig.reason);
-    const { flag, done } = abortFlagFor(sig);
-    const guard = guardedProgress(onProgress, flag);
-    try {
-      const out = await call(native, flag, guard.progress);
-      // a callback that threw fails the call even when the work finished first
-      if (guard.error() !== undefined) throw progressError(guard.error());
-      return out;
-    } catch (e) {
-      if (e instanceof LljError) throw e;
-      if (sig.aborted) throw abortedError(sig.reason);
-      if (guard.error() !== undefined) throw progressError(guard.error());
-      throw fromNative(e);
-    } finally {
-      done();
-    }
+    return nativeCall(this.#lc.signal(signal), onProgress, (flag, progress) => call(native, flag, progress));
   }
 
   /** A NaN or infinity in a product's result is refused, never returned. */
@@ -332,6 +293,71 @@ export class Linearization {
   }
 
   /**
+   * The linear map of one quantity as an operator value (JVP, VJP, Jacobian; docs/math.md):
+   * by default input embeddings → y. With `tap`/`layer`, the residual stream after a layer or
+   * a branch output, passed through the detached final norm unless `finalNorm: false`; with
+   * `fromLayer`, from the stream entering that layer. Every analysis takes such an operator.
+   */
+  async operator(options: OperatorOptions = {}): Promise<LinearOperator> {
+    const q = this.#operatorOptions(options);
+    return this.#lc.run(() => this.#operator(q));
+  }
+
+  #operatorOptions(options: OperatorOptions): Required<Omit<OperatorOptions, "signal" | "layer">> & { layer?: number; signal?: AbortSignal } {
+    const o = check.options("operator options", options);
+    const L = this.#nLayer;
+    const tap = check.oneOf("tap", o.tap, TAPS, "output");
+    const layer = tap === "output" ? check.optionalInteger("layer", o.layer, 0, L - 1) : check.integer("layer", o.layer, 0, L - 1);
+    return { tap, layer, fromLayer: check.optionalInteger("fromLayer", o.fromLayer, 0, L - 1) ?? 0,
+      finalNorm: check.optionalBoolean("finalNorm", o.finalNorm) ?? true, signal: check.optionalSignal("signal", o.signal) };
+  }
+
+  async #operator(q: { tap: (typeof TAPS)[number]; layer?: number; fromLayer: number; finalNorm: boolean; signal?: AbortSignal }): Promise<LinearOperator> {
+    const { signal } = q;
+    const input = q.fromLayer === 0 ? this.inputEmbeddings : this.layerInputs[q.fromLayer];
+    if (q.tap === "output" && q.fromLayer === 0) return this.#outputOperator(signal);
+    const tap = { fromLayer: q.fromLayer, tap: q.tap, layer: q.layer };
+    const pass = (range?: PositionRange, affine?: boolean) => this.#pass({ ...tap, firstPosition: range?.firstPosition, affine, signal });
+    // the quantity itself: the affine map (biases included) at the primal input reproduces it
+    const output = await this.#jvp(input, pass(undefined, true));
+    // c = value − L x: one more pass, only where biases make the map affine
+    let biasTerm: Float32Array | null = null;
+    if (this.affine) {
+      const lx = await this.#jvp(input, pass());
+      biasTerm = output.map((v, k) => v - lx[k]);
+    }
+    const op: LinearOperator = {
+      nTokens: this.nTokens, nEmbd: this.nEmbd, input, output, biasTerm,
+      jvp: (t, range) => this.#jvp(t, pass(range)),
+      vjp: (u, range) => this.#vjp(u, pass(range)),
+      jacobian: (range) => this.#jacobianOf(pass(range)),
+    };
+    return q.tap !== "output" && q.finalNorm ? throughFinalNorm(op, this.#get().outputNorm()) : op;
+  }
+
+  /** The map to y, with the full Jacobian cached once computed (shared by later calls, so one caller's signal does not stop it). */
+  #outputOperator(signal?: AbortSignal): LinearOperator {
+    const pass = (range?: PositionRange) => this.#pass({ firstPosition: range?.firstPosition, signal });
+    return {
+      nTokens: this.nTokens, nEmbd: this.nEmbd, input: this.inputEmbeddings, output: this.output, biasTerm: this.biasTerm,
+      jvp: (t, range) => this.#jvp(t, pass(range)),
+      vjp: (u, range) => this.#vjp(u, pass(range)),
+      jacobian: (range) => (this.#jacobian || !range?.firstPosition ? this.#cachedJacobian() : this.#jacobianOf(pass(range))),
+    };
+  }
+
+  /** The vocabulary matrices (LM head, input embeddings), as tracked native calls. */
+  get vocabulary(): Vocabulary {
+    return {
+      size: this.logits.length,
+      pieces: (ids) => this.#pieces(ids),
+      lmHeadScores: (v, b) => this.#call(undefined, (n) => n.vocabProducts(v, b, "lmHead")),
+      embeddingCosines: (v, b) => this.#call(undefined, (n) => n.vocabProducts(v, b, "embedding")),
+      lmHeadRows: (t) => this.#call(undefined, (n) => n.lmHeadRows(t)),
+    };
+  }
+
+  /**
    * Σ_i J_i x_i (+ c) against y: each J_i x_i is L applied to x restricted to position i
    * (batched JVPs), so the contributions are exact per-token attributions. Computed once
    * (attribution reuses it; onProgress is the first call's); a failed or aborted computation
@@ -346,39 +372,11 @@ export class Linearization {
 
   #cachedReconstruction(signal?: AbortSignal, onProgress?: (progress: number) => void): Promise<Reconstruction> {
     if (signal?.aborted) return Promise.reject(abortedError(signal.reason));
-    this.#reconstruction ??= this.#reconstruct(signal, onProgress).catch((e) => {
+    this.#reconstruction ??= reconstruct(this.#outputOperator(signal), onProgress).catch((e) => {
       this.#reconstruction = undefined;
       throw e;
     });
     return this.#reconstruction;
-  }
-
-  async #reconstruct(signal: AbortSignal | undefined, onProgress?: (progress: number) => void): Promise<Reconstruction> {
-    const n = this.nTokens, d = this.nEmbd;
-    // 32 positions per batch, each batch's JVPs on positions [i0, n) only (causality): the
-    // tangents stay small, and the work is about half that of one batch over all positions.
-    const contributions = new Float32Array(n * d);
-    for (let i0 = 0; i0 < n; i0 += 32) {
-      const B = Math.min(32, n - i0), m = n - i0;  // tangents on positions [i0, n)
-      const tangents = new Float32Array(B * m * d);
-      for (let b = 0; b < B; b++) tangents.set(this.inputEmbeddings.subarray((i0 + b) * d, (i0 + b + 1) * d), (b * m + b) * d);
-      contributions.set(await this.#jvp(tangents, this.#pass({ signal, firstPosition: i0 })), i0 * d);
-      onProgress?.((i0 + B) / n);
-    }
-    const reconstructed = new Float32Array(d);
-    const norms: number[] = [];
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let k = 0; k < d; k++) {
-        const v = contributions[i * d + k];
-        reconstructed[k] += v;
-        s += v * v;
-      }
-      norms.push(Math.sqrt(s));
-    }
-    if (this.biasTerm) for (let k = 0; k < d; k++) reconstructed[k] += this.biasTerm[k];
-    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), contributions,
-      contributionNorms: norms, biasTerm: this.biasTerm };
   }
 
   /**
@@ -423,14 +421,15 @@ export class Linearization {
 
   /**
    * Top-k singular triplets of the detached Jacobian of one input position (default the
-   * last) or of [J_1 … J_n], with left vectors pointing along y.
+   * last), of [J_1 … J_n] ("all"), or of every J_i ("each"), with left vectors pointing along y.
    */
   async svd(options: SvdOptions & { token: "each" }): Promise<EachTokenTriplets>;
   async svd(options?: SvdOptions): Promise<SingularTriplets>;
   async svd(options: SvdOptions = {}): Promise<SingularTriplets | EachTokenTriplets> {
     const o = check.options("svd options", options);
+    check.svdOptions(o as Record<string, unknown>, this.nTokens);  // refused before any work
     const signal = check.optionalSignal("signal", o.signal);
-    return this.#lc.run<SingularTriplets | EachTokenTriplets>(() => (o.token === "each" ? svdEachToken(this.#system(signal), o) : svd(this.#system(signal), o)));
+    return this.#lc.run(() => svd(this.#outputOperator(signal), o));
   }
 
   /**
@@ -446,19 +445,7 @@ export class Linearization {
     if (options === null || typeof options !== "object") throw invalid(`decode needs { space: "output" | "input" }`);
     const space = check.oneOf("space", options.space, ["output", "input"] as const);
     const top = check.optionalInteger("top", options.top, 1, this.logits.length) ?? Math.min(10, this.logits.length);
-    return this.#lc.run(() => this.#decode(vectors, space, top));
-  }
-
-  #decode(vectors: Float32Array, space: "output" | "input", top: number): Promise<DecodedToken[][]> {
-    return decodeVectors(this.#vocab(), vectors, this.nEmbd, top, this.#pieces, space);
-  }
-
-  /** The vocabulary products, as tracked native calls. */
-  #vocab(): VocabAccess {
-    return {
-      vocabProducts: (v, b, kind) => this.#call(undefined, (n) => n.vocabProducts(v, b, kind)),
-      lmHeadRows: (t) => this.#call(undefined, (n) => n.lmHeadRows(t)),
-    };
+    return this.#lc.run(() => decode(this.vocabulary, vectors, this.nEmbd, space, top));
   }
 
   /**
@@ -471,7 +458,7 @@ export class Linearization {
     if (typeof token !== "number" || !Number.isInteger(token) || token < 0 || token >= this.logits.length) {
       throw invalid(`token must be an id in [0, ${this.logits.length}), not ${String(token)}`);
     }
-    return this.#lc.run(() => attribution(this.#system(), this.#vocab(), token, this.#pieces([token])[0]));
+    return this.#lc.run(async () => attribution(await this.#cachedReconstruction(), this.vocabulary, token));
   }
 
   /**
@@ -480,62 +467,27 @@ export class Linearization {
    * input embeddings — or, with fromLayer, to the stream entering that layer.
    */
   async layerSvd(q: LayerQuantity, options: SvdOptions = {}): Promise<SingularTriplets> {
-    const quantity = this.#quantity(q);
-    const o = check.options("svd options", options);
-    return this.#lc.run(async () => svd(await layerSystem(this.#tapOperator(), quantity), o));
-  }
-
-  #quantity(q: LayerQuantity): LayerQuantity {
     if (q === null || typeof q !== "object") throw invalid("the layer quantity must be { layer, tap }");
-    const L = this.#nLayer;
-    return {
-      layer: check.integer("layer", q.layer, 0, L - 1),
-      tap: check.oneOf("tap", q.tap, ["residual", "attn", "mlp"] as const),
-      finalNorm: check.optionalBoolean("finalNorm", q.finalNorm),
-      fromLayer: check.optionalInteger("fromLayer", q.fromLayer, 0, L - 1),
-    };
+    const quantity = this.#operatorOptions({ ...q, tap: check.oneOf("tap", q.tap, ["residual", "attn", "mlp"] as const) });
+    const o = check.options("svd options", options);
+    if (check.svdOptions(o as Record<string, unknown>, this.nTokens).token === "each") throw invalid('layerSvd takes one position or "all", not "each"');
+    return this.#lc.run(async () => svd(await this.#operator({ ...quantity, signal: o.signal }), o as SvdOptions & { token?: number | "all" }));
   }
 
   /**
    * Concept emergence: for each layer, the leading singular vectors of the last token's
    * Jacobian of the residual stream after it (through the final norm), decoded through the LM head.
    */
-  async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"] } = {}): Promise<EmergenceRow[]> {
+  async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"]; seed?: number } = {}): Promise<EmergenceRow[]> {
     const o = check.options("emergence options", options);
     const L = this.#nLayer;
     if (o.layers !== undefined && !Array.isArray(o.layers)) throw invalid("layers must be an array of layer indices");
     const layers = (o.layers ?? this.layerInputs.map((_, l) => l)).map((l, i) => check.integer(`layers[${i}]`, l, 0, L - 1));
     const k = check.optionalInteger("k", o.k, 1, this.nEmbd) ?? 1;
     const top = check.optionalInteger("top", o.top, 1, this.logits.length) ?? Math.min(5, this.logits.length);
-    return this.#lc.run(async () => {
-      const rows: EmergenceRow[] = [];
-      for (const layer of layers) {
-        const s = await svd(await layerSystem(this.#tapOperator(), { layer, tap: "residual" }), { k, method: o.method });
-        rows.push({ layer, values: Array.from(s.values), tokens: await this.#decode(s.u, "output", top) });
-      }
-      return rows;
-    });
-  }
-
-  #tapOperator(): TapOperator {
-    return {
-      nTokens: this.nTokens, nEmbd: this.nEmbd,
-      jvp: (t, tap, firstPosition) => this.#jvp(t, this.#pass({ ...tap, firstPosition })),
-      vjp: (u, tap, firstPosition) => this.#vjp(u, this.#pass({ ...tap, firstPosition })),
-      jacobian: (tap, firstPosition) => this.#jacobianOf(this.#pass({ ...tap, firstPosition })),
-      inputOf: (l) => (l === 0 ? this.inputEmbeddings : this.layerInputs[l]),
-      outputNorm: () => this.#get().outputNorm(),
-    };
-  }
-
-  /** The operator as the analyses see it. */
-  #system(signal?: AbortSignal) {
-    // the cached Jacobian is shared by later calls, so one caller's signal does not stop it
-    return { nTokens: this.nTokens, nEmbd: this.nEmbd, output: this.output, biasTerm: this.biasTerm,
-      jacobian: () => this.#cachedJacobian(), reconstruction: () => this.#cachedReconstruction(),
-      jacobianBlock: async (i: number) => (await (this.#jacobian ?? this.#jacobianOf(this.#pass({ firstPosition: i, signal })))).block(i),
-      jvp: (t: Float32Array, firstPosition?: number) => this.#jvp(t, this.#pass({ firstPosition, signal })),
-      vjp: (u: Float32Array, firstPosition?: number) => this.#vjp(u, this.#pass({ firstPosition, signal })) };
+    check.svdOptions({ k, method: o.method, seed: o.seed }, this.nTokens);
+    return this.#lc.run(() => emergence((layer) => this.#operator({ tap: "residual", layer, fromLayer: 0, finalNorm: true }),
+      this.vocabulary, layers, { k, top, method: o.method, seed: o.seed }));
   }
 
   /**

@@ -1,12 +1,12 @@
 // The loaded model: llama.cpp holds the weights (mmap, device placement) and tokenizes;
 // metadata comes from the GGUF header. Every heavy call runs off the JS thread.
-import { getAddon, type NativeModel, type NativeTensor, type NativeLinearization } from "./native.js";
+import { getAddon, type NativeModel, type NativeTensor } from "./native.js";
 import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, assertValidHyperParameters, type HyperParameters, type GgufSummary } from "./gguf.js";
 import { LljError, isFloat32Array, fromNative, abortedError, invalid } from "./errors.js";
-import { abortFlagFor, guardedProgress } from "./abort.js";
+import { nativeCall } from "./abort.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
-import { Linearization, progressError, type LinearizeOptions } from "./linearization.js";
+import { Linearization, type LinearizeOptions } from "./linearization.js";
 import * as check from "./validate.js";
 
 export interface LoadModelOptions {
@@ -203,8 +203,9 @@ export class Model {
     const userSignal = check.optionalSignal("signal", o.signal);
     const r = await this.#lc.run(async () => {
       const signal = this.#lc.signal(userSignal);
-      if (signal.aborted) throw abortedError(signal.reason);
-      const out = await this.#get().referenceForward(Int32Array.from(tokens), { layerInputs, threads, contextSize }).catch((e) => { throw fromNative(e); });
+      const native = this.#get();
+      // llama.cpp's decode polls no flag: the signal is checked before and after it
+      const out = await nativeCall(signal, undefined, () => native.referenceForward(Int32Array.from(tokens), { layerInputs, threads, contextSize }));
       if (signal.aborted) throw abortedError(signal.reason);
       // llama.cpp's own forward on a broken file: refused like ours, never returned as NaN
       const where = [...(out.layerInputs ?? []).map((h, l) => [`the input of layer ${l}`, h] as const),
@@ -268,24 +269,9 @@ export class Model {
     }
     return this.#lc.run(async () => {
       const signal = this.#lc.signal(userSignal);
-      if (signal.aborted) throw abortedError(signal.reason);
-      const { flag, done } = abortFlagFor(signal);
-      const guard = guardedProgress(onProgress, flag);
-      let native: NativeLinearization;
-      try {
-        native = await getAddon().linearize(this.#get(), tokens ? Int32Array.from(tokens) : null, embeddings,
-          { threads, exact: precision === "exact", batchMemoryBytes, blas, tiled, contextSize }, guard.progress, flag);
-      } catch (e) {
-        if (signal.aborted) throw abortedError(signal.reason);
-        if (guard.error() !== undefined) throw progressError(guard.error());
-        throw fromNative(e);
-      } finally {
-        done();
-      }
-      if (guard.error() !== undefined) {
-        native.dispose();
-        throw progressError(guard.error());
-      }
+      const model = this.#get();
+      const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize(model, tokens ? Int32Array.from(tokens) : null, embeddings,
+        { threads, exact: precision === "exact", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
       const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin));
       this.#linearizations.add(lin);
       try {
@@ -395,24 +381,13 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   else if (Number.isInteger(gl) && (gl as number) > 999999) gpuLayers = 999999;
   else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
 
-  const { flag, done } = abortFlagFor(signal);
-  const guard = guardedProgress(onLoadProgress, flag);
+  const native = await nativeCall(signal, onLoadProgress, (flag, progress) => getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
+    progress, flag), { fallback: "INVALID_MODEL", discard: (n) => n.dispose() });
   try {
-    const native = await getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
-      guard.progress, flag);
-    try {
-      if (signal?.aborted) throw abortedError(signal.reason);
-      if (guard.error() !== undefined) throw progressError(guard.error());
-      return new Model(native, gguf, backends);
-    } catch (e) {
-      native.dispose();
-      throw e;
-    }
-  } catch (e) {
     if (signal?.aborted) throw abortedError(signal.reason);
-    if (guard.error() !== undefined) throw progressError(guard.error());
-    throw fromNative(e, "INVALID_MODEL");
-  } finally {
-    done();
+    return new Model(native, gguf, backends);
+  } catch (e) {
+    native.dispose();
+    throw e;
   }
 }

@@ -1,5 +1,6 @@
 // Human-readable text for the CLI. Pure functions of API results, so they are testable.
 import type { Model, ReferenceForward } from "./model.js";
+import type { AnalysisSummary } from "./analyses/summary.js";
 
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -64,49 +65,6 @@ export function formatForward(model: Model, f: ReferenceForward): string {
     `next token    ${JSON.stringify(f.topTokenText)} (id ${f.topToken})`,
     `top logits    ${order.map((t, i) => `${JSON.stringify(pieces[i])} ${f.logits[t].toFixed(2)}`).join(", ")}`,
   ].join("\n");
-}
-
-export interface AnalysisSummary {
-  prompt: string;
-  tokens: number[];
-  tokenTexts: string[];
-  predictedToken: number;
-  predictedTokenText: string;
-  predictedLogit: number;
-  precision: string;
-  affine: boolean;
-  detached: { relativeError: number; maxAbsError: number };
-  nonDetached: { relativeError: number; maxAbsError: number; epsilon: number };
-  biasTermRelativeNorm: number | null;
-  contributionNorms: number[];
-  /** W_U[predicted]·J_i x_i per position (sums with the bias terms to the predicted logit). */
-  logitContributions: number[];
-  logitBiasContribution: number;
-  /** Leading singular triplets of the last position's J_i, decoded. */
-  singular: { values: number[]; u: string[][]; v: string[][] } | null;
-  singularNote?: string;
-  /**
-   * With --layers: per layer, σ1 of the last token's residual-stream Jacobian and its top
-   * decoded tokens; `values` holds its leading singular values (σ1 first).
-   */
-  emergence?: Array<{ layer: number; value: number; values?: number[]; tokens: string[] }>;
-  seconds: number;
-  // What the HTML report draws (src/html-report.ts reads only this summary, so a saved --json makes the same report).
-  /** The model the prompt ran through. */
-  model?: { path: string; architecture: string; description: string; nEmbd: number; nLayer: number; nVocab: number };
-  /** The most likely next tokens, softmax of the logits. */
-  topPredictions?: Array<{ id: number; text: string; logit: number; probability: number }>;
-  /** y, the detached Σ J_i x_i (+ c) and the ordinary f′(x)·x, each [d] (the paper's Fig. 2). */
-  reconstruction?: { output: number[]; detached: number[]; nonDetached: number[] };
-  /**
-   * Singular values of J_i per position: all of them on the exact route (d ≤ 256, every
-   * position when the prompt is short), else the last token's converged top-k.
-   */
-  spectra?: { method: "exact" | "randomized"; rows: Array<{ position: number; values: number[] }> };
-  /** Per position i (same positions as `spectra`): σ1 of J_i, its left vector through the LM head, its right vector's nearest embeddings. */
-  positions?: Array<{ position: number; sigma1: number; u: string[]; v: string[] }>;
-  /** J_last [d × d] row-major (∂y_k/∂x_{n,c} at k·d + c), for d ≤ 128. */
-  jacobianLast?: { d: number; data: number[] } | null;
 }
 
 function bar(value: number, max: number, width = 24): string {

@@ -102,3 +102,42 @@ export function batchMemoryBytes(v: unknown): number {
   }
   return v;
 }
+
+/** The SVD options every route shares, checked once and with their defaults filled in. */
+export interface SvdChoice {
+  /** A position in [0, n), "all" or "each". */
+  token: number | "all" | "each";
+  k: number;
+  method: "exact" | "randomized" | "auto";
+  seed: number;
+  oversampling: number;
+  maxIterations: number;
+  tolerance: number;
+  batchMemoryBytes: number;
+  onProgress: ((p: number) => void) | undefined;
+  signal: AbortSignal | undefined;
+}
+
+export function svdOptions(o: Record<string, unknown>, nTokens: number): SvdChoice {
+  const n = nTokens;
+  const t = o.token ?? -1;
+  let token: SvdChoice["token"];
+  if (t === "all" || t === "each") token = t;
+  else if (typeof t === "number" && Number.isInteger(t) && t < n && t >= -n) token = t < 0 ? n + t : t;
+  else throw invalid(`token must be a position in [-${n}, ${n}), "all" or "each", not ${show(t)}`);
+  const k = o.k ?? 8;
+  if (typeof k !== "number" || !Number.isInteger(k) || k < 1) throw invalid(`k must be a positive integer, not ${show(k)}`);
+  const method = o.method ?? "auto";
+  if (method !== "exact" && method !== "randomized" && method !== "auto") throw invalid(`method must be "exact", "randomized" or "auto", not ${show(method)}`);
+  const oversampling = o.oversampling ?? 10;
+  if (typeof oversampling !== "number" || !Number.isInteger(oversampling) || oversampling < 0) throw invalid(`oversampling must be a non-negative integer, not ${show(oversampling)}`);
+  const maxIterations = o.maxIterations ?? 16;
+  if (typeof maxIterations !== "number" || !Number.isInteger(maxIterations) || maxIterations < 1) throw invalid(`maxIterations must be a positive integer, not ${show(maxIterations)}`);
+  const tolerance = o.tolerance ?? 1e-4;
+  if (typeof tolerance !== "number" || !(tolerance > 0) || !Number.isFinite(tolerance)) throw invalid(`tolerance must be positive and finite, not ${show(tolerance)}`);
+  const seed = o.seed ?? 0;
+  if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalid(`seed must be an integer in [0, 2^32), not ${show(seed)}`);
+  const budget = o.batchMemoryBytes === undefined ? 256 * 2 ** 20 : batchMemoryBytes(o.batchMemoryBytes);
+  return { token, k, method, seed, oversampling, maxIterations, tolerance, batchMemoryBytes: budget,
+    onProgress: optionalFunction<(p: number) => void>("onProgress", o.onProgress), signal: optionalSignal("signal", o.signal) };
+}

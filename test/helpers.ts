@@ -5,6 +5,7 @@ import path from "node:path";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { packageRoot, getAddon } from "../src/native.js";
 import { initBackends } from "../src/backends.js";
+import { gaussians, uniformStream } from "../src/random.js";
 import type { Linearization, LayerTap } from "../src/index.js";
 
 /** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
@@ -58,10 +59,13 @@ export function argmax(x: ArrayLike<number>): number {
 
 export const PROMPT = "Once upon a time, there was a little";
 
+/**
+ * Standard normals from one seeded stream per test file (each file runs in its own module
+ * registry): every run draws the same numbers, so a failure reproduces.
+ */
+const testStream = uniformStream(20261202);
 export function randn(n: number): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
-  return out;
+  return gaussians(n, testStream);
 }
 export const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => { let s = 0; for (let i = 0; i < a.length; i++) s += a[i] * b[i]; return s; };
 export const norm = (a: ArrayLike<number>) => Math.sqrt(dot(a, a));

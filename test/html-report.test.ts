@@ -10,7 +10,7 @@ import { chromium, type Browser } from "playwright-core";
 import { packageRoot } from "../src/native.js";
 import { loadModel } from "../src/index.js";
 import { renderHtmlReport } from "../src/html-report.js";
-import type { AnalysisSummary } from "../src/report.js";
+import type { AnalysisSummary } from "../src/analyses/summary.js";
 import { PROMPT, STORIES } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { loadModel, quantizeModel, type Model, type Linearization } from "../../src/index.js";
 import { packageRoot } from "../../src/native.js";
-import { seededGaussian } from "../../src/analysis.js";
+import { seededGaussian } from "../../src/random.js";
 import { relErr, norm, dot, argmax } from "../helpers.js";
 
 const fixtures = JSON.parse(readFileSync(path.join(packageRoot, "test", "real", "models.json"), "utf8"));

@@ -1,0 +1,100 @@
+// What every command shares: the global options, output that honours --quiet, the status
+// line, output folders and the HTML report file.
+import { accessSync, constants as fsConstants, mkdirSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { LljError } from "../errors.js";
+import type { GpuOption } from "../backends.js";
+import type { AnalysisSummary } from "../analyses/summary.js";
+
+/** The options every command takes. */
+export interface GlobalArgs {
+  gpu: string;
+  quiet: boolean | undefined;
+}
+
+export function gpuOption(v: string | undefined): GpuOption {
+  if (v === undefined || v === "auto") return "auto";
+  if (v === "false" || v === "cpu" || v === "none") return false;
+  return v as GpuOption;
+}
+
+/** --quiet: no status line and no tables; only the JSON asked for on stdout, the paths of files written, and errors. */
+let quiet = false;
+export function setQuiet(q: boolean): void {
+  quiet = q;
+}
+export const say = (text: string) => {
+  if (!quiet) console.log(text);
+};
+/** A file written: a labelled line, or with --quiet the bare path (for scripts). */
+export const wrote = (label: string, file: string, note = "", stream: (s: string) => void = console.log) =>
+  stream(quiet ? file : `${label.padEnd(13)} ${file}${note}`);
+
+/** One status line on stderr while long stages run — only on a terminal, so pipes and logs stay clean. */
+export function statusLine() {
+  const tty = process.stderr.isTTY === true && !quiet;
+  let shown = "";
+  const write = (text: string) => {
+    if (!tty || text === shown) return;
+    process.stderr.write(`\r\x1b[K${text}`);
+    shown = text;
+  };
+  return {
+    stage: (name: string) => (p?: number) => write(p === undefined ? `${name}...` : `${name} ${Math.round(p * 100)}%`),
+    /** As summarize's onStage wants it. */
+    onStage: (name: string, p?: number) => write(p === undefined ? `${name}...` : `${name} ${Math.round(p * 100)}%`),
+    clear: () => write(""),
+  };
+}
+
+/**
+ * The report file: always drawn from the summary as `--json` writes it (a JSON round trip),
+ * so `report summary.json` redraws the very same bytes.
+ */
+export async function writeReport(file: string, summary: AnalysisSummary): Promise<string> {
+  const out = path.resolve(file);
+  const { renderHtmlReport } = await import("../html-report.js");  // Vega loads only when a report is drawn
+  writeFileSync(out, await renderHtmlReport(JSON.parse(JSON.stringify(summary)) as AnalysisSummary));
+  return out;
+}
+
+/**
+ * Creates an output folder one level at a time from its nearest existing ancestor, which must
+ * be a writable folder: a recursive mkdir under /proc or /sys can loop forever instead of failing.
+ */
+export function makeOutputDir(dir: string): void {
+  const target = path.resolve(dir);
+  const missing: string[] = [];
+  let at = target;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(at);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOTDIR") throw new LljError(`--npy ${dir}: part of the path is a file, not a folder`);
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new LljError(`--npy ${dir}: cannot use ${at} (${(e as Error).message})`);
+      const up = path.dirname(at);
+      if (up === at || missing.length > 64) throw new LljError(`--npy ${dir}: no existing parent folder`);
+      missing.push(at);
+      at = up;
+      continue;
+    }
+    if (!st.isDirectory()) throw new LljError(`--npy ${dir}: ${at} is not a folder`);
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      throw new LljError(`--npy ${dir}: cannot create ${d} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  try {
+    accessSync(target, fsConstants.W_OK);
+  } catch {
+    throw new LljError(`--npy ${dir}: the folder is not writable`);
+  }
+}
+
+/** Set by Ctrl-C: whatever then fails, the run was interrupted. */
+export const interruption = { interrupted: false };
