@@ -14,3 +14,8 @@ export { LljError } from "./errors.js";
 export type { LljErrorCode } from "./errors.js";
 export type { DisposeOptions } from "./lifecycle.js";
 export { writeNpy, readNpy } from "./npy.js";
+export { SteeringOperator, SteeringSequence, defaultSteeringLayer } from "./steering.js";
+export type { SteeringOperatorOptions, SteeringVectors } from "./steering.js";
+export type { GenerateOptions, SamplingOptions, GeneratedToken, Generation } from "./generate.js";
+export { readControlVector, writeControlVector } from "./cvec.js";
+export type { ControlVectorFile } from "./cvec.js";
