@@ -14,6 +14,7 @@ import { accessSync, constants as fsConstants, mkdirSync, readFileSync, statSync
 import path from "node:path";
 import type { Linearization } from "./linearization.js";
 import type { GpuOption } from "./backends.js";
+import { steerCommand } from "./cli-steer.js";
 
 function gpuOption(v: string | undefined): GpuOption {
   if (v === undefined || v === "auto") return "auto";
@@ -371,6 +372,7 @@ async function main() {
         .example("$0 demo", `"${DEMO_PROMPT}" → " g": the analysis, the emergence table, and llj-gguf-demo.html`)
         .example("$0 demo --synthetic", "the same on a generated random-weight Llama"),
       (argv) => demo(argv as unknown as { gpu?: string; prompt?: string; synthetic?: boolean; report: string }))
+    .command(steerCommand)
     .example("$0 demo", "the real trained stories260K (shipped, no download): analysis, emergence table, llj-gguf-demo.html")
     .example('$0 analyze model.gguf "Once upon a time," --layers --report report.html', "your own GGUF: the same analysis and its HTML report")
     .example("$0 info model.gguf", "what a GGUF file is, and whether llj-gguf linearizes it")
