@@ -20,6 +20,7 @@ interface SteerArgs {
   temperature?: number;
   seed: number;
   json?: boolean;
+  "ignore-eos"?: boolean;
   gpu?: string;
   quiet?: boolean;
 }
@@ -89,7 +90,8 @@ async function steer(argv: SteerArgs): Promise<void> {
     // streamed: the status line shows each continuation as it grows
     const run = async (label: string, extra: object) => {
       let text = "";
-      return model.generate(argv.prompt, { maxTokens: argv.tokens, sampling, trackTokens: track, signal: interrupt.signal, ...extra,
+      return model.generate(argv.prompt, { maxTokens: argv.tokens, sampling, trackTokens: track, signal: interrupt.signal,
+        stopAtEog: !argv["ignore-eos"], ...extra,
         onToken: (t) => {
           text += t.text;
           status(`${label} ${t.index + 1}/${argv.tokens}: …${text.slice(-50).replace(/\n/g, " ")}`);
@@ -133,6 +135,9 @@ async function steer(argv: SteerArgs): Promise<void> {
       say(`control vector ${cvec.path}: direction.${cvec.layer}, norm ${cvec.norm.toFixed(3)} (fixed direction; llama.cpp applies it)`);
       say(`  ${JSON.stringify(cvec.generation.text)}`);
     }
+  } catch (e) {
+    // whatever failed once Ctrl-C came (the model is then disposed under the running calls), the run was interrupted
+    throw interrupt.signal.aborted ? interrupt.signal.reason : e;
   } finally {
     process.removeListener("SIGINT", onSigint);
     status("");
@@ -155,6 +160,7 @@ export const steerCommand: CommandModule<object, SteerArgs> = {
     .option("seed", { type: "number", default: 0, requiresArg: true, describe: "seed of the sampler" })
     .option("export-cvec", { type: "string", requiresArg: true, describe: "also write the fixed-direction approximation as a llama.cpp control vector to FILE, and continue with it" })
     .option("cvec-direction", { choices: ["singular", "mean"], default: "singular", describe: "the control vector's direction: the leading singular vector, or the mean steering vector" })
+    .option("ignore-eos", { type: "boolean", describe: "keep generating past an end-of-text token" })
     .option("json", { type: "boolean", describe: "print the result as JSON" })
     .example('$0 steer model.gguf --concept "Tom had a pet dog. The dog" --prompt "Once upon a time,"', "both continuations and the log-probability shift")
     .example('$0 steer model.gguf --concept "..." --prompt "..." --export-cvec dog.gguf', "also export and apply a llama.cpp control vector") as unknown as Argv<SteerArgs>,
