@@ -142,8 +142,8 @@ static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, co
     if (!s.lctx) {
         llama_context_params cp = llama_context_default_params();
         cp.n_ctx = s.n_ctx;
-        cp.n_batch = s.n_ctx;   // the prompt in one batch, as referenceForward decodes it
-        cp.n_ubatch = s.n_ctx;
+        cp.n_batch = s.n_ctx;   // the prompt in one llama_decode call, as referenceForward decodes it
+        cp.n_ubatch = std::min<uint32_t>(s.n_ctx, 512);  // llama.cpp's default: compute buffers stay bounded
         cp.n_seq_max = 1;
         cp.type_k = GGML_TYPE_F32;  // F32 cache and no flash attention: llama.cpp's forward at
         cp.type_v = GGML_TYPE_F32;  // float32 rounding (DESIGN.md §6), as the reference forward

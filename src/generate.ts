@@ -85,6 +85,8 @@ export interface GenerationHost {
   native(): NativeModel;
   hparams: HyperParameters;
   architecture: string;
+  /** Whether our graph implements the model (the graph engine needs it). */
+  linearizability: { ok: boolean; reason?: string };
   toTokens(prompt: string | ArrayLike<number>): number[];
   pieces(ids: number[]): string[];
   detokenize(ids: number[]): string;
@@ -154,6 +156,9 @@ export function generationPlan(host: GenerationHost, promptLength: number, optio
   const engine = check.oneOf("engine", o.engine, ["llama", "graph"] as const, operator ? "graph" : "llama");
   if (operator && engine !== "graph") throw invalid('steering runs on the "graph" engine (llama.cpp cannot add a position-dependent, norm-scaled vector)');
   if (controlVector && engine !== "llama") throw invalid('a control vector is applied by llama.cpp: use the "llama" engine');
+  if (engine === "graph" && !host.linearizability.ok) {
+    throw new LljError(`the graph engine (and steering) cannot run this model: ${host.linearizability.reason ?? "our graph does not implement it"}`, { code: "UNSUPPORTED" });
+  }
   let track: number[] | null = null;
   if (o.trackTokens !== undefined) {
     if (!Array.isArray(o.trackTokens)) throw invalid("trackTokens must be an array of token ids");

@@ -348,7 +348,7 @@ export class Model {
   /** What generation and steering need of this model (src/generate.ts, src/steering.ts). */
   #host(): GenerationHost {
     return {
-      owner: this, hparams: this.hparams, architecture: this.architecture,
+      owner: this, hparams: this.hparams, architecture: this.architecture, linearizability: this.linearizability,
       native: () => this.#get(),
       toTokens: (p) => this.toTokens(p),
       pieces: (ids) => this.#pieces(ids),

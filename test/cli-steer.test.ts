@@ -25,6 +25,13 @@ test("steer prints the unsteered and steered continuations side by side, the log
   expect(existsSync(cvec)).toBe(true);
 });
 
+test("steer --help has examples", () => {
+  const r = run("steer", "--help");
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/Examples:\n\s+llj-gguf steer/);
+  expect(r.stdout).toContain("--export-cvec");
+});
+
 test("steer --json: the continuations, the concept's top tokens and their mean log-probabilities", () => {
   const r = run("steer", STORIES, "--gpu", "false", "--concept", "He liked to eat the red", "--prompt", "One day, a little boy", "--tokens", "12", "--json", "--lambda", "0");
   expect(r.status).toBe(0);
