@@ -17,6 +17,10 @@ Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info);
 Napi::Value Gemm(const Napi::CallbackInfo & info);
 Napi::Value TiledTypes(const Napi::CallbackInfo & info);
 Napi::Value TiledSelfTest(const Napi::CallbackInfo & info);
+Napi::Function DefineSession(Napi::Env env);
+Napi::Value EogTokens(const Napi::CallbackInfo & info);
+Napi::Value ReadControlVector(const Napi::CallbackInfo & info);
+Napi::Value CommonControlVectorLoad(const Napi::CallbackInfo & info);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -38,6 +42,10 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("benchForward", Napi::Function::New(env, llj::BenchForward));
     exports.Set("tiledTypes", Napi::Function::New(env, llj::TiledTypes));
     exports.Set("tiledSelfTest", Napi::Function::New(env, llj::TiledSelfTest));
+    exports.Set("NativeSession", llj::DefineSession(env));  // generation (generate.cpp)
+    exports.Set("eogTokens", Napi::Function::New(env, llj::EogTokens));
+    exports.Set("readControlVector", Napi::Function::New(env, llj::ReadControlVector));  // cvec.cpp
+    exports.Set("commonControlVectorLoad", Napi::Function::New(env, llj::CommonControlVectorLoad));
     return exports;
 }
 

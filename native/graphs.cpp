@@ -345,7 +345,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     FrozenTensors & fz = opt.first_position > 0 ? sliced : fz_all;
     auto freeze = [&](ggml_tensor * t, const char * name, int il) {
         ggml_format_name(t, "%s-%d", name, il);
-        ggml_set_output(t);
+        if (opt.keep_frozen) ggml_set_output(t);
         return t;
     };
     auto rms = [&](ggml_tensor * t, const char * name, int il) { return freeze(rms_inverse(ctx, t, in.ones, spec.norm_eps), name, il); };
@@ -414,6 +414,11 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         }
         if (il == last && opt.tap == Tap::Mlp) return f;
         h = ggml_add(ctx, spec.parallel ? ggml_add(ctx, h, attn) : ffn_in, f);
+        if (in.inject && il == opt.inject_layer) {  // steering: h_k + v_k (· ‖h_k‖), where llama.cpp adds a control vector
+            ggml_tensor * v = in.inject;
+            if (opt.inject_norm_scaled) v = ggml_mul(ctx, v, ggml_sqrt(ctx, ggml_sum_rows(ctx, ggml_sqr(ctx, h))));
+            h = ggml_add(ctx, h, v);
+        }
         ggml_format_name(h, "l_out-%d", il);  // observed for progress reports
     }
     if (opt.tap == Tap::Residual) return h;

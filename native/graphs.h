@@ -53,6 +53,9 @@ struct GraphInputs {
     ggml_tensor * mask_swa = nullptr;    // [n, n] causal sliding-window mask (primal, SWA models)
     ggml_tensor * ones = nullptr;        // [1, n] of 1 (primal only, for 1/rms)
     ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal, when used)
+    // Steering (primal, native/generate.cpp): [d, n] added to the residual stream after layer
+    // BuildOptions::inject_layer, each column times that position's ‖h‖ when inject_norm_scaled.
+    ggml_tensor * inject = nullptr;
     // linear passes of moe models: each layer's chosen experts repeated for the B sequences, [k, n·B] i32
     std::vector<ggml_tensor *> moe_ids_batch;
 };
@@ -82,6 +85,13 @@ struct BuildOptions {
     bool last_only = false;
     // The BLAS backend runs the products: transposed products as outer products (sgemm).
     bool blas = false;
+    // The layer after which GraphInputs::inject is added (when given), and whether each of
+    // its columns is scaled by the norm of the residual stream there at that position.
+    int inject_layer = -1;
+    bool inject_norm_scaled = false;
+    // Primal: keep the frozen values as graph outputs (false when only the result is read,
+    // e.g. generation: the scheduler may then reuse their memory).
+    bool keep_frozen = true;
 };
 
 // x: [d, n, B], the residual stream entering layer opt.from_layer (the input embeddings for

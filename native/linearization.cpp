@@ -6,6 +6,7 @@
 #include "common.h"
 #include "graphs.h"
 #include "model.h"
+#include "primal.h"
 #include "runner.h"
 #include "tiled.h"
 
@@ -22,7 +23,7 @@
 namespace llj {
 
 // Whether the model's products will use the tiled kernel (quantized/F16 weights in host memory).
-static bool has_tiled_weights(const ModelSpec & spec) {
+bool has_tiled_weights(const ModelSpec & spec) {
     for (const auto & L : spec.layers) {
         for (ggml_tensor * w : {L.wv, L.wqkv, L.wo, L.up, L.up_gate, L.down}) {
             if (w && tiled_eligible(w)) return true;
@@ -135,6 +136,65 @@ static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B,
     }
 }
 
+// The inputs of a primal pass over n positions (positions, causal and sliding-window masks,
+// ones for 1/rms, per-position attention temperature); shared with native/generate.cpp.
+GraphInputs primal_inputs(ggml_context * ctx, const ModelSpec & sp, int n) {
+    GraphInputs in;
+    in.pos = new_input(ctx, "inp_pos", GGML_TYPE_I32, n);
+    in.mask = new_input(ctx, "inp_mask", GGML_TYPE_F32, n, n);
+    in.ones = new_input(ctx, "inp_ones", GGML_TYPE_F32, 1, n);
+    if (sp.n_swa > 0) in.mask_swa = new_input(ctx, "inp_mask_swa", GGML_TYPE_F32, n, n);
+    if (sp.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, "inp_attn_temp", GGML_TYPE_F32, 1, 1, n);
+    return in;
+}
+
+void set_primal_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
+    std::vector<int32_t> pos((size_t) n);
+    for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
+    // unused (so unallocated) when nothing reads positions: no rope, embeddings given (gpt2)
+    set_optional_input(in.pos, pos.data(), pos.size() * sizeof(int32_t));
+    // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
+    std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
+    for (int q = 0; q < n; ++q) {
+        for (int k = 0; k < n; ++k) {
+            // ALiBi models read -|q - k| where visible (llama_kv_cache::set_input_kq_mask)
+            mask[(size_t) q * n + k] = k <= q ? (sp.max_alibi_bias > 0.0f ? (float) -(q - k) : 0.0f) : -INFINITY;
+            mask_swa[(size_t) q * n + k] = k <= q && q - k < sp.n_swa ? 0.0f : -INFINITY;
+        }
+    }
+    set_optional_input(in.mask, mask.data(), mask.size() * sizeof(float));
+    set_optional_input(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
+    if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
+        std::vector<float> temp((size_t) n);
+        for (int i = 0; i < n; ++i) {
+            temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
+        }
+        set_optional_input(in.attn_temp, temp.data(), temp.size() * sizeof(float));
+    }
+    std::vector<float> ones((size_t) n, 1.0f);
+    set_optional_input(in.ones, ones.data(), ones.size() * sizeof(float));
+}
+
+ggml_tensor * token_embeddings(ggml_context * ctx, const ModelSpec & sp, ggml_tensor * ids, const GraphInputs & in) {
+    const int64_t d = sp.n_embd, n = ids->ne[0];
+    ggml_tensor * x = ggml_get_rows(ctx, sp.tok_embd, ids);
+    if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
+    if (sp.pos_embd) x = ggml_add(ctx, x, ggml_get_rows(ctx, sp.pos_embd, in.pos));  // learned positions: x is the sum
+    return ggml_reshape_3d(ctx, x, d, n, 1);
+}
+
+ggml_tensor * lm_head(ggml_context * ctx, const ModelSpec & sp, ggml_tensor * last, bool exact, bool tiled, ggml_tensor ** capped) {
+    ggml_tensor * logits = exact && tiled && tiled_eligible(sp.output) ? tiled_mul(ctx, sp.output, last)  // one column
+                                                                       : ggml_mul_mat(ctx, weight_f32(ctx, sp.output, exact), last);
+    if (sp.output_scale) logits = ggml_mul(ctx, logits, sp.output_scale);
+    if (sp.output_bias) logits = ggml_add(ctx, logits, sp.output_bias);
+    *capped = nullptr;
+    if (sp.final_softcap != 0.0f) {  // acts on the logits only: y and its linear system are unaffected
+        *capped = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, logits, 1.0f / sp.final_softcap)), sp.final_softcap);
+    }
+    return logits;
+}
+
 // The primal pass: the real network on the prompt. With `record`, stores the frozen
 // coefficients, the embeddings, the per-layer inputs and the logits into `s`; otherwise
 // only returns the final hidden states of the given embeddings (the non-detached forward).
@@ -144,22 +204,14 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     const ModelSpec & sp = s.spec;
     const int n = s.n, d = s.d;
     ggml_context * ctx = s.runner->begin(s.graph_size());
-    GraphInputs in;
-    in.pos = new_input(ctx, "inp_pos", GGML_TYPE_I32, n);
-    in.mask = new_input(ctx, "inp_mask", GGML_TYPE_F32, n, n);
-    in.ones = new_input(ctx, "inp_ones", GGML_TYPE_F32, 1, n);
-    if (sp.n_swa > 0) in.mask_swa = new_input(ctx, "inp_mask_swa", GGML_TYPE_F32, n, n);
-    if (sp.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, "inp_attn_temp", GGML_TYPE_F32, 1, 1, n);
+    GraphInputs in = primal_inputs(ctx, sp, n);
     ggml_tensor * ids = nullptr;
     ggml_tensor * x;
     if (embeddings) {
         x = new_input(ctx, "inp_embd", GGML_TYPE_F32, d, n, 1);
     } else {
         ids = new_input(ctx, "inp_tokens", GGML_TYPE_I32, n);
-        x = ggml_get_rows(ctx, sp.tok_embd, ids);
-        if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
-        if (sp.pos_embd) x = ggml_add(ctx, x, ggml_get_rows(ctx, sp.pos_embd, in.pos));  // learned positions: x is the sum
-        x = ggml_reshape_3d(ctx, x, d, n, 1);
+        x = token_embeddings(ctx, sp, ids, in);
         ggml_set_output(x);
     }
     FrozenTensors fz;
@@ -175,15 +227,9 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     ggml_tensor * logits = nullptr, * logits_capped = nullptr;
     if (record) {
         ggml_tensor * last = ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1));
-        logits = s.exact && s.tiled && tiled_eligible(sp.output) ? tiled_mul(ctx, sp.output, last)  // one column
-                                                                 : ggml_mul_mat(ctx, weight_f32(ctx, sp.output, s.exact), last);
-        if (sp.output_scale) logits = ggml_mul(ctx, logits, sp.output_scale);
-        if (sp.output_bias) logits = ggml_add(ctx, logits, sp.output_bias);
+        logits = lm_head(ctx, sp, last, s.exact, s.tiled, &logits_capped);
         ggml_set_output(logits);
-        if (sp.final_softcap != 0.0f) {  // acts on the logits only: y and its linear system are unaffected
-            logits_capped = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, logits, 1.0f / sp.final_softcap)), sp.final_softcap);
-            ggml_set_output(logits_capped);
-        }
+        if (logits_capped) ggml_set_output(logits_capped);
     }
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, y);
@@ -196,30 +242,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
         if (std::sscanf(ggml_get_name(t), "l_out-%d", &il) == 1) (*progress)((float) (il + 1) / (float) sp.n_layer);
     }};
     s.runner->compute(gf, [&] {
-        std::vector<int32_t> pos((size_t) n);
-        for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
-        // unused (so unallocated) when nothing reads positions: no rope, embeddings given (gpt2)
-        set_optional_input(in.pos, pos.data(), pos.size() * sizeof(int32_t));
-        // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
-        std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
-        for (int q = 0; q < n; ++q) {
-            for (int k = 0; k < n; ++k) {
-                // ALiBi models read -|q - k| where visible (llama_kv_cache::set_input_kq_mask)
-                mask[(size_t) q * n + k] = k <= q ? (sp.max_alibi_bias > 0.0f ? (float) -(q - k) : 0.0f) : -INFINITY;
-                mask_swa[(size_t) q * n + k] = k <= q && q - k < sp.n_swa ? 0.0f : -INFINITY;
-            }
-        }
-        set_optional_input(in.mask, mask.data(), mask.size() * sizeof(float));
-        set_optional_input(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
-        if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
-            std::vector<float> temp((size_t) n);
-            for (int i = 0; i < n; ++i) {
-                temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
-            }
-            set_optional_input(in.attn_temp, temp.data(), temp.size() * sizeof(float));
-        }
-        std::vector<float> ones((size_t) n, 1.0f);
-        set_optional_input(in.ones, ones.data(), ones.size() * sizeof(float));
+        set_primal_inputs(in, sp, n);
         if (embeddings) tensor_set(x, embeddings->data(), embeddings->size() * sizeof(float));
         else tensor_set(ids, s.tokens.data(), s.tokens.size() * sizeof(int32_t));
     }, progress ? &layers : nullptr);

@@ -8,6 +8,8 @@ import { nativeCall } from "./abort.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
 import { Linearization, type LinearizeOptions } from "./linearization.js";
 import * as check from "./validate.js";
+import { generate, generateStream, type GenerateOptions, type Generation, type GeneratedToken, type GenerationHost } from "./generate.js";
+import { createSteeringOperator, type SteeringOperator, type SteeringOperatorOptions } from "./steering.js";
 
 export interface LoadModelOptions {
   modelPath: string;
@@ -327,6 +329,41 @@ export class Model {
       throw new LljError(`logit of token ${i} is ${kind(lin.logits[i])}: check ${this.hparams.tiedEmbeddings ? "token_embd.weight (the tied LM head)" : "output.weight (the LM head)"} row ${i}`,
         { code: "NON_FINITE" });
     }
+  }
+
+  /** What generation and steering need of this model (src/generate.ts, src/steering.ts). */
+  #host(): GenerationHost {
+    return {
+      owner: this, hparams: this.hparams, architecture: this.architecture, linearizability: this.linearizability,
+      native: () => this.#get(),
+      toTokens: (p) => this.toTokens(p),
+      pieces: (ids) => this.#pieces(ids),
+      detokenize: (ids) => this.#get().detokenize(Int32Array.from(ids), false, false),
+      signal: (user) => this.#lc.signal(user),
+    };
+  }
+
+  /**
+   * Generates a continuation of the prompt: greedy by default, or sampled; unsteered and with
+   * a control vector through llama.cpp's own decode, steered through our own graph
+   * (src/generate.ts says which runs what). Streams tokens to onToken; abortable.
+   */
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<Generation> {
+    return generate(this.#host(), (body) => this.#lc.run(body), prompt, options);
+  }
+
+  /** generate() as an async iterator of tokens (`for await (const t of model.generateStream(...))`); returns the Generation. */
+  generateStream(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, Generation> {
+    return generateStream(this.#host(), (body) => this.#lc.run(body), prompt, options);
+  }
+
+  /**
+   * The steering operator of a concept prompt (src/steering.ts): the concept's detached
+   * layer-l Jacobian, applied along a new text by generate({ steering }). Dispose it (or let
+   * the model's dispose do it) to free the concept's linearization.
+   */
+  steeringOperator(options: SteeringOperatorOptions): Promise<SteeringOperator> {
+    return createSteeringOperator(this.#host(), (concept, signal) => this.linearize(concept, { signal }), options);
   }
 
   /**

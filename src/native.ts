@@ -106,6 +106,36 @@ export interface NativeLinearization {
   dispose(): void;
 }
 
+/** One generation's native state (native/generate.cpp): llama.cpp's decode, or our own graph. */
+export interface NativeSession {
+  /** llama engine, before the first decode: n_embd·(n_layer − 1) values from layer 1 (llama_set_adapter_cvec's layout). */
+  setControlVector(data: Float32Array, ilStart: number, ilEnd: number): void;
+  /** llama engine: decodes the next tokens (KV cache), resolves with the last one's logits. */
+  decode(tokens: Int32Array, abortFlag?: Int32Array): Promise<Float32Array>;
+  /** graph engine: the whole sequence through our primal graph, inject [n·d] added after `layer` (times ‖h_k‖ when normScaled). */
+  forward(tokens: Int32Array, inject: Float32Array | null, layer: number, normScaled: boolean, abortFlag?: Int32Array):
+    Promise<{ logits: Float32Array; hidden: Float32Array }>;
+  /** graph engine: the input embeddings x [n·d] of the tokens, as the primal pass forms them. */
+  embed(tokens: Int32Array): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface NativeSessionOptions {
+  engine: "llama" | "graph";
+  /** The most positions the session will see (prompt + generated). */
+  nCtx: number;
+  threads: number;
+  exact?: boolean;
+}
+
+/** A control-vector GGUF as ggml's reader sees it (native/cvec.cpp); checked in src/cvec.ts. */
+export interface NativeControlVector {
+  architecture: string | null;
+  modelHint: string | null;
+  layerCount: number | null;
+  tensors: Array<{ name: string; type: string; dims: number[]; data: Float32Array | null }>;
+}
+
 export interface NativeDevice {
   name: string;
   description: string;
@@ -155,6 +185,12 @@ export interface NativeAddon {
   /** Test support: the tiled kernel on random data quantized to `type` ([512 + block] columns × rows), against to_float and cast + mul_mat. */
   tiledSelfTest(type: string, rows: number, n: number, threads: number): Promise<{ type: string; cols: number; eligible: boolean;
     tileMismatchRows: number; randomBitsMismatchRows: number; forwardMismatches: number; transposeMismatches: number; castMismatches: number; forwardRelError: number; transposeRelError: number }>;
+  NativeSession: new (model: NativeModel, options: NativeSessionOptions) => NativeSession;
+  /** The tokens that end a generation (llama_vocab_is_eog). */
+  eogTokens(model: NativeModel): Int32Array;
+  readControlVector(path: string): Promise<NativeControlVector>;
+  /** Test support: llama.cpp's own loader (common_control_vector_load in libllama-common), null when that library is missing. */
+  commonControlVectorLoad(libraryPath: string, path: string, strength: number): { nEmbd: number; data: Float32Array; log: string } | null;
   /** Benchmark support (bench/): ggml's F32 matmul rate, Y[m×n] = W[m×k] X[k×n]. */
   benchGemm(m: number, k: number, n: number, threads: number, reps: number): Promise<{ seconds: number; gflops: number }>;
   /** Benchmark support: seconds of one llama.cpp forward of `tokens`. */
