@@ -1,4 +1,4 @@
-// Benchmark of the linearization engine on this machine (DESIGN.md / issue #4), every
+// Benchmark of the linearization engine on this machine (issue #4), every
 // number measured side by side in one run:
 //   1. full detached Jacobian of a synthetic Llama (d=512, 8 layers, 16 tokens, exact):
 //      time and peak memory;

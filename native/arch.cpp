@@ -312,7 +312,7 @@ ModelSpec resolve_model(const llama_model * model, uint32_t n_ctx) {
         roles.erase("attn_norm.weight");
         roles.erase("ffn_norm.weight");
     }
-    // Loaded by llama.cpp for this architecture, never applied by its graph (DESIGN.md §6).
+    // Loaded by llama.cpp for this architecture, never applied by its graph (docs/llama-cpp.md).
     auto loaded_not_applied = [&](const std::string & name, const std::string & role) {
         if (role.size() > 12 && role.compare(role.size() - 12, 12, ".input_scale") == 0) return true;
         // reranker heads (qwen3's cls.output.weight): applied only in rank pooling, never in the LM logits

@@ -146,7 +146,7 @@ static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, co
         cp.n_ubatch = std::min<uint32_t>(s.n_ctx, 512);  // llama.cpp's default: compute buffers stay bounded
         cp.n_seq_max = 1;
         cp.type_k = GGML_TYPE_F32;  // F32 cache and no flash attention: llama.cpp's forward at
-        cp.type_v = GGML_TYPE_F32;  // float32 rounding (DESIGN.md §6), as the reference forward
+        cp.type_v = GGML_TYPE_F32;  // float32 rounding (docs/llama-cpp.md), as the reference forward
         cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
         cp.n_threads = s.threads;
         cp.n_threads_batch = s.threads;

@@ -13,7 +13,7 @@
 
 namespace llj {
 
-// The frozen coefficients of DESIGN.md §2, one set per layer, as graph tensors.
+// The frozen coefficients of docs/math.md §2, one set per layer, as graph tensors.
 // Entries an architecture does not have (pre- or post-norms) stay null.
 struct FrozenTensors {
     std::vector<ggml_tensor *> r_attn;       // [1, n]     1/rms of the attention-norm input
@@ -71,7 +71,7 @@ enum class Tap {
 struct BuildOptions {
     bool primal = false;  // compute and record the frozen values (B must be 1)
     bool bias = false;    // include the bias terms (primal, and the constant term c)
-    bool exact = true;    // dequantize weights to F32 for every product (DESIGN.md §3)
+    bool exact = true;    // dequantize weights to F32 for every product (docs/precision.md)
     bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/tiled.h)
     int from_layer = 0;   // linear passes: x is the residual stream entering this layer
     Tap tap = Tap::Output;

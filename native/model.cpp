@@ -240,7 +240,7 @@ class LoadModelWorker : public ProgressPromiseWorker {
         mp.load_mode = use_mmap_ ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
         // Lazily read tensors are only materialized by llama.cpp's own graphs.
         mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
-        // Repacked CPU buffers are only readable by llama.cpp's own matmul (DESIGN.md §6).
+        // Repacked CPU buffers are only readable by llama.cpp's own matmul (docs/llama-cpp.md).
         mp.use_extra_bufts = false;
         mp.progress_callback = [](float p, void * report) -> bool {
             return (*static_cast<const std::function<bool(float)> *>(report))(p);

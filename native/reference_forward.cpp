@@ -1,6 +1,6 @@
 // llama.cpp's own forward pass, the reference our graphs are checked against
-// (DESIGN.md §2 invariant 4). Run with an F32 KV cache and flash attention off so that
-// llama.cpp's default F16 rounding does not hide errors (DESIGN.md §6).
+// (docs/math.md §4, invariant 4). Run with an F32 KV cache and flash attention off so that
+// llama.cpp's default F16 rounding does not hide errors (docs/llama-cpp.md).
 #include "arch.h"
 #include "common.h"
 #include "llama_internal.h"

@@ -1,4 +1,4 @@
-// The exact linear system of one prompt (DESIGN.md §2): y = Σ_i J_i x_i (+ c), with the
+// The exact linear system of one prompt (docs/math.md): y = Σ_i J_i x_i (+ c), with the
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
 import type { NativeLinearization, NativeTap } from "./native.js";
@@ -16,7 +16,7 @@ import { svd, type SvdOptions, type SingularTriplets, type EachTokenTriplets } f
 export type { Jacobian, Reconstruction };
 
 export interface LinearizeOptions {
-  /** "exact" (default): weights dequantized, F32 products (DESIGN.md §3). */
+  /** "exact" (default): weights dequantized, F32 products (docs/precision.md). */
   precision?: "exact" | "fast";
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */

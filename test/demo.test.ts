@@ -8,7 +8,7 @@ import path from "node:path";
 import { packageRoot } from "../src/native.js";
 import { STORIES } from "./helpers.js";
 
-const SHA256 = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d";  // DESIGN.md §5, models/README.md
+const SHA256 = "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d";  // models/README.md
 const shipped = path.join(packageRoot, "models", "stories260K.gguf");
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 

@@ -8,7 +8,7 @@ import { initBackends } from "../src/backends.js";
 import { gaussians, uniformStream } from "../src/random.js";
 import type { Linearization, LayerTap } from "../src/index.js";
 
-/** The trained TinyStories model (DESIGN.md §5), read from ../shared/models. */
+/** The trained TinyStories model (models/README.md), read from ../shared/models. */
 export const STORIES = process.env.LLJ_TEST_STORIES ?? path.resolve(packageRoot, "..", "shared", "models", "stories260K.gguf");
 if (!existsSync(STORIES)) throw new Error(`test model not found at ${STORIES} (set LLJ_TEST_STORIES)`);
 

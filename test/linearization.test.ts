@@ -1,4 +1,4 @@
-// The linearization engine against DESIGN.md's four invariants: faithfulness to llama.cpp's
+// The linearization engine against the four invariants of docs/math.md §4: faithfulness to llama.cpp's
 // own forward, exact reconstruction, the adjoint identity, linearity and batching.
 import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
 import { STORIES, relErr, randn, adjointError, truncatedPassError, PROMPT } from "./helpers.js";

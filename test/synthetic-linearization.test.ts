@@ -65,7 +65,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
     const model = await loadModel({ modelPath: await syntheticModel(spec, type), gpu: false });
     // Exact mode is the network of the dequantized weights: llama.cpp's F32 forward on the
     // dequantized file is its reference; llama.cpp's quantized kernels also quantize
-    // activations (DESIGN.md §6), which random-weight models amplify to ~1–2e-2.
+    // activations (docs/llama-cpp.md), which random-weight models amplify to ~1–2e-2.
     const deq = type === "F32" ? model : await loadModel({ modelPath: await dequantizedSyntheticModel(spec, type), gpu: false });
     try {
       expect(model.linearizability.ok).toBe(true);
@@ -75,7 +75,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         expect(prompt).toHaveLength(n);
         const lin = await model.linearize(prompt);
         const exactRef = await deq.referenceForward(prompt);
-        // ggml's CPU GELU reads an fp16 table (DESIGN.md §6): an input that differs from
+        // ggml's CPU GELU reads an fp16 table (docs/llama-cpp.md): an input that differs from
         // llama.cpp's by rounding lands, now and then, in the next fp16 bucket, a 5e-4 jump on
         // that element. The LayerNorm family applies it to every FFN element (gemma only to its gate): measured
         // 1.5–5e-5 on 64 tokens. On a one-token prompt a single flip weighs more: phi2 Q4_K_M,

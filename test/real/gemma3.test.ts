@@ -84,7 +84,7 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
     const lin = await model.linearize(prompt);
     try {
       const ref = await dequantized.referenceForward(prompt);
-      // Gemma's GELU is ggml's fp16 lookup table (DESIGN.md §6): the forward itself jumps when
+      // Gemma's GELU is ggml's fp16 lookup table (docs/llama-cpp.md): the forward itself jumps when
       // an input moves by rounding. Measured here: a 1e-7 move of the input embeddings changes
       // the output by ~2.4e-4, the same size as our distance to llama.cpp (2.3–2.6e-4), while a
       // wrong graph (rope base, window, scale, norm placement) gives 1e-2 to 1. So faithfulness
