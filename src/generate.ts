@@ -5,7 +5,7 @@
 //   run here: the continuation is llama.cpp's, token for token.
 // - "graph": our own primal graph (the network every linearization is built on), the whole
 //   sequence recomputed for each new token (no KV cache: n forwards of 1..n positions for n
-//   tokens). The steering operator runs here: it adds, after layer l, a vector that depends
+//   tokens). The steering operator runs here: it adds, after its injectLayer, a vector that depends
 //   on the position and is scaled by that position's ‖h_k‖, which llama.cpp's fixed per-layer
 //   control vector cannot express.
 //
@@ -112,7 +112,7 @@ interface Plan {
 }
 
 function isOperator(v: unknown): v is SteeringOperator {
-  return typeof v === "object" && v !== null && typeof (v as SteeringOperator).sequence === "function" && typeof (v as SteeringOperator).layer === "number";
+  return typeof v === "object" && v !== null && typeof (v as SteeringOperator).sequence === "function" && typeof (v as SteeringOperator).injectLayer === "number";
 }
 
 /** Every option checked here, before anything native runs. */
@@ -278,7 +278,7 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
       if (plan.engine === "llama") {
         logits = await native(() => s.decode(Int32Array.from(pending), flag));
       } else {
-        logits = (await native(() => s.forward(Int32Array.from(tokens), steer ? steer.injection() : null, plan.operator?.layer ?? -1, true, flag))).logits;
+        logits = (await native(() => s.forward(Int32Array.from(tokens), steer ? steer.injection() : null, plan.operator?.injectLayer ?? -1, true, flag))).logits;
       }
       const token = sampleToken(logits, plan.sampling, uniform);
       if (plan.stopAtEog && eog.has(token)) {

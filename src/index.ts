@@ -28,7 +28,7 @@ export { decode } from "./vocabulary.js";
 export { summarize } from "./analyses/summary.js";
 export type { AnalysisSummary, SummarizeOptions } from "./analyses/summary.js";
 export { jacobianOf, throughFinalNorm } from "./operator.js";
-export { SteeringOperator, SteeringSequence, defaultSteeringLayer } from "./steering.js";
+export { SteeringOperator, SteeringSequence, defaultSteeringLayer, defaultInjectLayer } from "./steering.js";
 export type { SteeringOperatorOptions, SteeringVectors } from "./steering.js";
 export type { GenerateOptions, SamplingOptions, GeneratedToken, Generation } from "./generate.js";
 export { readControlVector, writeControlVector } from "./cvec.js";

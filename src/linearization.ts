@@ -317,7 +317,7 @@ export class Linearization {
     const input = q.fromLayer === 0 ? this.inputEmbeddings : this.layerInputs[q.fromLayer];
     if (q.tap === "output" && q.fromLayer === 0) return this.#outputOperator(signal);
     const tap = { fromLayer: q.fromLayer, tap: q.tap, layer: q.layer };
-    const pass = (range?: PositionRange, affine?: boolean) => this.#pass({ ...tap, firstPosition: range?.firstPosition, affine, signal });
+    const pass = (range?: PositionRange, affine?: boolean) => this.#pass({ ...tap, firstPosition: range?.firstPosition, affine, signal: range?.signal ?? signal });
     // the quantity itself: the affine map (biases included) at the primal input reproduces it
     const output = await this.#jvp(input, pass(undefined, true));
     // c = value − L x: one more pass, only where biases make the map affine
@@ -337,7 +337,7 @@ export class Linearization {
 
   /** The map to y, with the full Jacobian cached once computed (shared by later calls, so one caller's signal does not stop it). */
   #outputOperator(signal?: AbortSignal): LinearOperator {
-    const pass = (range?: PositionRange) => this.#pass({ firstPosition: range?.firstPosition, signal });
+    const pass = (range?: PositionRange) => this.#pass({ firstPosition: range?.firstPosition, signal: range?.signal ?? signal });
     return {
       nTokens: this.nTokens, nEmbd: this.nEmbd, input: this.inputEmbeddings, output: this.output, biasTerm: this.biasTerm,
       jvp: (t, range) => this.#jvp(t, pass(range)),

@@ -7,6 +7,8 @@ import { LljError } from "./errors.js";
 /** Which positions a pass covers: [firstPosition, n). Exact by causality (docs/math.md §3). */
 export interface PositionRange {
   firstPosition?: number;
+  /** Stops this product (it then rejects with ABORTED); default the signal the operator was made with. */
+  signal?: AbortSignal;
 }
 
 /**

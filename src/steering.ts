@@ -1,24 +1,28 @@
 // Steering with the detached Jacobian of a concept prompt: the steering operator of Golden,
 // "Large Language Models are Locally Linear Mappings" (arXiv 2505.24293; TMLR 2025 as
-// "Equivalent Linear Mappings of Large Language Models"), whose public reference code
-// (github.com/jamesgolden1/equivalent-linear-LLMs, `apply_steering_operator` in the
-// steering notebooks) inserts a concept into unrelated text. For a concept prompt of n_c
-// tokens and the residual stream after layer l:
+// "Equivalent Linear Mappings of Large Language Models"), as its public reference code
+// computes it (github.com/jamesgolden1/equivalent-linear-LLMs, `apply_steering_operator` in
+// src/JacobianAnalyzer.py, called by the steering notebooks). For a concept prompt of n_c
+// tokens and the operator's layer l (the reference's lsplit = l + 1 blocks):
 //
-//   J_i   = ∂h^(l)_last / ∂x_i, i < n_c: the concept's detached layer-l Jacobian blocks
-//           (lin.jacobian({ tap: "residual", layer: l }).block(i));
+//   J_i   = N · ∂h^(l)_last / ∂x_i, i < n_c: the concept's detached layer-l Jacobian blocks
+//           through the detached final norm N = diag(w · r) at the concept's last position
+//           (the reference's model_forward ends in model.norm; finalNorm: false drops it);
 //   s_k   = J_{k mod n_c} · e_k: the block of position k mod n_c applied to the input
 //           embedding e_k of the new text's token at position k;
 //   S_k   = s_0 + … + s_k: the running sum over the new text's positions;
-//   h_k  += λ · ‖h_k‖ / (2‖S_k‖) · S_k: added to the residual stream after layer l at
-//           position k, h_k being that stream's value there (so the insertion has norm λ‖h_k‖/2).
+//   h_k  += λ · ‖h_k‖ / (2‖S_k‖) · S_k: added to the residual stream entering block l (after
+//           layer l − 1: the reference's key='layer_input'), h_k being that stream's unsteered
+//           value at position k, so the insertion has norm λ‖h_k‖/2.
 //
 // Applied at every position of the text (prompt and generated tokens) in our own primal
-// graph (native/generate.cpp). The default layer is the residual stream after round(2L/3)
-// layers (index round(2L/3) − 1), as the reference's 24 of 36 (Qwen 3 8B) and the paper's
-// Table 2 choose. A fixed-direction approximation (one vector for every position) is what
-// llama.cpp's control vectors can express: see controlVector() below.
+// graph (native/generate.cpp); the reference re-runs the whole text each step, and so do we.
+// The default layer is the reference's: lsplit = ⌊2L/3⌋ blocks, i.e. l = ⌊2L/3⌋ − 1 (its
+// Qwen 3 8B run: 24 of 36). λ defaults to 1 (the reference's signature default is 1.028;
+// its notebooks use 0.17–0.8 on 8B–12B models). A fixed-direction approximation (one vector
+// for every position) is what llama.cpp's control vectors can express: see controlVector().
 import type { Linearization } from "./linearization.js";
+import type { LinearOperator } from "./operator.js";
 import type { DecodedToken } from "./vocabulary.js";
 import type { HyperParameters } from "./gguf.js";
 import { LljError, invalid } from "./errors.js";
@@ -28,16 +32,25 @@ import * as check from "./validate.js";
 export interface SteeringOperatorOptions {
   /** The concept prompt: text (tokenized with BOS) or token ids. */
   concept: string | ArrayLike<number>;
-  /** The residual stream after this layer is steered (default round(2·nLayer/3) − 1, at least 1 when nLayer > 1). */
+  /** The operator's layer: its Jacobian is of the residual stream after this layer (default ⌊2·nLayer/3⌋ − 1, the reference's). */
   layer?: number;
+  /** The vector is added to the stream after this layer (default layer − 1: the stream entering block `layer`, as the reference; 0 for layer 0). */
+  injectLayer?: number;
+  /** Pass the Jacobian through the detached final norm, as the reference does (default true). */
+  finalNorm?: boolean;
   /** The strength λ (default 1: on stories260K 0.5 barely moves the concept's tokens, see the README; the reference uses 0.5–0.8 on 8B models). */
   lambda?: number;
   signal?: AbortSignal;
 }
 
-/** The layer a steering operator acts on by default: after round(2L/3) of L layers (at least layer 1, which control vectors can reach). */
+/** The operator's default layer for a model of L layers: the reference's lsplit = ⌊2L/3⌋ blocks, i.e. layer ⌊2L/3⌋ − 1 (at least 0). */
 export function defaultSteeringLayer(nLayer: number): number {
-  return Math.min(nLayer - 1, Math.max(nLayer > 1 ? 1 : 0, Math.round((2 * nLayer) / 3) - 1));
+  return Math.max(0, Math.floor((2 * nLayer) / 3) - 1);
+}
+
+/** Where the operator of layer l adds its vector by default: the stream entering block l (after layer l − 1), as the reference; layer 0 after itself. */
+export function defaultInjectLayer(layer: number): number {
+  return Math.max(0, layer - 1);
 }
 
 export const DEFAULT_LAMBDA = 1;
@@ -112,7 +125,12 @@ export class SteeringSequence {
 }
 
 export class SteeringOperator {
+  /** The layer of the concept's Jacobian (the residual stream after it). */
   readonly layer: number;
+  /** The layer after which the vector is added. */
+  readonly injectLayer: number;
+  /** Whether the Jacobian passes through the detached final norm. */
+  readonly finalNorm: boolean;
   readonly lambda: number;
   /** The concept prompt's tokens (n_c of them). */
   readonly conceptTokens: number[];
@@ -121,13 +139,16 @@ export class SteeringOperator {
   readonly concept: Linearization;
   #host: SteeringHost;
   #topTokens: Promise<DecodedToken[]> | undefined;
+  #map: Promise<LinearOperator> | undefined;
 
   /** @internal made by Model.steeringOperator() */
-  constructor(host: SteeringHost, concept: Linearization, layer: number, lambda: number) {
+  constructor(host: SteeringHost, concept: Linearization, p: { layer: number; injectLayer: number; finalNorm: boolean; lambda: number }) {
     this.#host = host;
     this.concept = concept;
-    this.layer = layer;
-    this.lambda = lambda;
+    this.layer = p.layer;
+    this.injectLayer = p.injectLayer;
+    this.finalNorm = p.finalNorm;
+    this.lambda = p.lambda;
     this.conceptTokens = concept.tokens ?? [];
     this.nEmbd = concept.nEmbd;
   }
@@ -147,8 +168,9 @@ export class SteeringOperator {
 
   /**
    * s_k = J_{k mod n_c} e_k for positions k = firstPosition … firstPosition + m − 1 of a text
-   * whose input embeddings there are e [m × d]: one JVP of the concept's layer-l map per
-   * position (the tangent is e_k at concept position k mod n_c, zero elsewhere), batched.
+   * whose input embeddings there are e [m × d]: one JVP of the concept's layer-l map (through
+   * the final norm when finalNorm) per position (the tangent is e_k at concept position
+   * k mod n_c, zero elsewhere), batched.
    */
   async steeringVectors(embeddings: Float32Array, firstPosition = 0, signal?: AbortSignal): Promise<Float32Array> {
     const d = this.nEmbd, nc = this.nConcept;
@@ -163,9 +185,18 @@ export class SteeringOperator {
         const i = (firstPosition + r0 + b) % nc;
         tangents.set(embeddings.subarray((r0 + b) * d, (r0 + b + 1) * d), (b * nc + i) * d);
       }
-      out.set(await this.concept.jvp(tangents, { tap: "residual", layer: this.layer, signal }), r0 * d);
+      out.set(await (await this.#operator()).jvp(tangents, { signal }), r0 * d);
     }
     return out;
+  }
+
+  /** The concept's map x ↦ J x, made once (without a signal: each product takes its caller's). */
+  #operator(): Promise<LinearOperator> {
+    this.#map ??= this.concept.operator({ tap: "residual", layer: this.layer, finalNorm: this.finalNorm }).catch((e) => {
+      this.#map = undefined;
+      throw e;
+    });
+    return this.#map;
   }
 
   /** The operator along a text whose input embeddings are e [n × d] (positions from 0), at strength lambda (default the operator's). */
@@ -198,16 +229,16 @@ export class SteeringOperator {
   }
 
   /**
-   * One direction for every position, unit norm, in the residual stream after layer l:
-   * "singular", the leading left singular vector of the concept's layer-l Jacobian J_last
-   * (signed to point along the concept's h^(l)); or "mean", the mean of the concept's own
-   * s_i = J_i x_i over its positions (whose sum is h^(l) itself: the reconstruction).
+   * One direction for every position, unit norm, for the stream after injectLayer:
+   * "singular", the leading left singular vector of the operator's J_last (signed to point
+   * along the concept's N·h^(l)); or "mean", the mean of the concept's own s_i = J_i x_i over
+   * its positions (whose sum is N·h^(l) itself: the reconstruction).
    */
   async direction(kind: "singular" | "mean" = "singular"): Promise<Float32Array> {
     const d = this.nEmbd;
     let v: Float32Array;
     if (kind === "singular") {
-      v = (await this.concept.layerSvd({ layer: this.layer, tap: "residual", finalNorm: false }, { k: 1 })).u.slice(0, d);
+      v = (await this.concept.layerSvd({ layer: this.layer, tap: "residual", finalNorm: this.finalNorm }, { k: 1 })).u.slice(0, d);
     } else {
       const s = await this.steeringVectors(this.concept.inputEmbeddings, 0);
       v = new Float32Array(d);
@@ -221,9 +252,10 @@ export class SteeringOperator {
   }
 
   /**
-   * The fixed-direction approximation as a vector for llama.cpp: λ/2 · m · direction, where m
-   * is the median ‖h^(l)_k‖ over the concept's positions — the operator's insertion norm
-   * λ‖h_k‖/2 at a typical position (a control vector cannot depend on the position's own norm).
+   * The fixed-direction approximation as a vector for llama.cpp, added after injectLayer:
+   * λ/2 · m · direction, where m is the median ‖h_k‖ of that stream over the concept's
+   * positions — the operator's insertion norm λ‖h_k‖/2 at a typical position (a control
+   * vector cannot depend on the position's own norm).
    */
   async controlVector(options: { direction?: "singular" | "mean"; lambda?: number } = {}): Promise<{ vector: Float32Array; layer: number; norm: number }> {
     const o = check.options("controlVector options", options);
@@ -231,7 +263,8 @@ export class SteeringOperator {
     const lambda = o.lambda === undefined ? this.lambda : check.finite("lambda", o.lambda, -1e6, 1e6);
     const dir = await this.direction(kind);
     const d = this.nEmbd, n = this.nConcept;
-    const h = this.layer + 1 < this.concept.layerInputs.length ? this.concept.layerInputs[this.layer + 1] : this.concept.finalResidual;
+    const at = this.injectLayer + 1;
+    const h = at < this.concept.layerInputs.length ? this.concept.layerInputs[at] : this.concept.finalResidual;
     const norms: number[] = [];
     for (let k = 0; k < n; k++) {
       let s = 0;
@@ -241,13 +274,13 @@ export class SteeringOperator {
     norms.sort((a, b) => a - b);
     const median = n % 2 ? norms[(n - 1) / 2] : (norms[n / 2 - 1] + norms[n / 2]) / 2;
     const scale = (lambda / 2) * median;
-    return { vector: dir.map((x) => x * scale), layer: this.layer, norm: Math.abs(scale) };
+    return { vector: dir.map((x) => x * scale), layer: this.injectLayer, norm: Math.abs(scale) };
   }
 
   /** Writes controlVector(options) as a llama.cpp control-vector GGUF (src/cvec.ts for the layout). */
   async exportControlVector(path: string, options: { direction?: "singular" | "mean"; lambda?: number } = {}): Promise<{ path: string; layer: number; norm: number }> {
     if (typeof path !== "string" || path === "") throw invalid("exportControlVector needs a file path");
-    if (this.layer < 1) throw invalid("a control vector cannot act on layer 0 (llama.cpp adds them to the outputs of layers 1 and up): choose layer ≥ 1");
+    if (this.injectLayer < 1) throw invalid(`a control vector cannot act on layer 0 (llama.cpp adds them to the outputs of layers 1 and up): this operator adds its vector after layer ${this.injectLayer}; choose injectLayer ≥ 1`);
     const cv = await this.controlVector(options);
     await writeControlVector(path, { architecture: this.#host.architecture, hparams: this.#host.hparams, layer: cv.layer, vector: cv.vector });
     return { path, layer: cv.layer, norm: cv.norm };
@@ -271,8 +304,10 @@ export async function createSteeringOperator(host: SteeringHost, linearize: (con
   }
   const L = host.hparams.nLayer;
   const layer = check.optionalInteger("layer", o.layer, 0, L - 1) ?? defaultSteeringLayer(L);
+  const injectLayer = check.optionalInteger("injectLayer", o.injectLayer, 0, L - 1) ?? defaultInjectLayer(layer);
+  const finalNorm = check.optionalBoolean("finalNorm", o.finalNorm) ?? true;
   const lambda = o.lambda === undefined ? DEFAULT_LAMBDA : check.finite("lambda", o.lambda, -1e6, 1e6);
   const signal = check.optionalSignal("signal", o.signal);
   const lin = await linearize(o.concept, signal);
-  return new SteeringOperator(host, lin, layer, lambda);
+  return new SteeringOperator(host, lin, { layer, injectLayer, finalNorm, lambda });
 }

@@ -17,11 +17,11 @@ test("steer prints the unsteered and steered continuations side by side, the log
   const r = run("steer", STORIES, "--gpu", "false", "--concept", "Tom had a pet dog. The dog", "--prompt", "Once upon a time,", "--tokens", "16", "--export-cvec", cvec);
   expect(r.stderr).toBe("");
   expect(r.status).toBe(0);
-  expect(r.stdout).toMatch(/steering the residual stream after layer 2, λ = 1/);
+  expect(r.stdout).toMatch(/its Jacobian at layer 2, added after layer 1, λ = 1/);
   expect(r.stdout).toMatch(/unsteered \(llama\.cpp\)\s+│ steered \(λ = 1, our graph\)/);
   expect(r.stdout).toMatch(/^there was a little girl named Lily.*│ there was a little girl named Lily/m);
   expect(r.stdout).toMatch(/\(any of them\)\s+-?\d+\.\d{3}\s+-?\d+\.\d{3}\s+[+-]\d+\.\d{3}\s+-?\d+\.\d{3}/);
-  expect(r.stdout).toContain(`control vector ${cvec}: direction.2`);
+  expect(r.stdout).toContain(`control vector ${cvec}: direction.1`);
   expect(existsSync(cvec)).toBe(true);
 });
 
@@ -37,6 +37,7 @@ test("steer --json: the continuations, the concept's top tokens and their mean l
   expect(r.status).toBe(0);
   const j = JSON.parse(r.stdout);
   expect(j.layer).toBe(2);
+  expect(j.injectLayer).toBe(1);
   expect(j.lambda).toBe(0);
   expect(j.topTokens).toHaveLength(5);
   expect(j.unsteered.tokens).toHaveLength(12);

@@ -6,7 +6,7 @@ import path from "node:path";
 import { loadModel, LljError, readControlVector, writeControlVector, type Model, type SteeringOperator } from "../src/index.js";
 import { getAddon, getBuildRecord } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
-import { STORIES, relErr, norm, randn } from "./helpers.js";
+import { STORIES, relErr, norm, randn, finalNormAt } from "./helpers.js";
 
 let model: Model;
 let op: SteeringOperator;
@@ -38,14 +38,15 @@ test("the exported file has llama.cpp's control-vector layout", async () => {
     expect(t.dims).toEqual([d]);
   }
   const cv = await op.controlVector();
-  // only the operator's layer carries the direction
+  // only the layer the operator adds to carries the direction
+  expect(cv.layer).toBe(op.injectLayer);
   for (const t of raw.tensors) {
-    if (t.name === `direction.${op.layer}`) expect(relErr(t.data as Float32Array, cv.vector)).toBe(0);
+    if (t.name === `direction.${op.injectLayer}`) expect(relErr(t.data as Float32Array, cv.vector)).toBe(0);
     else expect(norm(t.data as Float32Array)).toBe(0);
   }
   expect(norm(cv.vector)).toBeCloseTo(cv.norm, 4);
   const parsed = await readControlVector(file, model.hparams);
-  expect(parsed.layers).toEqual([op.layer]);
+  expect(parsed.layers).toEqual([op.injectLayer]);
   expect(parsed.data).toHaveLength(d * (L - 1));
 });
 
@@ -145,9 +146,10 @@ test("the mean steering vector is the other fixed direction; both are unit vecto
   const s = await op.direction("singular"), m = await op.direction("mean");
   expect(norm(s)).toBeCloseTo(1, 5);
   expect(norm(m)).toBeCloseTo(1, 5);
-  // the mean of the concept's own s_i = J_i x_i is h^(l)_last / n_c (exact reconstruction)
+  // the mean of the concept's own s_i = N J_i x_i is N h^(l)_last / n_c (exact reconstruction)
   const d = model.hparams.nEmbd, nc = op.nConcept;
-  const h = op.concept.layerInputs[op.layer + 1].slice((nc - 1) * d, nc * d);
+  const N = finalNormAt(op.concept, op.layer, model.hparams.normEps);
+  const h = op.concept.layerInputs[op.layer + 1].slice((nc - 1) * d, nc * d).map((x, c) => x * N[c]);
   expect(relErr(m, h.map((x) => x / norm(h)))).toBeLessThan(1e-5);
   // the singular direction points along the concept's state
   let dot = 0;
@@ -155,5 +157,5 @@ test("the mean steering vector is the other fixed direction; both are unit vecto
   expect(dot).toBeGreaterThan(0);
   const f = path.join(dir, "mean.gguf");
   await op.exportControlVector(f, { direction: "mean" });
-  expect((await readControlVector(f, model.hparams)).layers).toEqual([op.layer]);
+  expect((await readControlVector(f, model.hparams)).layers).toEqual([op.injectLayer]);
 });

@@ -120,3 +120,31 @@ export async function writeArchitectureStub(file: string, architecture: string, 
   });
   return file;
 }
+
+/**
+ * The detached final norm at the concept's layer-l state, N = diag(w · r_l), from the model's
+ * own outputs: w by least squares from y = w ⊙ r h at the final layer over every position (the
+ * final norm's definition), r_l = 1/rms of the layer-l stream at the last position.
+ */
+export function finalNormAt(lin: { hidden: Float32Array; finalResidual: Float32Array; layerInputs: Float32Array[]; nTokens: number; nEmbd: number }, layer: number, eps: number): Float64Array {
+  const d = lin.nEmbd, n = lin.nTokens;
+  const rms = (v: Float32Array, k: number) => {
+    let s = 0;
+    for (let c = 0; c < d; c++) s += v[k * d + c] ** 2;
+    return 1 / Math.sqrt(s / d + eps);
+  };
+  const w = new Float64Array(d);
+  for (let c = 0; c < d; c++) {
+    let num = 0, den = 0;
+    for (let k = 0; k < n; k++) {
+      const x = rms(lin.finalResidual, k) * lin.finalResidual[k * d + c];
+      num += lin.hidden[k * d + c] * x;
+      den += x * x;
+    }
+    w[c] = num / den;
+  }
+  const h = layer + 1 < lin.layerInputs.length ? lin.layerInputs[layer + 1] : lin.finalResidual;
+  const r = rms(h, n - 1);
+  return w.map((x) => x * r);
+}
+

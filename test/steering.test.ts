@@ -1,9 +1,9 @@
 // The steering operator (src/steering.ts), step by step against an explicit computation from
 // the concept's layer-l Jacobian, and its effect on generation (measured; numbers in the README).
-import { loadModel, LljError, defaultSteeringLayer, type Model, type SteeringOperator, type Generation } from "../src/index.js";
+import { loadModel, LljError, defaultSteeringLayer, defaultInjectLayer, type Model, type SteeringOperator, type Generation } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
-import { STORIES, relErr, norm } from "./helpers.js";
+import { STORIES, relErr, norm, finalNormAt } from "./helpers.js";
 
 let model: Model;
 let op: SteeringOperator;
@@ -25,20 +25,26 @@ function apply(J: Float32Array, x: Float32Array, d: number): Float64Array {
   return y;
 }
 
-test("the default layer is the residual stream after round(2L/3) layers (the reference's 24 of 36), at least layer 1", () => {
+test("the default layer is the reference's lsplit = ⌊2L/3⌋ blocks (24 of 36), the vector added to the stream entering that block", () => {
   expect(op.layer).toBe(2);  // stories260K: 5 layers
+  expect(op.injectLayer).toBe(1);
+  expect(op.finalNorm).toBe(true);
   expect(defaultSteeringLayer(5)).toBe(2);
   expect(defaultSteeringLayer(36)).toBe(23);
   expect(defaultSteeringLayer(32)).toBe(20);
-  expect(defaultSteeringLayer(2)).toBe(1);
+  expect(defaultSteeringLayer(28)).toBe(17);  // ⌊18.67⌋ − 1, not round
+  expect(defaultSteeringLayer(2)).toBe(0);
   expect(defaultSteeringLayer(1)).toBe(0);
+  expect(defaultInjectLayer(11)).toBe(10);
+  expect(defaultInjectLayer(0)).toBe(0);
   expect(op.lambda).toBe(1);
   expect(op.conceptTokens).toEqual(model.tokenize(CONCEPT));
 });
 
-test("each step against the explicit Jacobian: s_k = J_{k mod n_c} e_k, S_k = Σ s_j, injection λ/2 · S_k/‖S_k‖", async () => {
+test("each step against the explicit Jacobian: s_k = N J_{k mod n_c} e_k, S_k = Σ s_j, injection λ/2 · S_k/‖S_k‖", async () => {
   const d = model.hparams.nEmbd, nc = op.nConcept;
   const J = await op.concept.jacobian({ tap: "residual", layer: op.layer });
+  const N = finalNormAt(op.concept, op.layer, model.hparams.normEps);
   expect(J.nTokens).toBe(nc);
   // a text longer than the concept, so that k mod n_c wraps
   const text = await model.linearize("Once upon a time, there was a little girl named Lily. She loved to play");
@@ -48,7 +54,7 @@ test("each step against the explicit Jacobian: s_k = J_{k mod n_c} e_k, S_k = Σ
   const v = await op.vectors(e, lambda);
   const sum = new Float64Array(d);
   for (let k = 0; k < n; k++) {
-    const s = apply(J.block(k % nc), e.subarray(k * d, (k + 1) * d), d);
+    const s = apply(J.block(k % nc), e.subarray(k * d, (k + 1) * d), d).map((x, c) => x * N[c]);
     expect(relErr(v.steering.subarray(k * d, (k + 1) * d), s)).toBeLessThan(1e-5);
     for (let c = 0; c < d; c++) sum[c] += s[c];
     expect(relErr(v.sums.subarray(k * d, (k + 1) * d), sum)).toBeLessThan(1e-5);
@@ -56,19 +62,25 @@ test("each step against the explicit Jacobian: s_k = J_{k mod n_c} e_k, S_k = Σ
     expect(norm(inj)).toBeCloseTo(lambda / 2, 6);
     expect(relErr(inj, Array.from(sum, (x) => (lambda / 2) * x / ns))).toBeLessThan(1e-5);
   }
-  // the concept's own embeddings at positions 0 … n_c − 1: S is Σ J_i x_i, the concept's h^(l) (exact reconstruction)
+  // the concept's own embeddings at positions 0 … n_c − 1: S is N Σ J_i x_i, the concept's N h^(l) (exact reconstruction)
   const own = await op.vectors(op.concept.inputEmbeddings);
   const h = op.concept.layerInputs[op.layer + 1].subarray((nc - 1) * d, nc * d);
-  expect(relErr(own.sums.subarray((nc - 1) * d, nc * d), h)).toBeLessThan(1e-5);
+  expect(relErr(own.sums.subarray((nc - 1) * d, nc * d), Array.from(h, (x, c) => x * N[c]))).toBeLessThan(1e-5);
+  // without the final norm the operator is the bare layer-l Jacobian
+  {
+    await using bare = await model.steeringOperator({ concept: CONCEPT, finalNorm: false });
+    const b = await bare.vectors(e.subarray(0, d).slice(), lambda);
+    expect(relErr(b.steering, apply(J.block(0), e.subarray(0, d), d))).toBeLessThan(1e-5);
+  }
   // extending position by position gives the same vectors as one call
   const seq = op.sequence(lambda);
   for (let k = 0; k < n; k++) await seq.extend(e.slice(k * d, (k + 1) * d));
   expect(seq.length).toBe(n);
   expect(relErr(seq.injection(), v.injection)).toBeLessThan(1e-6);
-  // and generation adds exactly these, scaled by ‖h_k‖, after layer l: its first step is that forward's argmax
+  // and generation adds exactly these, scaled by ‖h_k‖, after injectLayer: its first step is that forward's argmax
   const session = new (getAddon().NativeSession)(nativeModelOf(model), { engine: "graph", nCtx: n, threads: 2 });
   try {
-    const out = await session.forward(Int32Array.from(text.tokens ?? []), v.injection, op.layer, true);
+    const out = await session.forward(Int32Array.from(text.tokens ?? []), v.injection, op.injectLayer, true);
     let top = 0;
     for (let i = 1; i < out.logits.length; i++) if (out.logits[i] > out.logits[top]) top = i;
     const g = await model.generate(text.tokens ?? [], { maxTokens: 1, steering: { operator: op, lambda }, stopAtEog: false });
@@ -134,7 +146,7 @@ test("steering towards a concept raises the log-probability of its top decoded t
     shifts.push(shift);
   }
   const mean = shifts.reduce((a, b) => a + b, 0) / shifts.length;
-  console.log(`steering (λ = 1, layer 2, 24 tokens, temperature 0.8, seeds 1-3): concept log-probability shift per concept ${shifts.map((s) => s.toFixed(3)).join(" ")}, mean ${mean.toFixed(3)}`);
+  console.log(`steering (λ = 1, operator layer 2, added after layer 1, 24 tokens, temperature 0.8, seeds 1-3): concept log-probability shift per concept ${shifts.map((s) => s.toFixed(3)).join(" ")}, mean ${mean.toFixed(3)}`);
   expect(mean).toBeGreaterThan(0.2);
   expect(shifts.filter((s) => s > 0).length).toBeGreaterThanOrEqual(4);
 });
@@ -144,6 +156,8 @@ test("operator options and lifetime", async () => {
     [{ concept: null }, /concept/],
     [{ concept: "x", layer: 5 }, /layer/],
     [{ concept: "x", layer: 1.5 }, /layer/],
+    [{ concept: "x", injectLayer: 5 }, /injectLayer/],
+    [{ concept: "x", finalNorm: "yes" }, /finalNorm/],
     [{ concept: "x", lambda: Number.NaN }, /lambda/],
     [{ concept: "" }, /empty/],
   ];

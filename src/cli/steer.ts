@@ -12,6 +12,7 @@ interface SteerArgs extends GlobalArgs {
   concept: string;
   prompt: string;
   layer: number | undefined;
+  "inject-layer": number | undefined;
   lambda: number | undefined;
   tokens: number;
   top: number;
@@ -84,7 +85,7 @@ async function steer(argv: SteerArgs): Promise<void> {
   interrupt.signal.addEventListener("abort", () => void model.dispose({ abort: true }).catch(() => {}), { once: true });
   try {
     status("linearizing the concept...");
-    const op = await model.steeringOperator({ concept: argv.concept, layer: argv.layer, lambda: argv.lambda, signal: interrupt.signal });
+    const op = await model.steeringOperator({ concept: argv.concept, layer: argv.layer, injectLayer: argv["inject-layer"], lambda: argv.lambda, signal: interrupt.signal });
     const top = await op.topTokens(argv.top);
     const track = top.map((t) => t.id);
     const sampling = argv.temperature === undefined ? ("greedy" as const) : { temperature: argv.temperature, seed: argv.seed };
@@ -110,7 +111,7 @@ async function steer(argv: SteerArgs): Promise<void> {
     const c = cvec ? trackedMeans(cvec.generation, track.length) : undefined;
     if (argv.json) {
       console.log(JSON.stringify({
-        model: model.path, concept: argv.concept, conceptTokens: op.conceptTokens, prompt: argv.prompt, layer: op.layer, lambda: op.lambda,
+        model: model.path, concept: argv.concept, conceptTokens: op.conceptTokens, prompt: argv.prompt, layer: op.layer, injectLayer: op.injectLayer, lambda: op.lambda,
         topTokens: top, unsteered: { text: plain.text, tokens: plain.tokens, meanLogProbs: p },
         steered: { text: steered.text, tokens: steered.tokens, meanLogProbs: s },
         controlVector: cvec ? { path: cvec.path, layer: cvec.layer, norm: cvec.norm, text: cvec.generation.text, tokens: cvec.generation.tokens, meanLogProbs: c } : undefined,
@@ -118,7 +119,7 @@ async function steer(argv: SteerArgs): Promise<void> {
       return;
     }
     say(`model     ${model.path} (${model.architecture}, ${model.hparams.nLayer} layers, d=${model.hparams.nEmbd})`);
-    say(`concept   ${JSON.stringify(argv.concept)} (${op.nConcept} tokens) — steering the residual stream after layer ${op.layer}, λ = ${op.lambda}`);
+    say(`concept   ${JSON.stringify(argv.concept)} (${op.nConcept} tokens) — its Jacobian at layer ${op.layer}, added after layer ${op.injectLayer}, λ = ${op.lambda}`);
     say(`          its top decoded tokens at that layer: ${top.map((t) => JSON.stringify(t.text)).join(" ")}`);
     say(`prompt    ${JSON.stringify(argv.prompt)}${argv.temperature === undefined ? " (greedy)" : ` (temperature ${argv.temperature}, seed ${argv.seed})`}`);
     say("");
@@ -153,7 +154,8 @@ export const steerCommand: CommandModule<GlobalArgs, SteerArgs> = {
     .positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
     .option("concept", { type: "string", demandOption: true, requiresArg: true, describe: "the concept prompt (its last token's layer-l Jacobian steers)" })
     .option("prompt", { type: "string", demandOption: true, requiresArg: true, describe: "the text to continue" })
-    .option("layer", { type: "number", requiresArg: true, describe: "steer the residual stream after this layer (default: after round(2/3 of the layers))" })
+    .option("layer", { type: "number", requiresArg: true, describe: "the operator's layer: the concept's Jacobian of the residual stream after it (default ⌊2/3 of the layers⌋ − 1, as the reference)" })
+    .option("inject-layer", { type: "number", requiresArg: true, describe: "add the steering vector after this layer (default: layer − 1, the stream entering block `layer`, as the reference)" })
     .option("lambda", { type: "number", requiresArg: true, describe: "steering strength λ: the insertion has norm λ‖h_k‖/2 (default 1)" })
     .option("tokens", { type: "number", default: 32, requiresArg: true, describe: "tokens to generate" })
     .option("top", { type: "number", default: 5, requiresArg: true, describe: "how many of the concept's top decoded tokens to follow" })
