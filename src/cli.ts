@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The llj-gguf command line: one module per command in src/cli/, each thin over the API.
-// Errors print one line and exit 1 (130 when interrupted).
+// Errors print one line, with a hint where one helps, and exit 1 (130 when interrupted);
+// --debug adds the stack trace and the native cause.
 import yargs from "yargs";
+import pc from "picocolors";
 import { hideBin } from "yargs/helpers";
 import { LljError } from "./errors.js";
 import { interruption, setQuiet } from "./cli/common.js";
@@ -17,6 +19,7 @@ async function main(): Promise<void> {
     .usage("$0 <command> [options]\n\nExact local linearization of GGUF language models: the detached Jacobian of a prompt, its SVD, token attribution and layer emergence.")
     .option("gpu", { type: "string", describe: "backend: auto | cuda | vulkan | metal | false", default: "auto" })
     .option("quiet", { alias: "q", type: "boolean", describe: "no progress line and no tables: only the JSON asked for, the paths of the files written, and errors" })
+    .option("debug", { type: "boolean", describe: "on an error, also print its stack trace and cause" })
     .middleware((argv) => setQuiet(argv.quiet === true))
     .command(infoCommand)
     .command(analyzeCommand)
@@ -35,9 +38,27 @@ async function main(): Promise<void> {
     .parseAsync();
 }
 
+/** What to try next, by error code, when the message does not already say it. */
+function hint(e: unknown): string {
+  if (!(e instanceof LljError)) return "";
+  switch (e.code) {
+    case "UNSUPPORTED": return /supported:/.test(e.message) ? "" : " (llj-gguf info <model> shows what the file holds and what is supported)";
+    case "OUT_OF_MEMORY": return " (try a shorter prompt, --gpu false to run on the CPU's memory, or a smaller quantization)";
+    case "INVALID_MODEL": return /\.gguf|GGUF/.test(e.message) ? "" : " (is it a .gguf file? llj-gguf info <file> checks it)";
+    case "NATIVE": return " (--debug prints the native cause)";
+    default: return "";
+  }
+}
+
 main().catch((e: unknown) => {
   const msg = interruption.interrupted ? "interrupted (Ctrl-C)" : e instanceof Error ? e.message : String(e);
-  console.error(`llj-gguf: ${msg.split("\n")[0]}`);
+  // colour only on a terminal (and never with NO_COLOR)
+  const c = pc.createColors(process.stderr.isTTY === true && !process.env.NO_COLOR);
+  console.error(`${c.red(c.bold("llj-gguf:"))} ${msg.split("\n")[0]}${c.dim(interruption.interrupted ? "" : hint(e))}`);
+  if (process.argv.includes("--debug")) {
+    console.error(e instanceof Error ? e.stack : String(e));
+    if (e instanceof Error && e.cause !== undefined) console.error("cause:", e.cause instanceof Error ? e.cause.stack : e.cause);
+  }
   // 130: the shell's code for a run stopped by SIGINT
   process.exit(interruption.interrupted || (e instanceof LljError && e.code === "ABORTED") ? 130 : 1);
 });

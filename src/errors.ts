@@ -8,12 +8,13 @@
  * - OUT_OF_MEMORY: an allocation failed or would exceed a limit;
  * - ABORTED: an AbortSignal (or `dispose({ abort: true })`) stopped the operation;
  * - DISPOSED: the model or linearization was disposed before or during the call;
- * - NATIVE: llama.cpp/ggml failed for another reason (its logged reason is in the message).
+ * - NATIVE: llama.cpp/ggml failed for another reason (its logged reason is in the message);
+ * - NETWORK: a model URI (hf:, https:) could not be resolved or downloaded.
  */
 export type LljErrorCode =
-  | "INVALID_ARGUMENT" | "INVALID_MODEL" | "UNSUPPORTED" | "NON_FINITE" | "OUT_OF_MEMORY" | "ABORTED" | "DISPOSED" | "NATIVE";
+  | "INVALID_ARGUMENT" | "INVALID_MODEL" | "UNSUPPORTED" | "NON_FINITE" | "OUT_OF_MEMORY" | "ABORTED" | "DISPOSED" | "NATIVE" | "NETWORK";
 
-const CODES = new Set<string>(["INVALID_ARGUMENT", "INVALID_MODEL", "UNSUPPORTED", "NON_FINITE", "OUT_OF_MEMORY", "ABORTED", "DISPOSED", "NATIVE"]);
+const CODES = new Set<string>(["INVALID_ARGUMENT", "INVALID_MODEL", "UNSUPPORTED", "NON_FINITE", "OUT_OF_MEMORY", "ABORTED", "DISPOSED", "NATIVE", "NETWORK"]);
 
 /** The one error type of llj-gguf: every refusal and failure, with a stable `code`; `message` says what to do. */
 export class LljError extends Error {

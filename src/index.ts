@@ -1,5 +1,6 @@
 // Public API of llj-gguf.
 export { loadModel, Model } from "./model.js";
+export { resolveModelPath, isModelUri, type ResolveModelOptions } from "./model-uri.js";
 export type { LoadModelOptions, TensorInfo, TokenizeOptions, ReferenceForward, ReferenceForwardOptions } from "./model.js";
 export { Linearization } from "./linearization.js";
 export type { LinearizeOptions, PassOptions, LayerTap, LayerQuantity, OperatorOptions, Jacobian, Reconstruction, NonlinearReconstruction } from "./linearization.js";

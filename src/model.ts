@@ -5,6 +5,7 @@ import { initBackends, type GpuOption, type BackendInfo } from "./backends.js";
 import { readGgufSummary, assertSupported, assertValidHyperParameters, type HyperParameters, type GgufSummary } from "./gguf.js";
 import { LljError, isFloat32Array, fromNative, abortedError, invalid } from "./errors.js";
 import { nativeCall } from "./abort.js";
+import { resolveModelPath } from "./model-uri.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
 import { Linearization, type LinearizeOptions } from "./linearization.js";
 import * as check from "./validate.js";
@@ -389,8 +390,10 @@ export class Model {
 }
 
 /**
- * Loads a GGUF model through llama.cpp. Rejects with an LljError naming the problem for a
- * missing file, a non-GGUF or truncated file, or an unsupported architecture.
+ * Loads a GGUF model through llama.cpp: a file path, or a URI (`hf:user/repo:quant`,
+ * `hf:user/repo/file.gguf`, `https://…`; src/model-uri.ts) that node-llama-cpp resolves and
+ * downloads. Rejects with an LljError naming the problem for a missing file, a non-GGUF or
+ * truncated file, an unsupported architecture, or a URI that cannot be fetched (NETWORK).
  */
 export async function loadModel(options: LoadModelOptions): Promise<Model> {
   if (!options || typeof options !== "object" || typeof options.modelPath !== "string" || options.modelPath === "") {
@@ -401,7 +404,7 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   check.optionalBoolean("useMmap", options.useMmap);
   if (signal?.aborted) throw abortedError(signal.reason);
   const backends = initBackends(options.gpu ?? "auto");
-  const gguf = await readGgufSummary(options.modelPath);
+  const gguf = await readGgufSummary(await resolveModelPath(options.modelPath, { signal }));
   assertSupported(gguf);
   assertValidHyperParameters(gguf);
   const cpuOnly = options.gpu === false;

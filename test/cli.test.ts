@@ -2,7 +2,7 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
-import { syntheticModel, loadModel, TINY_LLAMA } from "../src/index.js";
+import { syntheticModel, loadModel, TINY_LLAMA, LljError } from "../src/index.js";
 import { STORIES, relErr, writeArchitectureStub } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
@@ -45,6 +45,36 @@ test.each([
   expect(r.stderr).toMatch(message);
   expect(r.stderr.trim().split("\n").length).toBeLessThanOrEqual(1);
   expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+});
+
+// Model URIs go through node-llama-cpp's resolver. Model hubs cannot be reached from the test
+// machines, and these repositories do not exist: either way the answer is one NETWORK line.
+test.each([
+  ["info", "hf:llj-gguf-test/no-such-repo:Q4_K_M"],
+  ["analyze", "hf:llj-gguf-test/no-such-repo/missing.gguf"],
+  ["steer", "https://huggingface.co/llj-gguf-test/no-such-repo/resolve/main/missing.gguf"],
+])("%s %s (offline, or no such model) fails with one line naming the URI", (command, uri) => {
+  const extra = command === "analyze" ? ["Once"] : command === "steer" ? ["--concept", "A dog", "--prompt", "Once"] : [];
+  const r = spawnSync(process.execPath, [cli, command, uri, ...extra, "--gpu", "false"],
+    { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "", LLJ_GGUF_CONNECT_TIMEOUT: "5" }, timeout: 60_000 });
+  expect(r.status).toBe(1);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).toContain(`llj-gguf: cannot download ${uri}: `);
+  expect(r.stderr).toMatch(/check the (URI and the )?network connection.*or pass a local \.gguf path/);
+});
+
+test("the API resolves URIs the same way: NETWORK, naming the URI", async () => {
+  const e = await loadModel({ modelPath: "hf:llj-gguf-test/no-such-repo:Q4_K_M", gpu: false }).then(() => null, (x: unknown) => x);
+  expect(e).toBeInstanceOf(LljError);
+  expect((e as LljError).code).toBe("NETWORK");
+  expect((e as LljError).message).toMatch(/^cannot download hf:llj-gguf-test\/no-such-repo:Q4_K_M: /);
+});
+
+test("--debug adds the stack trace to the one-line error", () => {
+  const r = run("info", "/no/such/model.gguf", "--debug");
+  expect(r.status).toBe(1);
+  expect(r.stderr.split("\n")[0]).toMatch(/^llj-gguf: .*model file not found/);
+  expect(r.stderr).toMatch(/\n\s+at /);
 });
 
 test("a GPU that is not there is an error, not a crash", () => {

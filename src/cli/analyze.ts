@@ -98,7 +98,7 @@ async function analyze(argv: AnalyzeArgs): Promise<void> {
 export const analyzeCommand: CommandModule<GlobalArgs, AnalyzeArgs> = {
   command: "analyze <model> <prompt>",
   describe: "linearize the model on a prompt: prediction, exact reconstruction, token contributions, singular vectors",
-  builder: (y: Argv<GlobalArgs>) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
+  builder: (y: Argv<GlobalArgs>) => y.positional("model", { type: "string", demandOption: true, describe: "a .gguf file, or a URI: hf:user/repo:quant, hf:user/repo/file.gguf, https://… (downloaded by node-llama-cpp)" })
     .positional("prompt", { type: "string", demandOption: true })
     .option("precision", { choices: ["exact", "fast"] as const, default: "exact" as const, requiresArg: true, describe: "exact: F32 products on dequantized weights" })
     .option("json", { type: "string", describe: "write the analysis as JSON to FILE (no FILE: print it on stdout)" })

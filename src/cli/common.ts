@@ -1,7 +1,8 @@
-// What every command shares: the global options, output that honours --quiet, the status
-// line, output folders and the HTML report file.
+// What every command shares: the global options, output that honours --quiet, progress bars,
+// output folders and the HTML report file.
 import { accessSync, constants as fsConstants, mkdirSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import cliProgress from "cli-progress";
 import { LljError } from "../errors.js";
 import type { GpuOption } from "../backends.js";
 import type { AnalysisSummary } from "../analyses/summary.js";
@@ -30,20 +31,43 @@ export const say = (text: string) => {
 export const wrote = (label: string, file: string, note = "", stream: (s: string) => void = console.log) =>
   stream(quiet ? file : `${label.padEnd(13)} ${file}${note}`);
 
-/** One status line on stderr while long stages run — only on a terminal, so pipes and logs stay clean. */
+/**
+ * Progress on stderr while long stages run — only on a terminal, so pipes and logs stay clean:
+ * a bar with its ETA (cli-progress) for a stage that reports its fraction, a line otherwise.
+ */
 export function statusLine() {
   const tty = process.stderr.isTTY === true && !quiet;
-  let shown = "";
-  const write = (text: string) => {
+  let shown = "", bar: cliProgress.SingleBar | undefined, barName = "";
+  const endBar = () => {
+    bar?.stop();
+    bar = undefined;
+    barName = "";
+  };
+  const line = (text: string) => {
+    endBar();
     if (!tty || text === shown) return;
     process.stderr.write(`\r\x1b[K${text}`);
     shown = text;
   };
+  const show = (name: string, p?: number) => {
+    if (!tty) return;
+    if (p === undefined) return line(`${name}...`);
+    if (barName !== name) {
+      line("");
+      bar = new cliProgress.SingleBar({ format: `${name.padEnd(22)} {bar} {percentage}% | ETA {eta_formatted}`, stream: process.stderr,
+        clearOnComplete: true, hideCursor: false, etaBuffer: 30, fps: 10 }, cliProgress.Presets.shades_classic);
+      bar.start(1000, 0);
+      barName = name;
+    }
+    bar?.update(Math.round(Math.min(1, Math.max(0, p)) * 1000));
+  };
   return {
-    stage: (name: string) => (p?: number) => write(p === undefined ? `${name}...` : `${name} ${Math.round(p * 100)}%`),
+    stage: (name: string) => (p?: number) => show(name, p),
     /** As summarize's onStage wants it. */
-    onStage: (name: string, p?: number) => write(p === undefined ? `${name}...` : `${name} ${Math.round(p * 100)}%`),
-    clear: () => write(""),
+    onStage: show,
+    clear: () => line(""),
+    /** A free-form line (streamed text). */
+    line,
   };
 }
 

@@ -5,6 +5,7 @@ import { LljError } from "../errors.js";
 import { readGgufSummary, unsupportedReason, SUPPORTED_ARCHITECTURES } from "../gguf.js";
 import { formatModelInfo } from "../report.js";
 import { gpuOption, type GlobalArgs } from "./common.js";
+import { resolveModelPath } from "../model-uri.js";
 
 interface InfoArgs extends GlobalArgs {
   model: string;
@@ -14,12 +15,13 @@ interface InfoArgs extends GlobalArgs {
 
 async function info(argv: InfoArgs): Promise<void> {
   let model: Model;
+  const file = await resolveModelPath(argv.model);
   try {
-    model = await loadModel({ modelPath: argv.model, gpu: gpuOption(argv.gpu) });
+    model = await loadModel({ modelPath: file, gpu: gpuOption(argv.gpu) });
   } catch (e) {
     // An architecture llj-gguf does not linearize: still show what the file is, and why.
     if (!(e instanceof LljError) || e.code !== "UNSUPPORTED") throw e;
-    const g = await readGgufSummary(argv.model);
+    const g = await readGgufSummary(file);
     const h = g.hparams;
     const summary = { path: g.path, architecture: g.architecture, supported: false, reason: unsupportedReason(g.architecture),
       layers: h.nLayer, nEmbd: h.nEmbd, heads: h.nHead, kvHeads: h.nHeadKv, tensors: g.tensors.length };
@@ -51,7 +53,7 @@ async function info(argv: InfoArgs): Promise<void> {
 export const infoCommand: CommandModule<GlobalArgs, InfoArgs> = {
   command: "info <model>",
   describe: "show a GGUF model's architecture, sizes, tensors and the devices found",
-  builder: (y: Argv<GlobalArgs>) => y.positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
+  builder: (y: Argv<GlobalArgs>) => y.positional("model", { type: "string", demandOption: true, describe: "a .gguf file, or a URI: hf:user/repo:quant, hf:user/repo/file.gguf, https://… (downloaded by node-llama-cpp)" })
     .option("tensors", { type: "boolean", describe: "list every tensor" })
     .option("json", { type: "boolean", describe: "print JSON" })
     .example("$0 info model.gguf --tensors", "architecture, shape, every tensor's type and device"),

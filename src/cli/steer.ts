@@ -5,7 +5,7 @@ import type { Argv, CommandModule } from "yargs";
 import { loadModel } from "../model.js";
 import { LljError } from "../errors.js";
 import type { Generation, GeneratedToken } from "../generate.js";
-import { gpuOption, interruption, type GlobalArgs } from "./common.js";
+import { gpuOption, interruption, statusLine, type GlobalArgs } from "./common.js";
 
 interface SteerArgs extends GlobalArgs {
   model: string;
@@ -69,10 +69,8 @@ async function steer(argv: SteerArgs): Promise<void> {
   const say = (s: string) => {
     if (!quiet && !argv.json) console.log(s);
   };
-  const tty = process.stderr.isTTY === true && !quiet;
-  const status = (s: string) => {
-    if (tty) process.stderr.write(`\r\x1b[K${s}`);
-  };
+  const progress = statusLine();
+  const status = progress.line;
   const interrupt = new AbortController();
   const onSigint = () => {
     interruption.interrupted = true;
@@ -80,8 +78,7 @@ async function steer(argv: SteerArgs): Promise<void> {
   };
   process.once("SIGINT", onSigint);
   const gpu = gpuOption(argv.gpu);
-  status("loading...");
-  const model = await loadModel({ modelPath: argv.model, gpu, signal: interrupt.signal }).finally(() => status(""));
+  const model = await loadModel({ modelPath: argv.model, gpu, signal: interrupt.signal, onLoadProgress: progress.stage("loading") }).finally(progress.clear);
   interrupt.signal.addEventListener("abort", () => void model.dispose({ abort: true }).catch(() => {}), { once: true });
   try {
     status("linearizing the concept...");
@@ -151,7 +148,7 @@ export const steerCommand: CommandModule<GlobalArgs, SteerArgs> = {
   command: "steer <model>",
   describe: "steer generation towards a concept with its detached Jacobian; unsteered and steered continuations side by side",
   builder: (y: Argv<GlobalArgs>) => y
-    .positional("model", { type: "string", demandOption: true, describe: "path to a .gguf file" })
+    .positional("model", { type: "string", demandOption: true, describe: "a .gguf file, or a URI: hf:user/repo:quant, hf:user/repo/file.gguf, https://… (downloaded by node-llama-cpp)" })
     .option("concept", { type: "string", demandOption: true, requiresArg: true, describe: "the concept prompt (its last token's layer-l Jacobian steers)" })
     .option("prompt", { type: "string", demandOption: true, requiresArg: true, describe: "the text to continue" })
     .option("layer", { type: "number", requiresArg: true, describe: "the operator's layer: the concept's Jacobian of the residual stream after it (default ⌊2/3 of the layers⌋ − 1, as the reference)" })

@@ -2,7 +2,7 @@
 // invariants on real weights, real metadata and a real tokenizer, with prompts longer than the
 // sliding window, in exact and fast precision, and the paper's analyses on real prompts.
 // Run by `npm run test:real` (scripts/test-real.mjs fetches the file first); not by `npm test`.
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
@@ -12,7 +12,10 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { loadModel, quantizeModel, type Model, type Linearization } from "../../src/index.js";
 import { packageRoot } from "../../src/native.js";
 import { seededGaussian } from "../../src/random.js";
-import { relErr, norm, dot, argmax } from "../helpers.js";
+import { relErr, norm, dot, argmax, finalNormAt } from "../helpers.js";
+import { getAddon, getBuildRecord } from "../../src/native.js";
+import { nativeModelOf } from "../../src/model.js";
+import { readControlVector, type Generation } from "../../src/index.js";
 
 const fixtures = JSON.parse(readFileSync(path.join(packageRoot, "test", "real", "models.json"), "utf8"));
 const fixture = fixtures.models.find((m: { id: string }) => m.id === "gemma3-270m-q4_k_m");
@@ -189,6 +192,99 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
       await lin.dispose();
     }
   }, 600_000);
+
+  test("steering on real weights: each step against the explicit Jacobian, λ = 0, llama.cpp's control vector where our graph adds it, the measured shift", async () => {
+    const concept = "The ocean is full of fish, whales and sharks. The sea";
+    // λ = 0.1: the reference's Gemma 3 notebooks use 0.12–0.17; here 0.17 already collapses the
+    // text into repetitions (measured), 0.1 brings the concept in ("… winter is the ocean. …")
+    await using op = await model.steeringOperator({ concept, lambda: 0.1 });
+    expect([op.layer, op.injectLayer, op.finalNorm]).toEqual([11, 10, true]);  // the reference's lsplit = ⌊2·18/3⌋ = 12 blocks
+    const d = model.hparams.nEmbd, nc = op.nConcept;
+    // 1. s_k = N J_{k mod n_c} e_k and the injection, against the explicit layer-11 Jacobian
+    //    and the final norm N read off the model's own outputs (Gemma: sqrt(d)-scaled embeddings, (1+w) norm)
+    const J = await op.concept.jacobian({ tap: "residual", layer: op.layer });
+    const N = finalNormAt(op.concept, op.layer, model.hparams.normEps);
+    const text = model.tokenize("I went for a walk along the river and then I sat down on a bench to read my book");
+    expect(text.length).toBeGreaterThan(nc);  // k mod n_c wraps
+    const lin = await model.linearize(text);
+    const e = lin.inputEmbeddings;
+    await lin.dispose();
+    const v = await op.vectors(e, 1);
+    const sum = new Float64Array(d);
+    let worst = 0;
+    for (let k = 0; k < text.length; k++) {
+      const B = J.block(k % nc), ek = e.subarray(k * d, (k + 1) * d), s = new Float64Array(d);
+      for (let r = 0; r < d; r++) {
+        let acc = 0;
+        for (let c = 0; c < d; c++) acc += B[r * d + c] * ek[c];
+        s[r] = acc * N[r];
+      }
+      worst = Math.max(worst, relErr(v.steering.subarray(k * d, (k + 1) * d), s));
+      for (let c = 0; c < d; c++) sum[c] += s[c];
+      const inj = v.injection.subarray(k * d, (k + 1) * d), ns = norm(sum);
+      expect(relErr(inj, Array.from(sum, (x) => x / (2 * ns)))).toBeLessThan(1e-4);
+    }
+    console.log(`gemma3 steering: s_k against the explicit Jacobian, worst ${worst.toExponential(2)} over ${text.length} positions`);
+    expect(worst).toBeLessThan(1e-4);
+    // 2. λ = 0 through our graph gives llama.cpp's greedy continuation (measured: 20 tokens on each prompt)
+    const prompts = ["I went for a walk and", "My favourite thing about winter is"];
+    const words = [" sea", " ocean", " fish", " water", " beach", " waves"].map((w) => model.tokenize(w, { addSpecial: false })[0]);
+    const plain: Generation[] = [];
+    for (const prompt of prompts) {
+      const g = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, trackTokens: words });
+      const zero = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, steering: { operator: op, lambda: 0 } });
+      expect(zero.engine).toBe("graph");
+      expect(zero.tokens).toEqual(g.tokens);
+      plain.push(g);
+    }
+    // 3. measured: the concept's words gain log-probability along the greedy continuation (λ = 0.1)
+    expect(new Set(words).size).toBe(words.length);  // six single-token words
+    const setLogProb = (g: Generation) => g.steps.reduce((acc, s) => {
+      const lp = s.trackedLogProbs ?? [], m = Math.max(...lp);
+      return acc + (m + Math.log(lp.reduce((a, x) => a + Math.exp(x - m), 0))) / g.steps.length;
+    }, 0);
+    let shift = 0;
+    for (const prompt of prompts) {
+      const base = plain[prompts.indexOf(prompt)];
+      const steered = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, trackTokens: words, steering: op });
+      shift += (setLogProb(steered) - setLogProb(base)) / prompts.length;
+      console.log(`gemma3 steered towards the sea (λ = 0.1): ${JSON.stringify(prompt)} → ${JSON.stringify(steered.text)}`);
+    }
+    console.log(`gemma3 steering: mean log-probability shift of ${words.length} sea words, λ = 0.1, greedy: ${shift.toFixed(3)}`);
+    expect(shift).toBeGreaterThan(0.5);
+    // 4. the exported control vector: llama.cpp's loader reads it, and llama.cpp adds direction.10
+    //    where our graph adds a vector after layer 10, not after 9 or 11 — on the weights
+    //    dequantized to F32, where the two engines differ only by Gemma's fp16 GELU table
+    //    (on the Q4 file llama.cpp's Q8 activations alone move the logits by 2–4e-2)
+    const dir = mkdtempSync(path.join(os.tmpdir(), "llj-real-cvec-"));
+    const file = path.join(dir, "sea.gguf");
+    const cv = await op.exportControlVector(file);
+    expect(cv.layer).toBe(10);
+    const loaded = getAddon().commonControlVectorLoad(path.join(getBuildRecord().libDir, "libllama-common.so"), file, 1);
+    if (!getBuildRecord().custom) expect(loaded?.nEmbd).toBe(d);
+    const tokens = Int32Array.from(model.tokenize("I went for a walk and saw"));
+    const n = tokens.length, L = model.hparams.nLayer;
+    const session = (engine: "llama" | "graph") => new (getAddon().NativeSession)(nativeModelOf(dequantized), { engine, nCtx: n, threads: 2 });
+    const graph = session("graph"), plainLlama = session("llama"), llama = session("llama");
+    try {
+      const inject = new Float32Array(n * d);
+      const { vector } = await op.controlVector();
+      for (let k = 0; k < n; k++) inject.set(vector, k * d);
+      const floor = relErr(await plainLlama.decode(tokens), (await graph.forward(tokens, null, -1, false)).logits);
+      llama.setControlVector((await readControlVector(file, model.hparams)).data, 1, L - 1);
+      const withCvec = await llama.decode(tokens);
+      const at = (layer: number) => graph.forward(tokens, inject, layer, false).then((r: { logits: Float32Array }) => relErr(withCvec, r.logits));
+      const [a9, a10, a11] = [await at(9), await at(10), await at(11)];
+      console.log(`gemma3 control vector: llama.cpp vs our graph ${floor.toExponential(2)} unsteered; with direction.10 against our vector after layer 9/10/11: ${[a9, a10, a11].map((x) => x.toExponential(2)).join(" ")}`);
+      expect(a10).toBeLessThan(Math.max(3 * floor, 1e-4));
+      expect(Math.min(a9, a11)).toBeGreaterThan(10 * a10);
+    } finally {
+      graph.dispose();
+      plainLlama.dispose();
+      llama.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 900_000);
 
   test("analyze --report on the real model: every position's triplets (svd token: each), drawn in headless Chromium offline", async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), "llj-real-report-"));
