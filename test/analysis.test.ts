@@ -1,6 +1,6 @@
 // Analyses on the linear system: SVD of the detached Jacobian, decoding, exact attribution.
 import { loadModel, syntheticModel, TINY_LLAMA, type Model, type Linearization } from "../src/index.js";
-import { STORIES, relErr, dot } from "./helpers.js";
+import { STORIES, relErr, dot, readF32Tensor } from "./helpers.js";
 import { getAddon } from "../src/native.js";
 import { initBackends } from "../src/backends.js";
 
@@ -105,11 +105,17 @@ test("attribution: per-position contributions sum exactly to the logit", async (
 });
 
 test("attribution of an affine model includes the bias term", async () => {
-  const m = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, biases: true, scales: true, ropeFreqs: true, seed: 3 }, "F32"), gpu: false });
+  const file = await syntheticModel({ ...TINY_LLAMA, biases: true, scales: true, ropeFreqs: true, seed: 3 }, "F32");
+  const m = await loadModel({ modelPath: file, gpu: false });
   try {
     const l = await m.linearize("Once upon a time");
     const a = await l.attribution();
-    expect(Math.abs(a.biasContribution)).toBeGreaterThan(0);
+    // the bias term's share is the LM-head row of the token times c (read from the file's output.weight)
+    const W = await readF32Tensor(file, "output.weight"), d = l.nEmbd, t = l.predictedToken;
+    expect(l.biasTerm).not.toBeNull();
+    const expected = dot(W.data.subarray(t * d, (t + 1) * d), l.biasTerm as Float32Array);
+    expect(Math.abs(expected)).toBeGreaterThan(1e-3);
+    expect(Math.abs(a.biasContribution - expected)).toBeLessThan(1e-4 * Math.abs(expected) + 1e-5);
     const sum = a.contributions.reduce((x, y) => x + y, 0) + a.biasContribution + a.outputBias;
     expect(Math.abs(sum - l.logits[l.predictedToken])).toBeLessThan(1e-5 * Math.abs(l.logits[l.predictedToken]) + 1e-5);
   } finally {

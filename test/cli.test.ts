@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/native.js";
 import { syntheticModel, loadModel, TINY_LLAMA, LljError } from "../src/index.js";
-import { STORIES, relErr, writeArchitectureStub } from "./helpers.js";
+import { STORIES, relErr, matVec, writeArchitectureStub } from "./helpers.js";
 
 const cli = path.join(packageRoot, "dist", "src", "cli.js");
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", env: { ...process.env, NODE_OPTIONS: "" } });
@@ -37,8 +37,8 @@ test("info --json and --tensors", () => {
 test.each([
   [["info", "/no/such/model.gguf"], /model file not found/],
   [["info", path.join(packageRoot, "package.json")], /not a GGUF file/],
-  [["info"], /Not enough non-option arguments|model/],
-  [["frobnicate"], /Unknown argument|Unknown command/i],
+  [["info"], /Not enough non-option arguments: got 0, need at least 1/],
+  [["frobnicate"], /^llj-gguf: Unknown argument: frobnicate$/m],
 ])("%j fails with one line and exit code 1", (args, message) => {
   const r = run(...args);
   expect(r.status).toBe(1);
@@ -130,15 +130,58 @@ test("analyze --layers adds the emergence table", () => {
   expect(rows[4]).toContain('" g"');
 });
 
-test("analyze --json", () => {
+test("analyze --json: the values, against the model and an explicit Jacobian", async () => {
   const j = JSON.parse(run("analyze", STORIES, "One day", "--json").stdout);
-  expect(j.tokens).toHaveLength(3);
-  expect(j.detached.relativeError).toBeLessThan(1e-5);
-  expect(j.contributionNorms).toHaveLength(3);
-  expect(j.biasTermRelativeNorm).toBeNull();
-  expect(j.logitContributions).toHaveLength(3);
-  expect(j.singular.values).toHaveLength(3);
+  const model = await loadModel({ modelPath: STORIES, gpu: false });
+  try {
+    expect(j.tokens).toEqual(model.tokenize("One day"));
+    expect(j.detached.relativeError).toBeLessThan(1e-5);
+    expect(j.biasTermRelativeNorm).toBeNull();
+    // llama.cpp's own forward predicts the same token, and the contributions sum to its logit
+    const ref = await model.referenceForward("One day");
+    expect(j.predictedToken).toBe(ref.topToken);
+    expect(j.predictedLogit).toBeCloseTo(ref.logits[ref.topToken], 3);
+    expect(j.logitContributions.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(ref.logits[ref.topToken], 3);
+    // ‖J_i x_i‖ and σ1..σ3 of J_last from the explicit Jacobian (singular values as eigenvalues of JᵀJ, in double)
+    await using lin = await model.linearize("One day");
+    const J = await lin.jacobian(), d = lin.nEmbd, n = lin.nTokens;
+    for (let i = 0; i < n; i++) {
+      const y = matVec(J.block(i), d, d, lin.inputEmbeddings.subarray(i * d, (i + 1) * d));
+      expect(j.contributionNorms[i]).toBeCloseTo(Math.hypot(...y), 4);
+    }
+    const B = J.block(n - 1), G = new Float64Array(d * d);
+    for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) {
+      let acc = 0;
+      for (let k = 0; k < d; k++) acc += B[k * d + a] * B[k * d + b];
+      G[a * d + b] = acc;
+    }
+    expect(j.singular.values).toHaveLength(3);
+    const sigma = topEigenvalues(G, d, 3).map(Math.sqrt);
+    j.singular.values.forEach((v: number, k: number) => expect(Math.abs(v - sigma[k]) / sigma[0]).toBeLessThan(1e-5));
+  } finally {
+    await model.dispose();
+  }
 });
+
+/** The k largest eigenvalues of a symmetric d × d matrix, by deflated power iteration in double. */
+function topEigenvalues(G: Float64Array, d: number, k: number): number[] {
+  const A = Float64Array.from(G), out: number[] = [];
+  for (let e = 0; e < k; e++) {
+    let v = new Float64Array(d).map((_, i) => Math.sin(i + 1 + e));
+    let lambda = 0;
+    for (let it = 0; it < 5000; it++) {
+      const w = new Float64Array(d);
+      for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) w[a] += A[a * d + b] * v[b];
+      const nw = Math.hypot(...w);
+      v = w.map((x) => x / nw);
+      if (Math.abs(nw - lambda) < 1e-13 * nw) break;
+      lambda = nw;
+    }
+    out.push(lambda);
+    for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) A[a * d + b] -= lambda * v[a] * v[b];
+  }
+  return out;
+}
 
 test("analyze with an empty prompt fails cleanly", () => {
   const r = run("analyze", STORIES, "");
