@@ -1,6 +1,25 @@
 // Human-readable text for the CLI. Pure functions of API results, so they are testable.
 import type { Model, ReferenceForward } from "./model.js";
 import type { AnalysisSummary } from "./analyses/summary.js";
+import Table from "cli-table3";
+
+/**
+ * Rows aligned in columns without borders, two spaces apart and indented by two. cli-table3
+ * measures display width, so tokens in wide scripts (CJK, emoji) keep the columns straight.
+ */
+export function table(rows: string[][], align: Array<"left" | "right">, head?: string[]): string[] {
+  const none = { top: "", "top-mid": "", "top-left": "", "top-right": "", bottom: "", "bottom-mid": "", "bottom-left": "", "bottom-right": "",
+    left: "", "left-mid": "", mid: "", "mid-mid": "", right: "", "right-mid": "", middle: "  " };
+  const t = new Table({ chars: none, colAligns: align, style: { head: [], border: [], "padding-left": 0, "padding-right": 0, compact: true }, ...(head ? { head } : {}) });
+  t.push(...rows);
+  return t.toString().split("\n").map((l) => `  ${l.trimEnd()}`);
+}
+
+/** A token's JSON text, cut with an ellipsis beyond w characters. */
+const cut = (text: string, w: number) => {
+  const t = JSON.stringify(text);
+  return t.length > w ? t.slice(0, w - 1) + "…" : t;
+};
 
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -48,11 +67,8 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
     `BLAS          ${model.backends.blas ? "OpenBLAS (ggml BLAS backend) for the linear passes" : "none: the linear passes use ggml's CPU matmul (install libopenblas-dev and rebuild for faster passes)"}`,
   ];
   if (options.tensors) {
-    const w = Math.max(...model.tensors.map((t) => t.name.length));
-    lines.push("", "tensor".padEnd(w) + "  type    shape                device");
-    for (const t of model.tensors) {
-      lines.push(`${t.name.padEnd(w)}  ${t.type.padEnd(6)}  ${`[${t.shape.join(", ")}]`.padEnd(20)} ${t.device}`);
-    }
+    lines.push("", ...table(model.tensors.map((t) => [t.name, t.type, `[${t.shape.join(", ")}]`, t.device]), ["left", "left", "left", "left"],
+      ["tensor", "type", "shape", "device"]).map((l) => l.slice(2)));
   }
   return lines.join("\n");
 }
@@ -88,15 +104,10 @@ export function formatAnalysis(a: AnalysisSummary): string {
     `each input token: its contribution to y (‖Jᵢxᵢ‖) and to the logit of ${JSON.stringify(a.predictedTokenText)} (W_U·Jᵢxᵢ)`,
   ];
   const max = Math.max(...a.contributionNorms);
-  const w = Math.min(24, Math.max(8, ...a.tokenTexts.map((t) => JSON.stringify(t).length)));
-  lines.push(`  ${"pos".padStart(4)}  ${"token".padEnd(w)}  ${"‖Jᵢxᵢ‖".padStart(10)}  ${"logit".padStart(9)}`);
-  a.contributionNorms.forEach((v, i) => {
-    const t = JSON.stringify(a.tokenTexts[i]);
-    lines.push(`  ${String(i).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  ${v.toFixed(4).padStart(10)}  ` +
-      `${a.logitContributions[i].toFixed(3).padStart(9)}  ${bar(v, max)}`);
-  });
-  if (a.logitBiasContribution !== 0) lines.push(`  ${"".padStart(4)}  ${"bias c".padEnd(w)}  ${"".padStart(10)}  ${a.logitBiasContribution.toFixed(3).padStart(9)}`);
-  lines.push("");
+  const w = 24;
+  const rows = a.contributionNorms.map((v, i) => [String(i), cut(a.tokenTexts[i], w), v.toFixed(4), a.logitContributions[i].toFixed(3), bar(v, max)]);
+  if (a.logitBiasContribution !== 0) rows.push(["", "bias c", "", a.logitBiasContribution.toFixed(3), ""]);
+  lines.push(...table(rows, ["right", "left", "right", "right", "left"], ["pos", "token", "‖Jᵢxᵢ‖", "logit", ""]), "");
   if (a.singular) {
     lines.push("leading singular vectors of the last token's detached Jacobian (u: through the LM head, v: nearest input embeddings)" +
       (a.singularNote ? ` — ${a.singularNote}` : ""));
@@ -107,18 +118,15 @@ export function formatAnalysis(a: AnalysisSummary): string {
   }
   if (a.positions && a.positions.length > 1) {
     lines.push("", "every input position i: σ1 of its own Jacobian J_i, u1 through the LM head, v1's nearest input embeddings");
-    for (const p of a.positions) {
-      const t = JSON.stringify(a.tokenTexts[p.position] ?? "");
-      lines.push(`  ${String(p.position).padStart(4)}  ${(t.length > w ? t.slice(0, w - 1) + "…" : t).padEnd(w)}  σ1 = ${p.sigma1.toFixed(3).padStart(8)}   ` +
-        `u → ${p.u.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}   v → ${p.v.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}`);
-    }
+    lines.push(...table(a.positions.map((p) => [String(p.position), cut(a.tokenTexts[p.position] ?? "", w), `σ1 = ${p.sigma1.toFixed(3)}`,
+      `u → ${p.u.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}`, `v → ${p.v.slice(0, 3).map((x) => JSON.stringify(x)).join(" ")}`]),
+    ["right", "left", "right", "left", "left"]));
   }
   if (a.emergence) {
     lines.push("", "emergence: per layer, the leading left singular vector of the last token's Jacobian of the residual stream",
       "after that layer (through the final norm), decoded through the LM head");
-    for (const r of a.emergence) {
-      lines.push(`  layer ${String(r.layer).padStart(3)}  σ1 = ${r.value.toFixed(3).padStart(8)}   ${r.tokens.map((t) => JSON.stringify(t)).join(" ")}`);
-    }
+    lines.push(...table(a.emergence.map((r) => [`layer ${r.layer}`, `σ1 = ${r.value.toFixed(3)}`, r.tokens.map((t) => JSON.stringify(t)).join(" ")]),
+      ["right", "right", "left"]));
   }
   lines.push("", `(${a.seconds.toFixed(2)} s)`);
   return lines.join("\n");

@@ -294,7 +294,7 @@ test("analyze prints every input position's own J_i: σ1 and decoded u1/v1, the 
     for (let i = 0; i < lin.nTokens; i++) {
       const row = lines[head + 1 + i];
       expect(row).toMatch(new RegExp(`^\\s+${i}\\s`));
-      expect(row).toContain(`σ1 = ${each.positions[i].values[0].toFixed(3).padStart(8)}`);
+      expect(row).toContain(`σ1 = ${each.positions[i].values[0].toFixed(3)}`);
       const u1 = (await lin.decode(each.positions[i].u.slice(0, lin.nEmbd), { space: "output", top: 1 }))[0][0].text;
       expect(row).toContain(`u → ${JSON.stringify(u1)}`);
     }
