@@ -135,7 +135,7 @@ struct Projection {
 
 // Q (0), K (1) or V (2) of a layer, separate or as rows of the fused attn_qkv.
 static Projection qkv(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, int which) {
-    const bool bs = spec.arch.qkv_bias_scale;
+    const bool bs = spec.arch.attn.qkv_bias_scale;
     Projection p;
     if (L.wqkv) {
         const int64_t nq = (int64_t) spec.n_head * spec.head_dim, nkv = (int64_t) spec.n_head_kv * spec.head_dim;
@@ -173,25 +173,25 @@ static ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec,
     const Projection pq = qkv(ctx, spec, L, 0), pk = qkv(ctx, spec, L, 1);
     ggml_tensor * q = proj_attn(ctx, pq.w, pq.s, pq.b, a, opt);  // [hd·H, n, 1]
     ggml_tensor * k = proj_attn(ctx, pk.w, pk.s, pk.b, a, opt);
-    if (spec.arch.qk_norm == QkNorm::FullWidth) {  // one RMSNorm over all heads (olmo2)
+    if (spec.arch.norms.qk == QkNorm::FullWidth) {  // one RMSNorm over all heads (olmo2)
         q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
         k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
     }
 
     q = ggml_reshape_3d(ctx, q, hd, H, n);
     k = ggml_reshape_3d(ctx, k, hd, Hkv, n);
-    if (spec.arch.qk_norm == QkNorm::PerHead) {  // an RMSNorm per head (qwen3, gemma3)
+    if (spec.arch.norms.qk == QkNorm::PerHead) {  // an RMSNorm per head (qwen3, gemma3)
         q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
         k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
     }
-    if (spec.arch.rope) {
+    if (spec.arch.attn.rope) {
         const RopeParams & r = L.rope;
         q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
                           r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
         k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
                           r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
     }
-    if (spec.arch.q_scale_after_rope || spec.arch.q_prescale_head_dim) q = ggml_scale(ctx, q, spec.q_scale);
+    if (spec.arch.attn.scales_q()) q = ggml_scale(ctx, q, spec.q_scale);
     if (in.attn_temp) q = ggml_mul(ctx, q, in.attn_temp);
     ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
     ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
@@ -268,7 +268,7 @@ static Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeig
 }
 
 static ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g) {
-    return arch.gate_act == GateAct::GeluTanh ? ggml_gelu(ctx, g) : ggml_silu(ctx, g);
+    return arch.ffn.act == Act::GeluTanh ? ggml_gelu(ctx, g) : ggml_silu(ctx, g);
 }
 
 // The plain activation act(z) frozen as z·s(z) (non-gated FFNs): s = act(z) / z, with z = 0
@@ -294,7 +294,7 @@ static ggml_tensor * centered(ggml_context * ctx, ggml_tensor * h) {
 // (the bias, a constant, only in passes with biases).
 static ggml_tensor * pre_norm(ggml_context * ctx, const ModelSpec & spec, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w,
                               ggml_tensor * b, const BuildOptions & opt) {
-    if (!spec.arch.layer_norm) return scaled(ctx, h, r, w);
+    if (spec.arch.norms.kind != NormKind::Layer) return scaled(ctx, h, r, w);
     ggml_tensor * y = scaled(ctx, centered(ctx, h), r, w);
     return b && opt.bias ? ggml_add(ctx, y, b) : y;
 }
@@ -302,7 +302,7 @@ static ggml_tensor * pre_norm(ggml_context * ctx, const ModelSpec & spec, ggml_t
 // Its transpose: diag(r·w), then the centering for LayerNorm.
 static ggml_tensor * pre_norm_t(ggml_context * ctx, const ModelSpec & spec, ggml_tensor * dy, ggml_tensor * r, ggml_tensor * w) {
     ggml_tensor * t = scaled(ctx, dy, r, w);
-    return spec.arch.layer_norm ? centered(ctx, t) : t;
+    return spec.arch.norms.kind == NormKind::Layer ? centered(ctx, t) : t;
 }
 
 // The frozen coefficients restricted to positions [p0, n): views (the attention block is
@@ -350,7 +350,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     };
     auto rms = [&](ggml_tensor * t, const char * name, int il) { return freeze(rms_inverse(ctx, t, in.ones, spec.norm_eps), name, il); };
     // A pre-norm's frozen coefficient: 1/rms, or LayerNorm's 1/std (the rms of the centered input).
-    auto pre_rms = [&](ggml_tensor * t, const char * name, int il) { return rms(arch.layer_norm ? centered(ctx, t) : t, name, il); };
+    auto pre_rms = [&](ggml_tensor * t, const char * name, int il) { return rms(arch.norms.kind == NormKind::Layer ? centered(ctx, t) : t, name, il); };
 
     ggml_tensor * h = x;
     for (int il = opt.from_layer; il <= last; ++il) {
@@ -362,7 +362,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
 
         // attention branch: o_proj(P · v(a)), a = pre-norm(h)
         ggml_tensor * a = h;
-        if (arch.pre_norms) {
+        if (arch.norms.pre) {
             if (opt.primal) fz.r_attn[il] = pre_rms(h, "r_attn", il);
             a = pre_norm(ctx, spec, h, fz.r_attn[il], L.attn_norm, L.attn_norm_b, opt);
         }
@@ -370,7 +370,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         const Projection pv = qkv(ctx, spec, L, 2);
         ggml_tensor * v = proj_attn(ctx, pv.w, pv.s, pv.b, a, opt);  // [hd·H_kv, n, B]
         ggml_tensor * attn = proj_attn(ctx, L.wo, L.so, L.bo, attend(ctx, v, fz.probs[il], hd, H, Hkv), opt);
-        if (arch.post_norms) {
+        if (arch.norms.post) {
             if (opt.primal) fz.r_attn_post[il] = rms(attn, "r_attn_post", il);
             attn = scaled(ctx, attn, fz.r_attn_post[il], L.attn_post_norm);
         }
@@ -383,7 +383,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         ggml_tensor * m = ffn_in;
         if (spec.shared_ffn_norm) {
             m = a;  // the attention's normed input
-        } else if (arch.pre_norms) {
+        } else if (arch.norms.pre) {
             if (opt.primal) fz.r_ffn[il] = pre_rms(ffn_in, "r_ffn", il);
             m = pre_norm(ctx, spec, ffn_in, fz.r_ffn[il], L.ffn_norm, L.ffn_norm_b, opt);
         }
@@ -400,7 +400,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         } else {
             const Projection pu = gate_up(ctx, spec, L, 1);
             ggml_tensor * u = proj_ffn(ctx, pu.w, pu.b, pu.s, m, opt);
-            if (opt.primal && arch.gated_ffn) {
+            if (opt.primal && arch.ffn.kind == FfnKind::Gated) {
                 const Projection pg = gate_up(ctx, spec, L, 0);
                 fz.gate_act[il] = freeze(gate_activation(ctx, arch, proj_ffn(ctx, pg.w, pg.b, pg.s, m, opt)), "gate_act", il);
             } else if (opt.primal) {  // down(act(u)) = down(u·s(u)): s frozen (act divided by ffn_act.scales when present)
@@ -408,7 +408,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
             }
             f = proj_ffn(ctx, L.down, L.b_down, L.s_down, ggml_mul(ctx, u, fz.gate_act[il]), opt);
         }
-        if (arch.post_norms) {
+        if (arch.norms.post) {
             if (opt.primal) fz.r_ffn_post[il] = rms(f, "r_ffn_post", il);
             f = scaled(ctx, f, fz.r_ffn_post[il], L.ffn_post_norm);
         }
@@ -434,7 +434,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
 static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, const GraphInputs & in,
                                    int il, ggml_tensor * z, const BuildOptions & opt) {
     const LayerWeights & L = spec.layers[(size_t) il];
-    if (spec.arch.post_norms) z = scaled(ctx, z, fz.r_ffn_post[il], L.ffn_post_norm);
+    if (spec.arch.norms.post) z = scaled(ctx, z, fz.r_ffn_post[il], L.ffn_post_norm);
     ggml_tensor * dm;
     if (spec.n_expert > 0) {
         dm = experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
@@ -446,20 +446,20 @@ static ggml_tensor * ffn_transpose(ggml_context * ctx, const ModelSpec & spec, c
         dm = matmul_t(ctx, pu.w, t, opt);
     }
     if (spec.shared_ffn_norm) return pre_norm_t(ctx, spec, dm, fz.r_attn[il], L.attn_norm);  // it read the attention's norm
-    return spec.arch.pre_norms ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
+    return spec.arch.norms.pre ? pre_norm_t(ctx, spec, dm, fz.r_ffn[il], L.ffn_norm) : dm;
 }
 
 // Transpose of one layer's attention branch: cotangent z on its output → on its input h.
 static ggml_tensor * attn_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz, int il, ggml_tensor * z,
                                     const BuildOptions & opt) {
     const LayerWeights & L = spec.layers[(size_t) il];
-    if (spec.arch.post_norms) z = scaled(ctx, z, fz.r_attn_post[il], L.attn_post_norm);
+    if (spec.arch.norms.post) z = scaled(ctx, z, fz.r_attn_post[il], L.attn_post_norm);
     if (L.so) z = ggml_mul(ctx, z, L.so);
     ggml_tensor * dv = attend_t(ctx, matmul_t(ctx, L.wo, z, opt), fz.probs[il], spec.head_dim, spec.n_head, spec.n_head_kv);
     const Projection pv = qkv(ctx, spec, L, 2);
     if (pv.s) dv = ggml_mul(ctx, dv, pv.s);
     ggml_tensor * da = matmul_t(ctx, pv.w, dv, opt);
-    return spec.arch.pre_norms ? pre_norm_t(ctx, spec, da, fz.r_attn[il], L.attn_norm) : da;
+    return spec.arch.norms.pre ? pre_norm_t(ctx, spec, da, fz.r_attn[il], L.attn_norm) : da;
 }
 
 ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const FrozenTensors & fz_all, const GraphInputs & in,
