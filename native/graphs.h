@@ -3,6 +3,7 @@
 //                     pass, which records them) or read back frozen (the linear map L, JVP),
 //                     over a batch of B input sequences at once;
 //   build_transpose — the transpose Lᵀ (VJP), the same frozen structure walked backwards.
+// Each layer is one program of paired blocks (native/layer.h) that both walk.
 // Both share the layout [d, n, B] (ggml order): B sequences of n positions of width d.
 #pragma once
 

@@ -178,7 +178,7 @@ void set_primal_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
 ggml_tensor * token_embeddings(ggml_context * ctx, const ModelSpec & sp, ggml_tensor * ids, const GraphInputs & in) {
     const int64_t d = sp.n_embd, n = ids->ne[0];
     ggml_tensor * x = ggml_get_rows(ctx, sp.tok_embd, ids);
-    if (sp.arch.embd_scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
+    if (sp.arch.input.scale_sqrt_d) x = ggml_scale(ctx, x, sqrtf((float) d));
     if (sp.pos_embd) x = ggml_add(ctx, x, ggml_get_rows(ctx, sp.pos_embd, in.pos));  // learned positions: x is the sum
     return ggml_reshape_3d(ctx, x, d, n, 1);
 }
@@ -732,7 +732,7 @@ Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
     o.Set("weight", read(s->spec.output_norm));
     o.Set("bias", read(s->spec.output_norm_b));
     o.Set("eps", s->spec.norm_eps);
-    o.Set("layerNorm", s->spec.arch.layer_norm);
+    o.Set("layerNorm", s->spec.arch.norms.kind == NormKind::Layer);
     return o;
 }
 

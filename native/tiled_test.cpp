@@ -58,6 +58,7 @@ class TiledSelfTestWorker : public PromiseWorker {
   public:
     TiledSelfTestWorker(Napi::Env env, ggml_type type, int64_t m, int64_t n, int threads)
         : PromiseWorker(env), type_(type), m_(m), n_(n), threads_(threads) {}
+    // Long: one self-contained test scenario (inputs, both kernels, every comparison) read top to bottom.
     void Execute() override {
         const int64_t blck = ggml_blck_size(type_);
         // Two 256-column chunks plus one block: a partial last chunk (and, for F16/BF16,

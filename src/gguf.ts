@@ -4,10 +4,40 @@ import { stat } from "node:fs/promises";
 import { readGgufFileInfo } from "node-llama-cpp";
 import { LljError } from "./errors.js";
 import { readGgufHeader } from "./gguf-header.js";
+import { getAddon, type NativeArchitectures } from "./native.js";
 
-/** Architectures llj-gguf linearizes exactly. Others are refused with a reason. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "mistral3", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "olmo2", "phi3", "gpt2", "starcoder", "phi2", "gptneox", "starcoder2", "falcon", "mpt"] as const;
-export type SupportedArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+// The architecture lists come from the native registry (native/arch/registry.cpp), read on
+// first use: importing this module does not load the addon.
+let registry: NativeArchitectures | undefined;
+let refusals: Array<[RegExp, string]> | undefined;
+
+/** The native registry of model families: supported names, families, refusal reasons. */
+export function architectureRegistry(): NativeArchitectures {
+  return (registry ??= getAddon().architectures());
+}
+
+/** Architectures llj-gguf linearizes exactly, in the registry's order. Others are refused with a reason. */
+export function supportedArchitectures(): readonly string[] {
+  return architectureRegistry().supported;
+}
+
+/**
+ * The same list as a readonly array (filled from the native registry on first access).
+ * Prefer supportedArchitectures().
+ */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = (() => {
+  const target: string[] = [];
+  const fill = () => {
+    if (target.length === 0) { target.push(...supportedArchitectures()); Object.freeze(target); }
+    return target;
+  };
+  return new Proxy(target, {
+    get: (_t, p) => Reflect.get(fill(), p),
+    has: (_t, p) => Reflect.has(fill(), p),
+    ownKeys: () => Reflect.ownKeys(fill()),
+    getOwnPropertyDescriptor: (_t, p) => Reflect.getOwnPropertyDescriptor(fill(), p),
+  });
+})();
 
 export interface RopeParameters {
   /** Rotated dimensions per head. */
@@ -136,7 +166,7 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
     throw new LljError(`${modelPath} is truncated: a tensor starts at byte ${lastOffset} but the file has only ${size} bytes`, { code: "INVALID_MODEL" });
   }
 
-  const supported = (SUPPORTED_ARCHITECTURES as readonly string[]).includes(architecture);
+  const supported = supportedArchitectures().includes(architecture);
   const a = architecture;
   const byName = new Map(tensors.map((t) => [t.name, t]));
   // An architecture we do not support is refused by name later (assertSupported), not for a missing key.
@@ -171,26 +201,11 @@ export async function readGgufSummary(modelPath: string): Promise<GgufSummary> {
   return { path: modelPath, fileSize: size, architecture, supported, hparams, tensors, metadata };
 }
 
-// Why a family of llama.cpp architectures has no exact linearization here. Families listed
-// by what stands in the way; anything else gets the generic reason.
-const RECURRENT = "its layers carry a recurrent state (state-space or RWKV mixing), whose detached form is not implemented";
-const ENCODER = "it is an encoder (bidirectional attention, pooled outputs), not a decoder-only language model";
-const UNSUPPORTED_REASONS: Array<[RegExp, string]> = [
-  [/^(mamba2?|rwkv\d*|arwkv\d*|rwkv\d+qwen|jamba|falcon-h1|granite-?hybrid|lfm2.*|nemotron-h.*|plamo2|qwen3next|qwen35.*|kimi-linear|plamo3)$/, RECURRENT],
-  [/^(bert|nomic-bert.*|jina-bert.*|modern-bert|neo-bert|eurobert|t5encoder|gemma-embedding|llama-embed)$/, ENCODER],
-  [/^t5$/, "it is an encoder-decoder model"],
-  [/^gemma3n$/, "it adds per-layer inputs (AltUp and per-layer embeddings), not implemented"],
-  [/^gemma4.*$/, "its per-layer inputs and shared KV layers are not implemented"],
-  [/^(deepseek2|deepseek3.*|deepseek4|kimi-k3|glm-dsa|minimax-m2)$/, "multi-head latent attention / its routing scheme is not implemented"],
-  [/^llama4$/, "chunked attention and shared-expert MoE are not implemented"],
-  [/^(gptj|bloom|refact|codeshell|jais.*)$/,
-    "its graph in the LayerNorm and non-gated MLP family is not written yet (gpt2's, starcoder's, starcoder2's, phi2's, gptneox's, falcon's and mpt's are; the method applies)"],
-];
-
-/** Why llj-gguf refuses an architecture, as precisely as known. */
+/** Why llj-gguf refuses an architecture, as precisely as known (the native registry's reasons). */
 export function unsupportedReason(architecture: string): string {
-  for (const [re, reason] of UNSUPPORTED_REASONS) if (re.test(architecture)) return reason;
-  return "no linearization graph is written for it yet";
+  refusals ??= architectureRegistry().refused.map(({ pattern, reason }) => [new RegExp(`^(?:${pattern})$`), reason]);
+  for (const [re, reason] of refusals) if (re.test(architecture)) return reason;
+  return architectureRegistry().otherReason;
 }
 
 export function assertSupported(summary: GgufSummary): void {
@@ -202,7 +217,7 @@ export function assertSupported(summary: GgufSummary): void {
   }
   if (!summary.supported) {
     throw new LljError(`architecture "${summary.architecture}" of ${summary.path} is not supported by llj-gguf: ` +
-      `${unsupportedReason(summary.architecture)} (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`, { code: "UNSUPPORTED" });
+      `${unsupportedReason(summary.architecture)} (supported: ${supportedArchitectures().join(", ")})`, { code: "UNSUPPORTED" });
   }
 }
 

@@ -12,7 +12,7 @@ export type { LinearOperator, PositionRange } from "./operator.js";
 export { seededGaussian } from "./random.js";
 export { initBackends, getBackendInfo } from "./backends.js";
 export type { GpuOption, BackendInfo } from "./backends.js";
-export { readGgufSummary, SUPPORTED_ARCHITECTURES } from "./gguf.js";
+export { readGgufSummary, SUPPORTED_ARCHITECTURES, supportedArchitectures, architectureRegistry } from "./gguf.js";
 export type { HyperParameters, RopeParameters, GgufSummary } from "./gguf.js";
 export { syntheticModel, dequantizedSyntheticModel, writeSyntheticModel, quantizeModel, TINY_LLAMA } from "./synthetic.js";
 export type { SyntheticSpec, SyntheticArchitecture, QuantType } from "./synthetic.js";

@@ -162,8 +162,21 @@ export interface GgufTensorSpec {
   init: TensorInit;
 }
 
+/** The registry of model families (native/arch/registry.cpp). */
+export interface NativeArchitectures {
+  /** Every architecture the graphs implement, in the registry's order. */
+  supported: string[];
+  /** The same names by family (the native/arch/<family>.cpp defining them). */
+  families: Array<{ family: string; names: string[] }>;
+  /** Known architectures refused, by what stands in the way: a regex source over the whole name, and the reason. */
+  refused: Array<{ pattern: string; reason: string }>;
+  /** The reason for any other architecture. */
+  otherReason: string;
+}
+
 export interface NativeAddon {
   llamaCppTag: string;
+  architectures(): NativeArchitectures;
   initBackends(options: { cpuDir: string; gpuLibraries: string[]; blasLibrary: string }):
     { loaded: string[]; failed: string[]; log: string; alreadyInitialized: boolean; blasError?: string };
   backendDevices(): NativeDevice[];

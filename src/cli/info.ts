@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from "yargs";
 import { loadModel, type Model } from "../model.js";
 import { LljError } from "../errors.js";
-import { readGgufSummary, unsupportedReason, SUPPORTED_ARCHITECTURES } from "../gguf.js";
+import { readGgufSummary, unsupportedReason, supportedArchitectures } from "../gguf.js";
 import { formatModelInfo } from "../report.js";
 import { gpuOption, type GlobalArgs } from "./common.js";
 import { resolveModelPath } from "../model-uri.js";
@@ -32,7 +32,7 @@ async function info(argv: InfoArgs): Promise<void> {
         `architecture  ${g.architecture}`,
         `linearization not supported: ${summary.reason}`,
         `shape         ${h.nLayer} layers, d=${h.nEmbd}, ${h.nHead} heads, ${h.nHeadKv} KV heads, ${g.tensors.length} tensors`,
-        `supported     ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+        `supported     ${supportedArchitectures().join(", ")}`,
       ].join("\n"));
     }
     return;

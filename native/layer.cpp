@@ -1,0 +1,234 @@
+#include "layer.h"
+
+#include <stdexcept>
+
+namespace llj {
+
+ggml_tensor * freeze(ggml_tensor * t, const char * name, int il, const BuildOptions & opt) {
+    ggml_format_name(t, "%s-%d", name, il);
+    if (opt.keep_frozen) ggml_set_output(t);
+    return t;
+}
+
+static Block norm_block(ggml_tensor * w, ggml_tensor * b, FrozenSet coef, const char * name, bool center) {
+    Block k{BlockKind::Norm};
+    k.p.w = w;
+    k.p.b = b;
+    k.coef = coef;
+    k.coef_name = name;
+    k.center = center;
+    return k;
+}
+
+// pre-norm, V, P·, O, post-norm: llama.cpp's attention with Q and K inside the frozen P.
+static Branch attention_branch(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L) {
+    const NormSpec & norms = spec.arch.norms;
+    Branch br{Tap::Attn, {}};
+    if (norms.pre) br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, "r_attn", norms.kind == NormKind::Layer));
+    Block v{BlockKind::Proj};
+    v.p = qkv(ctx, spec, L, 2);
+    Block attend{BlockKind::Attend};
+    attend.coef = &FrozenTensors::probs;
+    attend.coef_name = "probs";
+    Block o{BlockKind::Proj};
+    o.p = {L.wo, L.bo, L.so};
+    br.blocks.insert(br.blocks.end(), {v, attend, o});
+    if (norms.post) br.blocks.push_back(norm_block(L.attn_post_norm, nullptr, &FrozenTensors::r_attn_post, "r_attn_post", false));
+    return br;
+}
+
+// pre-norm (or the attention's, shared), then down(G ⊙ up(m)) or the routed experts, post-norm.
+static Branch ffn_branch(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L) {
+    const NormSpec & norms = spec.arch.norms;
+    const bool ln = norms.kind == NormKind::Layer;
+    Branch br{Tap::Mlp, {}};
+    if (spec.shared_ffn_norm) {
+        br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, "r_attn", ln));
+        br.blocks.back().shared = true;
+    } else if (norms.pre) {
+        br.blocks.push_back(norm_block(L.ffn_norm, L.ffn_norm_b, &FrozenTensors::r_ffn, "r_ffn", ln));
+    }
+    if (spec.n_expert > 0) {
+        br.blocks.push_back(Block{BlockKind::Experts});
+    } else {
+        Block up{BlockKind::Proj};
+        up.p = gate_up(ctx, spec, L, 1);
+        up.ffn_order = true;
+        Block gate{BlockKind::Gate};
+        gate.coef = &FrozenTensors::gate_act;
+        gate.coef_name = "gate_act";
+        gate.plain = spec.arch.ffn.kind == FfnKind::Plain;
+        if (!gate.plain) gate.p = gate_up(ctx, spec, L, 0);
+        Block down{BlockKind::Proj};
+        down.p = {L.down, L.b_down, L.s_down};
+        down.ffn_order = true;
+        br.blocks.insert(br.blocks.end(), {up, gate, down});
+    }
+    if (norms.post) br.blocks.push_back(norm_block(L.ffn_post_norm, nullptr, &FrozenTensors::r_ffn_post, "r_ffn_post", false));
+    return br;
+}
+
+LayerProgram layer_program(ggml_context * ctx, const ModelSpec & spec, int il) {
+    const LayerWeights & L = spec.layers[(size_t) il];
+    Branch attn = attention_branch(ctx, spec, L), ffn = ffn_branch(ctx, spec, L);
+    LayerProgram prog;
+    if (spec.parallel) prog.steps = {{attn, ffn}};  // h + attn(h) + ffn(h)
+    else prog.steps = {{attn}, {ffn}};              // h1 = h + attn(h); h1 + ffn(h1)
+    return prog;
+}
+
+// Primal: the block's frozen coefficient, from its input x or from the branch's normed input
+// m (the input of its first block after the norm: what Q, K, the gate and the router read).
+static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, FrozenTensors & fz,
+                         const GraphInputs & in, ggml_tensor * x, ggml_tensor * m, const BuildOptions & opt) {
+    const LayerWeights & L = spec.layers[(size_t) il];
+    switch (b.kind) {
+    case BlockKind::Norm:  // 1/rms, or LayerNorm's 1/std (the rms of the centered input)
+        if (!b.shared) (fz.*b.coef)[il] = freeze(rms_inverse(ctx, b.center ? centered(ctx, x) : x, in.ones, spec.norm_eps), b.coef_name, il, opt);
+        return;
+    case BlockKind::Proj:
+        return;
+    case BlockKind::Attend:
+        (fz.*b.coef)[il] = freeze(attention_probs(ctx, spec, L, in, m, opt), b.coef_name, il, opt);
+        return;
+    case BlockKind::Gate: {  // act(gate(m)), or for down(act(u)) = down(u·s(u)) the factor s(u)
+        ggml_tensor * g = b.plain ? activation_factor(ctx, spec.arch, x, L.ffn_act)
+                                  : gate_activation(ctx, spec.arch, proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt));
+        (fz.*b.coef)[il] = freeze(g, b.coef_name, il, opt);
+        return;
+    }
+    case BlockKind::Experts: {
+        const Routing r = route(ctx, spec, L, m, opt);
+        fz.moe_ids[il] = freeze(r.ids, "moe_ids", il, opt);
+        fz.gate_act[il] = freeze(r.G, "gate_act", il, opt);
+        fz.moe_coef[il] = freeze(r.coef, "moe_coef", il, opt);
+        return;
+    }
+    }
+}
+
+static ggml_tensor * block_forward(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, const FrozenTensors & fz,
+                                   const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt) {
+    switch (b.kind) {
+    case BlockKind::Norm:
+        return norm(ctx, x, (fz.*b.coef)[il], b.p.w, b.p.b, b.center, opt);
+    case BlockKind::Proj:
+        return b.ffn_order ? proj_ffn(ctx, b.p.w, b.p.b, b.p.s, x, opt) : proj_attn(ctx, b.p.w, b.p.s, b.p.b, x, opt);
+    case BlockKind::Attend:
+        return attend(ctx, x, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
+    case BlockKind::Gate:
+        return ggml_mul(ctx, x, (fz.*b.coef)[il]);
+    case BlockKind::Experts: {
+        ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
+        return experts_forward(ctx, spec, spec.layers[(size_t) il], x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
+    }
+    }
+    throw std::logic_error("unknown block");
+}
+
+static ggml_tensor * block_transpose(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, const FrozenTensors & fz,
+                                     const GraphInputs & in, ggml_tensor * z, const BuildOptions & opt) {
+    switch (b.kind) {
+    case BlockKind::Norm:
+        return norm_t(ctx, z, (fz.*b.coef)[il], b.p.w, b.center);
+    case BlockKind::Proj:  // Wᵀ(s·z), either order of bias and scale
+        if (b.p.s) z = ggml_mul(ctx, z, b.p.s);
+        return matmul_t(ctx, b.p.w, z, opt);
+    case BlockKind::Attend:
+        return attend_t(ctx, z, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
+    case BlockKind::Gate:
+        return ggml_mul(ctx, z, (fz.*b.coef)[il]);
+    case BlockKind::Experts:
+        return experts_transpose(ctx, spec, spec.layers[(size_t) il], z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
+    }
+    throw std::logic_error("unknown block");
+}
+
+// The branch on x; attn_normed: the attention branch's normed input, set by it and read by a
+// shared norm (the same primitive on the same input, computed once).
+static ggml_tensor * branch_forward(ggml_context * ctx, const ModelSpec & spec, int il, const Branch & br, FrozenTensors & fz,
+                                    const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt, ggml_tensor *& attn_normed) {
+    ggml_tensor * m = nullptr;
+    for (const Block & b : br.blocks) {
+        if (b.kind != BlockKind::Norm && !m) m = x;
+        if (opt.primal) freeze_block(ctx, spec, il, b, fz, in, x, m, opt);
+        x = b.shared ? attn_normed : block_forward(ctx, spec, il, b, fz, in, x, opt);
+    }
+    if (br.tap == Tap::Attn) attn_normed = m;
+    return x;
+}
+
+ggml_tensor * layer_forward(ggml_context * ctx, const ModelSpec & spec, int il, FrozenTensors & fz, const GraphInputs & in,
+                            ggml_tensor * h, const BuildOptions & opt, Tap stop) {
+    const LayerProgram prog = layer_program(ctx, spec, il);
+    ggml_tensor * attn_normed = nullptr;
+    for (const auto & step : prog.steps) {
+        ggml_tensor * out = h;
+        for (const Branch & br : step) {
+            ggml_tensor * y = branch_forward(ctx, spec, il, br, fz, in, h, opt, attn_normed);
+            if (br.tap == stop) return y;
+            out = ggml_add(ctx, out, y);
+        }
+        h = out;
+    }
+    return h;
+}
+
+// A cotangent and whether it holds the last position only (BuildOptions::last_only).
+struct Cotangent {
+    ggml_tensor * t;
+    bool last;
+};
+
+// The branch's blocks transposed in reverse order. A last-position cotangent reads the
+// last-position coefficients until the attention spreads it over every key.
+static Cotangent branch_transpose(ggml_context * ctx, const ModelSpec & spec, int il, const Branch & br, const FrozenTensors & fz,
+                                  const FrozenTensors * at_last, const GraphInputs & in, Cotangent z, const BuildOptions & opt) {
+    for (auto b = br.blocks.rbegin(); b != br.blocks.rend(); ++b) {
+        if (z.last && b->kind == BlockKind::Attend) {
+            ggml_tensor * p = (fz.*b->coef)[il];  // [key, query, head]: the last query, every key
+            const int64_t m = p->ne[0];
+            ggml_tensor * p_last = ggml_view_3d(ctx, p, m, 1, p->ne[2], p->nb[1], p->nb[2], (size_t) (m - 1) * p->nb[1]);
+            z = {attend_t(ctx, z.t, p_last, spec.head_dim, spec.n_head, spec.n_head_kv), false};
+            continue;
+        }
+        z.t = block_transpose(ctx, spec, il, *b, z.last ? *at_last : fz, in, z.t, opt);
+    }
+    return z;
+}
+
+// acc + t; a last-position acc is added into the last position of an all-position t.
+static Cotangent add(ggml_context * ctx, Cotangent acc, Cotangent t) {
+    if (acc.last == t.last) return {ggml_add(ctx, acc.t, t.t), acc.last};
+    if (!acc.last) throw std::logic_error("a branch cannot narrow the cotangent's positions");
+    const int64_t m = t.t->ne[1];
+    return {ggml_acc(ctx, t.t, acc.t, t.t->nb[1], t.t->nb[2], t.t->nb[3], (size_t) (m - 1) * t.t->nb[1]), false};
+}
+
+ggml_tensor * layer_transpose(ggml_context * ctx, const ModelSpec & spec, int il, const FrozenTensors & fz,
+                              const FrozenTensors * at_last, const GraphInputs & in, ggml_tensor * d,
+                              const BuildOptions & opt, Tap start) {
+    const LayerProgram prog = layer_program(ctx, spec, il);
+    Cotangent z{d, at_last != nullptr};
+    int s = (int) prog.steps.size() - 1;
+    if (start == Tap::Attn || start == Tap::Mlp) {  // d enters at that branch's output: no residual identity there
+        for (; s >= 0; --s) {
+            const Branch * hit = nullptr;
+            for (const Branch & br : prog.steps[(size_t) s]) if (br.tap == start) hit = &br;
+            if (!hit) continue;
+            z = branch_transpose(ctx, spec, il, *hit, fz, at_last, in, z, opt);
+            break;
+        }
+        --s;  // the steps before it
+    }
+    for (; s >= 0; --s) {  // each step h + Σ_b branch_b(h) transposed: d + Σ_b branch_bᵀ(d), last branch first
+        const auto & step = prog.steps[(size_t) s];
+        Cotangent acc = z;
+        for (auto br = step.rbegin(); br != step.rend(); ++br) acc = add(ctx, acc, branch_transpose(ctx, spec, il, *br, fz, at_last, in, z, opt));
+        z = acc;
+    }
+    if (z.last) throw std::logic_error("the cotangent did not reach every position");
+    return z.t;
+}
+
+}  // namespace llj

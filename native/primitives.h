@@ -1,0 +1,61 @@
+// The primitives of the linear passes, each linear op paired with its transpose (x ↦ A x and
+// z ↦ Aᵀ z with the same frozen coefficients), and the primal computations that record those
+// coefficients. native/layer.cpp describes a layer as a sequence of them.
+// Layout [d, n, B] (ggml order) throughout: B sequences of n positions of width d.
+#pragma once
+
+#include "graphs.h"
+
+namespace llj {
+
+// W x and Wᵀ z: dense, tiled (quantized weights) or BLAS outer products as BuildOptions say.
+ggml_tensor * matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const BuildOptions & opt);
+ggml_tensor * matmul_t(ggml_context * ctx, ggml_tensor * w, ggml_tensor * z, const BuildOptions & opt);
+
+// One projection: weight, bias and per-tensor scale as the graph applies them.
+struct Projection {
+    ggml_tensor * w = nullptr, * b = nullptr, * s = nullptr;
+};
+// (W x)·s + b, as llama.cpp's attention applies it; and (W x + b)·s, as its FFN does.
+// The transpose of either is Wᵀ(s·z) (the bias is a constant).
+ggml_tensor * proj_attn(ggml_context * ctx, ggml_tensor * w, ggml_tensor * s, ggml_tensor * b, ggml_tensor * x, const BuildOptions & opt);
+ggml_tensor * proj_ffn(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * s, ggml_tensor * x, const BuildOptions & opt);
+// Q (0), K (1) or V (2) of a layer, separate or as rows of the fused attn_qkv.
+Projection qkv(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, int which);
+// The FFN's gate (0) or up (1) projection, separate or as rows of the fused [gate; up].
+Projection gate_up(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, int which);
+
+// o = P v per head (GQA groups as llama.cpp), and its transpose; probs [n_key, n_query, H].
+ggml_tensor * attend(ggml_context * ctx, ggml_tensor * v, ggml_tensor * probs, int hd, int n_head, int n_head_kv);
+ggml_tensor * attend_t(ggml_context * ctx, ggml_tensor * dout, ggml_tensor * probs, int hd, int n_head, int n_head_kv);
+// Primal: the frozen probabilities of one layer from its attention input a.
+ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                              ggml_tensor * a, const BuildOptions & opt);
+
+// Norms with their coefficient r frozen: h·r·w, or (center) (h - mean)·r·w + b; and the transpose.
+ggml_tensor * norm(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w, ggml_tensor * b, bool center,
+                   const BuildOptions & opt);
+ggml_tensor * norm_t(ggml_context * ctx, ggml_tensor * dy, ggml_tensor * r, ggml_tensor * w, bool center);
+ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w);  // h·r·w
+ggml_tensor * centered(ggml_context * ctx, ggml_tensor * h);                                  // h - mean(h), self-transpose
+// Primal: 1/sqrt(mean(h²) + eps) per position.
+ggml_tensor * rms_inverse(ggml_context * ctx, ggml_tensor * h, ggml_tensor * ones, float eps);
+
+// Primal: the frozen gate factor act(gate(m)) (gated FFNs), or s(z) = act(z)/z for a plain
+// activation act(z) = z·s(z) (divided by ffn_act.scales when present).
+ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g);
+ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z, ggml_tensor * act_scales);
+
+// The routed FFN with routing, weights and gate activations frozen: Σ_k coef_k · down_k(G_k ⊙ up_k(m)),
+// and its transpose. ids: the chosen experts of each of the n·B columns.
+ggml_tensor * experts_forward(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m,
+                              ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact);
+ggml_tensor * experts_transpose(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * dd,
+                                ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef);
+// Primal: the router (ids [k, n], gate activations [ff, k, n], coefficients [1, k, n]).
+struct Routing {
+    ggml_tensor * ids, * G, * coef;
+};
+Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt);
+
+}  // namespace llj
