@@ -92,6 +92,12 @@ static void read_all(const ggml_tensor * t, std::vector<float> & out) {
 }
 
 // Copies the frozen coefficients computed by the primal graph into their persistent tensors.
+// The primal record's copies (hundreds of MB at long prompts: the attention probabilities)
+// run after the graph, where its abort check no longer looks: check between them.
+static void check_abort(const LinState & s) {
+    if (s.runner->abort_requested()) throw Aborted();
+}
+
 static void store_frozen(LinState & s, FrozenTensors & computed) {
     auto from = computed.all();
     FrozenTensors & f = s.frozen;
@@ -104,8 +110,15 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
     }
     s.frozen_buf = ggml_backend_alloc_ctx_tensors_from_buft(s.frozen_ctx, ggml_backend_cpu_buffer_type());
     if (!s.frozen_buf) throw std::runtime_error("cannot allocate memory for the frozen coefficients");
+    // into the host buffer in 16 MiB pieces, checking the abort between them
+    constexpr size_t piece = (size_t) 16 << 20;
     for (size_t i = 0; i < from.size(); ++i) {
-        if (*from[i]) ggml_backend_tensor_copy(*from[i], *to[i]);
+        if (!*from[i]) continue;
+        const size_t bytes = ggml_nbytes(*from[i]);
+        for (size_t off = 0; off < bytes; off += piece) {
+            check_abort(s);
+            ggml_backend_tensor_get(*from[i], (char *) (*to[i])->data + off, off, std::min(piece, bytes - off));
+        }
     }
     s.moe_ids.assign(computed.moe_ids.size(), {});
     for (size_t l = 0; l < computed.moe_ids.size(); ++l) {
@@ -249,6 +262,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
 
     read_all(y, hidden_out);
     if (!record) return;
+    check_abort(s);
     read_all(x, s.x);
     read_all(final_res, s.final_residual);
     read_all(logits, s.logits_raw);
@@ -256,8 +270,12 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     else s.logits = s.logits_raw;
     const size_t L = (size_t) sp.n_layer;
     s.layer_inputs.resize(L);
-    for (size_t l = 0; l < L; ++l) read_all(layer_in[l], s.layer_inputs[l]);
+    for (size_t l = 0; l < L; ++l) {
+        check_abort(s);
+        read_all(layer_in[l], s.layer_inputs[l]);
+    }
     store_frozen(s, fz);
+    check_abort(s);
 }
 
 // Where a pass starts and what it reads: parsed from { fromLayer, tap, tapLayer }.
