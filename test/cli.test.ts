@@ -240,6 +240,11 @@ test("info on an architecture llj-gguf does not linearize says so, and why, up f
   expect(r.stdout).toMatch(/architecture\s+rwkv6/);
   expect(r.stdout).toMatch(/linearization not supported: its layers carry a recurrent state/);
   expect(r.stdout).toContain("2 layers, d=16");
+  // analyzing it is one line naming the architecture, why, and what is supported
+  const a = run("analyze", f, "Once", "--gpu", "false");
+  expect(a.status).toBe(1);
+  expect(a.stderr.trim().split("\n")).toHaveLength(1);
+  expect(a.stderr).toMatch(/^llj-gguf: .*rwkv6.*recurrent state.*\(supported: llama, .*gemma3.*\)/);
 });
 
 test("--help lists every command, and each command's help has an example", () => {
