@@ -3,6 +3,7 @@
 #include "ggml.h"
 #include "llama.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -131,6 +132,19 @@ double get_number(const Napi::Object & o, const char * key, double def) {
 bool get_bool(const Napi::Object & o, const char * key, bool def) {
     auto v = o.Get(key);
     return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : def;
+}
+
+// A Float32Array argument copied out, refused (TypeError / RangeError naming it) unless every value is finite.
+std::vector<float> float_array_arg(Napi::Env env, const Napi::Value & v, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
+    }
+    auto a = v.As<Napi::Float32Array>();
+    std::vector<float> out(a.Data(), a.Data() + a.ElementLength());
+    for (size_t i = 0; i < out.size(); ++i) {
+        if (!std::isfinite(out[i])) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value at index " + std::to_string(i));
+    }
+    return out;
 }
 
 }  // namespace llj

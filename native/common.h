@@ -100,5 +100,7 @@ inline Napi::Float32Array to_float32_array(Napi::Env env, const float * data, si
 std::string get_string(const Napi::Object & o, const char * key, const std::string & def = "");
 double get_number(const Napi::Object & o, const char * key, double def);
 bool get_bool(const Napi::Object & o, const char * key, bool def);
+// A Float32Array argument copied out; refused unless every value is finite.
+std::vector<float> float_array_arg(Napi::Env env, const Napi::Value & v, const char * what);
 
 }  // namespace llj

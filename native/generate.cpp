@@ -213,18 +213,6 @@ class SessionWorker : public ProgressPromiseWorker {
     Out out_;
 };
 
-static std::vector<float> float32_arg(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
-    }
-    auto a = v.As<Napi::Float32Array>();
-    std::vector<float> out(a.Data(), a.Data() + a.ElementLength());
-    for (size_t i = 0; i < out.size(); ++i) {
-        if (!std::isfinite(out[i])) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value at index " + std::to_string(i));
-    }
-    return out;
-}
-
 // new NativeSession(model, { engine: "llama" | "graph", nCtx, threads, exact, tiled, blas })
 class NativeSession : public Napi::ObjectWrap<NativeSession> {
   public:
@@ -277,7 +265,7 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
         if (s->graph) throw Napi::Error::New(env, "control vectors apply to the llama engine");
         if (s->lctx) throw Napi::Error::New(env, "the control vector must be set before the first decode");
         const int32_t d = llama_model_n_embd(s->model), L = llama_model_n_layer(s->model);
-        std::vector<float> data = float32_arg(env, info[0], "control vector data");
+        std::vector<float> data = float_array_arg(env, info[0], "control vector data");
         if (data.size() != (size_t) d * (size_t) (L - 1)) {
             throw Napi::RangeError::New(env, "control vector data must hold n_embd·(n_layer − 1) = " + std::to_string((size_t) d * (L - 1)) + " values");
         }
@@ -319,7 +307,7 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
         const int d = llama_model_n_embd(s->model), L = llama_model_n_layer(s->model);
         std::vector<float> inject;
         if (!info[1].IsNull() && !info[1].IsUndefined()) {
-            inject = float32_arg(env, info[1], "steering vectors");
+            inject = float_array_arg(env, info[1], "steering vectors");
             if (inject.size() != tokens.size() * (size_t) d) throw Napi::RangeError::New(env, "steering vectors must hold n·d values");
         }
         const int layer = info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : -1;

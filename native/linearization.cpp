@@ -512,18 +512,6 @@ class LinearWorker : public ProgressPromiseWorker {
     std::vector<float> out_;
 };
 
-static std::vector<float> float_array_arg(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
-    }
-    auto a = v.As<Napi::Float32Array>();
-    std::vector<float> out(a.Data(), a.Data() + a.ElementLength());
-    for (size_t i = 0; i < out.size(); ++i) {
-        if (!std::isfinite(out[i])) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value at index " + std::to_string(i));
-    }
-    return out;
-}
-
 // Runs `pass` over the B columns in chunks of at most max_batch, reporting progress.
 static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, const float * in, float * out,
                     const std::function<void(const float *, int, float *)> & pass, const std::function<bool(float)> & progress) {

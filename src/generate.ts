@@ -15,6 +15,7 @@ import { getAddon, type NativeModel, type NativeSession } from "./native.js";
 import { LljError, abortedError, fromNative, invalid } from "./errors.js";
 import { abortFlagFor } from "./abort.js";
 import * as check from "./validate.js";
+import { uniformStream01 } from "./random.js";
 import type { SteeringOperator } from "./steering.js";
 import { readControlVector } from "./cvec.js";
 import type { HyperParameters } from "./gguf.js";
@@ -173,18 +174,6 @@ export function generationPlan(host: GenerationHost, promptLength: number, optio
   };
 }
 
-/** A seeded uniform generator in [0, 1) (mulberry32, as analysis.ts's seededGaussian). */
-export function seededUniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** log softmax(logits)[t] for each t, in double. */
 export function logProbs(logits: Float32Array, tokens: readonly number[]): number[] {
   let max = -Infinity;
@@ -267,7 +256,7 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
     // graph engine: the steering sequence follows the tokens (its vectors need their embeddings)
     const steer = plan.operator ? plan.operator.sequence(plan.lambda ?? plan.operator.lambda) : null;
     if (steer) await steer.extend(await native(() => s.embed(Int32Array.from(tokens))), signal);
-    const uniform = plan.sampling.greedy ? () => 0 : seededUniform(plan.sampling.seed);
+    const uniform = plan.sampling.greedy ? () => 0 : uniformStream01(plan.sampling.seed);
     const steps: GeneratedToken[] = [];
     const generated: number[] = [];
     let stopReason: Generation["stopReason"] = "maxTokens";
