@@ -30,6 +30,7 @@ import { readGgufFileInfo } from "node-llama-cpp";
 import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticSpec } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
+import { seededGaussian } from "../src/random.js";
 
 const here = fileURLToPath(import.meta.url);
 const srcDir = path.resolve(path.dirname(here), "..", "..", "bench");
@@ -89,7 +90,7 @@ async function child(kind: string, modelPath: string, tokens: number[]) {
     await lin.jacobian();
     columns = lin.nEmbd;
   } else {
-    const u = new Float32Array(64 * lin.nEmbd).map(() => Math.random() - 0.5);
+    const u = seededGaussian(64 * lin.nEmbd, 1);
     await lin.vjp(u);
     columns = 64;
   }
@@ -390,8 +391,8 @@ async function quantizedShapesSection(s: SyntheticSpec, label: string) {
   const model = await loadModel({ modelPath: file, gpu: false });
   const addon = getAddon();
   const n = tokens.length, d = s.nEmbd, B = 18;
-  const u = new Float32Array(B * d).map(() => Math.random() - 0.5);
-  const v = new Float32Array(B * d).map(() => Math.random() - 0.5);
+  const u = seededGaussian(B * d, 2);
+  const v = seededGaussian(B * d, 3);
   const best: Record<string, number> = {};
   const keep = (k: string, t: number) => { best[k] = Math.min(best[k] ?? Infinity, t); };
   let agree = { hidden: 0, vjp: 0, jvp: 0 };
