@@ -6,6 +6,7 @@ import { loadModel } from "../model.js";
 import { LljError } from "../errors.js";
 import type { Generation, GeneratedToken } from "../generate.js";
 import { gpuOption, interruption, statusLine, type GlobalArgs } from "./common.js";
+import { table } from "../report.js";
 
 interface SteerArgs extends GlobalArgs {
   model: string;
@@ -124,11 +125,11 @@ async function steer(argv: SteerArgs): Promise<void> {
     say(sideBySide(plain.text, steered.text, width, ["unsteered (llama.cpp)", `steered (λ = ${op.lambda}, our graph)`]));
     say("");
     say("mean log-probability along each continuation of the concept's top tokens");
-    say(`  token         unsteered     steered       shift${c ? "   control vector" : ""}`);
-    const row = (name: string, a: number, b: number, cv?: number) =>
-      `  ${name.padEnd(12)} ${a.toFixed(3).padStart(9)}   ${b.toFixed(3).padStart(9)}   ${((b - a >= 0 ? "+" : "") + (b - a).toFixed(3)).padStart(9)}${cv === undefined ? "" : `   ${cv.toFixed(3).padStart(9)}`}`;
-    top.forEach((t, j) => say(row(JSON.stringify(t.text), p.perToken[j], s.perToken[j], c?.perToken[j])));
-    say(row("(any of them)", p.set, s.set, c?.set));
+    const signed = (x: number) => (x >= 0 ? "+" : "") + x.toFixed(3);
+    const row = (name: string, a: number, b: number, cv?: number) => [name, a.toFixed(3), b.toFixed(3), signed(b - a), ...(cv === undefined ? [] : [cv.toFixed(3)])];
+    const rows = top.map((t, j) => row(JSON.stringify(t.text), p.perToken[j], s.perToken[j], c?.perToken[j]));
+    rows.push(row("(any of them)", p.set, s.set, c?.set));
+    say(table(rows, ["left", "right", "right", "right", "right"], ["token", "unsteered", "steered", "shift", ...(c ? ["control vector"] : [])]).join("\n"));
     if (cvec) {
       say("");
       say(`control vector ${cvec.path}: direction.${cvec.layer}, norm ${cvec.norm.toFixed(3)} (fixed direction; llama.cpp applies it)`);
