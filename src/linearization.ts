@@ -478,7 +478,8 @@ export class Linearization {
    * Concept emergence: for each layer, the leading singular vectors of the last token's
    * Jacobian of the residual stream after it (through the final norm), decoded through the LM head.
    */
-  async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"]; seed?: number } = {}): Promise<EmergenceRow[]> {
+  async emergence(options: { k?: number; top?: number; layers?: number[]; method?: SvdOptions["method"]; seed?: number;
+    signal?: AbortSignal; onProgress?: (progress: number) => void } = {}): Promise<EmergenceRow[]> {
     const o = check.options("emergence options", options);
     const L = this.#nLayer;
     if (o.layers !== undefined && !Array.isArray(o.layers)) throw invalid("layers must be an array of layer indices");
@@ -486,8 +487,10 @@ export class Linearization {
     const k = check.optionalInteger("k", o.k, 1, this.nEmbd) ?? 1;
     const top = check.optionalInteger("top", o.top, 1, this.logits.length) ?? Math.min(5, this.logits.length);
     check.svdOptions({ k, method: o.method, seed: o.seed }, this.nTokens);
-    return this.#lc.run(() => emergence((layer) => this.#operator({ tap: "residual", layer, fromLayer: 0, finalNorm: true }),
-      this.vocabulary, layers, { k, top, method: o.method, seed: o.seed }));
+    const signal = check.optionalSignal("signal", o.signal);
+    const onProgress = check.optionalFunction<(p: number) => void>("onProgress", o.onProgress);
+    return this.#lc.run(() => emergence((layer) => this.#operator({ tap: "residual", layer, fromLayer: 0, finalNorm: true, signal }),
+      this.vocabulary, layers, { k, top, method: o.method, seed: o.seed, onProgress }));
   }
 
   /**

@@ -262,6 +262,14 @@ describe("layer taps", () => {
     expect(rows.map((r) => r.layer)).toEqual([0, 1, 2, 3, 4]);
     expect(rows[4].tokens[0].map((t) => t.id)).toContain(lin.predictedToken);
     expect(rows[0].tokens[0][0].text).toBe(" little");
+    // progress per layer, and an abort stops it
+    const seen: number[] = [];
+    const again = await lin.emergence({ k: 1, top: 5, onProgress: (p) => seen.push(p) });
+    expect(seen).toEqual([0.2, 0.4, 0.6, 0.8, 1]);
+    expect(again.map((r) => r.values[0])).toEqual(rows.map((r) => r.values[0]));
+    const ac = new AbortController();
+    const e = await lin.emergence({ k: 1, signal: ac.signal, onProgress: () => ac.abort() }).then(() => null, (x: unknown) => x);
+    expect((e as { code?: string }).code).toBe("ABORTED");
   });
 
   test("bad taps are refused", async () => {

@@ -14,12 +14,13 @@ export interface EmergenceRow {
 }
 
 export async function emergence(operatorAt: (layer: number) => Promise<LinearOperator>, vocab: Vocabulary, layers: number[],
-  options: { k: number; top: number; method?: SvdOptions["method"]; seed?: number }): Promise<EmergenceRow[]> {
+  options: { k: number; top: number; method?: SvdOptions["method"]; seed?: number; onProgress?: (progress: number) => void }): Promise<EmergenceRow[]> {
   const rows: EmergenceRow[] = [];
   for (const layer of layers) {
     const op = await operatorAt(layer);
     const s = await svd(op, { k: options.k, method: options.method, seed: options.seed });
     rows.push({ layer, values: Array.from(s.values), tokens: await decode(vocab, s.u, op.nEmbd, "output", options.top) });
+    options.onProgress?.(rows.length / layers.length);
   }
   return rows;
 }

@@ -173,7 +173,7 @@ export async function summarize(model: Model, prompt: string, options: Summarize
         (s.converged ? "" : " — NOT converged: raise maxIterations or oversampling before trusting these vectors");
     if (options.layers) stage("emergence (one SVD per layer)")();
     const emergence = options.layers
-      ? (await lin.emergence({ k: 4, top: 6 })).map((r) => ({ layer: r.layer, value: r.values[0], values: r.values, tokens: r.tokens[0].map((t) => t.text) }))
+      ? (await lin.emergence({ k: 4, top: 6, onProgress: stage("emergence (one SVD per layer)"), signal: options.signal })).map((r) => ({ layer: r.layer, value: r.values[0], values: r.values, tokens: r.tokens[0].map((t) => t.text) }))
       : undefined;
     stage("report figures")();
     const figures = await reportFields(model, lin, rec, nonlin, s);
