@@ -4,15 +4,15 @@ import type { AnalysisSummary } from "./analyses/summary.js";
 import Table from "cli-table3";
 
 /**
- * Rows aligned in columns without borders, two spaces apart and indented by two. cli-table3
+ * Rows aligned in columns without borders, two spaces apart, each line after `indent`. cli-table3
  * measures display width, so tokens in wide scripts (CJK, emoji) keep the columns straight.
  */
-export function table(rows: string[][], align: Array<"left" | "right">, head?: string[]): string[] {
+export function table(rows: string[][], align: Array<"left" | "right">, head?: string[], indent = "  "): string[] {
   const none = { top: "", "top-mid": "", "top-left": "", "top-right": "", bottom: "", "bottom-mid": "", "bottom-left": "", "bottom-right": "",
     left: "", "left-mid": "", mid: "", "mid-mid": "", right: "", "right-mid": "", middle: "  " };
   const t = new Table({ chars: none, colAligns: align, style: { head: [], border: [], "padding-left": 0, "padding-right": 0, compact: true }, ...(head ? { head } : {}) });
   t.push(...rows);
-  return t.toString().split("\n").map((l) => `  ${l.trimEnd()}`);
+  return t.toString().split("\n").map((l) => indent + l.trimEnd());
 }
 
 /** A token's JSON text, cut with an ellipsis beyond w characters. */
@@ -68,7 +68,7 @@ export function formatModelInfo(model: Model, options: { tensors?: boolean } = {
   ];
   if (options.tensors) {
     lines.push("", ...table(model.tensors.map((t) => [t.name, t.type, `[${t.shape.join(", ")}]`, t.device]), ["left", "left", "left", "left"],
-      ["tensor", "type", "shape", "device"]).map((l) => l.slice(2)));
+      ["tensor", "type", "shape", "device"], ""));
   }
   return lines.join("\n");
 }

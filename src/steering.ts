@@ -140,6 +140,7 @@ export class SteeringOperator {
   #host: SteeringHost;
   #topTokens: Promise<DecodedToken[]> | undefined;
   #map: Promise<LinearOperator> | undefined;
+  #leading = new Map<boolean, Promise<Float32Array>>();
 
   /** @internal made by Model.steeringOperator() */
   constructor(host: SteeringHost, concept: Linearization, p: { layer: number; injectLayer: number; finalNorm: boolean; lambda: number }) {
@@ -178,6 +179,7 @@ export class SteeringOperator {
     if (embeddings.length === 0 || embeddings.length % d !== 0) throw invalid(`embeddings must hold m·d values (d = ${d}), got ${embeddings.length}`);
     check.integer("firstPosition", firstPosition, 0, Number.MAX_SAFE_INTEGER);
     const m = embeddings.length / d, out = new Float32Array(m * d);
+    const op = await this.#operator();
     const chunk = Math.max(1, Math.min(m, Math.floor((1 << 22) / (nc * d))));  // tangents of at most 16 MiB per pass
     for (let r0 = 0; r0 < m; r0 += chunk) {
       const B = Math.min(chunk, m - r0), tangents = new Float32Array(B * nc * d);
@@ -185,7 +187,7 @@ export class SteeringOperator {
         const i = (firstPosition + r0 + b) % nc;
         tangents.set(embeddings.subarray((r0 + b) * d, (r0 + b + 1) * d), (b * nc + i) * d);
       }
-      out.set(await (await this.#operator()).jvp(tangents, { signal }), r0 * d);
+      out.set(await op.jvp(tangents, { signal }), r0 * d);
     }
     return out;
   }
@@ -219,13 +221,24 @@ export class SteeringOperator {
   topTokens(top = 5): Promise<DecodedToken[]> {
     check.integer("top", top, 1, 50);
     this.#topTokens ??= (async () => {
-      const s = await this.concept.layerSvd({ layer: this.layer, tap: "residual" }, { k: 1 });
-      return (await this.concept.decode(s.u.slice(0, this.nEmbd), { space: "output", top: Math.min(50, this.concept.logits.length) }))[0];
+      const u = await this.#leadingVector(true);
+      return (await this.concept.decode(u.slice(), { space: "output", top: Math.min(50, this.concept.logits.length) }))[0];
     })().catch((e) => {
       this.#topTokens = undefined;  // a failed or aborted computation is not kept
       throw e;
     });
     return this.#topTokens.then((t) => t.slice(0, top));
+  }
+
+  /** u1 of the last token's layer-l Jacobian, with or without the final norm: one SVD each, shared by topTokens and direction. */
+  #leadingVector(finalNorm: boolean): Promise<Float32Array> {
+    let p = this.#leading.get(finalNorm);
+    if (!p) {
+      p = this.concept.layerSvd({ layer: this.layer, tap: "residual", finalNorm }, { k: 1 }).then((s) => s.u.slice(0, this.nEmbd));
+      p.catch(() => this.#leading.delete(finalNorm));  // a failed or aborted computation is not kept
+      this.#leading.set(finalNorm, p);
+    }
+    return p;
   }
 
   /**
@@ -238,7 +251,7 @@ export class SteeringOperator {
     const d = this.nEmbd;
     let v: Float32Array;
     if (kind === "singular") {
-      v = (await this.concept.layerSvd({ layer: this.layer, tap: "residual", finalNorm: this.finalNorm }, { k: 1 })).u.slice(0, d);
+      v = (await this.#leadingVector(this.finalNorm)).slice();
     } else {
       const s = await this.steeringVectors(this.concept.inputEmbeddings, 0);
       v = new Float32Array(d);
