@@ -3,6 +3,7 @@
 #include "graphs.h"
 
 #include "layer.h"
+#include "primitives.h"
 
 #include <stdexcept>
 
@@ -58,6 +59,8 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     }
     if (opt.primal) fz_all.reset((size_t) spec.n_layer);
     if (opt.primal && opt.first_position != 0) throw std::logic_error("the primal pass covers every position");
+    // the derivative of the probabilities reads every key: no truncated ordinary passes
+    if (opt.ordinary && opt.first_position != 0) throw std::logic_error("ordinary passes cover every position");
     FrozenTensors sliced;
     if (opt.first_position > 0) sliced = frozen_from(ctx, fz_all, opt.first_position);
     FrozenTensors & fz = opt.first_position > 0 ? sliced : fz_all;
@@ -80,7 +83,12 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
         *final_residual = h;
     }
     const bool ln = spec.arch.norms.kind == NormKind::Layer;
-    if (opt.primal) fz.r_out = freeze(rms_inverse(ctx, ln ? centered(ctx, h) : h, in.ones, spec.norm_eps), "r_out", -1, opt);
+    if (opt.primal) {
+        ggml_tensor * c = ln ? centered(ctx, h) : h;
+        fz.r_out = freeze(rms_inverse(ctx, c, in.ones, spec.norm_eps), "r_out", -1, opt);
+        if (opt.ordinary) fz.nh_out = freeze(ggml_mul(ctx, c, fz.r_out), "nh_out", -1, opt);
+    }
+    if (opt.ordinary && !opt.primal) return norm_d(ctx, h, fz.r_out, fz.nh_out, spec.output_norm, ln);
     return norm(ctx, h, fz.r_out, spec.output_norm, spec.output_norm_b, ln, opt);
 }
 
@@ -96,7 +104,10 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
     // above its attention acts per position: that part runs on the one position (at_last).
     FrozenTensors at_last;
     ggml_tensor * dh = u;
-    if (opt.last_only) {
+    if (opt.ordinary && (opt.last_only || opt.first_position != 0)) throw std::logic_error("ordinary passes cover every position");
+    if (opt.ordinary && opt.tap == Tap::Output) {
+        dh = norm_d_t(ctx, u, fz.r_out, fz.nh_out, spec.output_norm, ln);
+    } else if (opt.last_only) {
         if (opt.tap != Tap::Output || spec.n_expert > 0) throw std::logic_error("last_only is for dense models' output cotangents");
         at_last = frozen_from(ctx, fz, fz.probs[(size_t) last]->ne[0] - 1);
         dh = norm_t(ctx, u, at_last.r_out, spec.output_norm, ln);

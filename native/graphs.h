@@ -28,14 +28,28 @@ struct FrozenTensors {
     std::vector<ggml_tensor *> moe_coef;     // [1, k, n]   router weight × the experts' up and down scales
     ggml_tensor * r_out = nullptr;           // [1, n]     1/rms before the output norm
 
+    // Ordinary mode (BuildOptions::ordinary) also records what the derivative of each
+    // coefficient reads (docs/math.md §5); null in detached linearizations.
+    std::vector<ggml_tensor *> nh_attn, nh_attn_post, nh_ffn, nh_ffn_post;  // [d, n] each norm's x·r (centered for LayerNorm)
+    std::vector<ggml_tensor *> att_q;        // [hd, H, n]    Q as the scores read it (after qk-norm, rope, scales)
+    std::vector<ggml_tensor *> att_k;        // [hd, H_kv, n] K likewise
+    std::vector<ggml_tensor *> att_v;        // [hd·H_kv, n]  V
+    std::vector<ggml_tensor *> qn_q, qr_q, qn_k, qr_k;  // qk-norm: normalized Q/K and their 1/rms
+    std::vector<ggml_tensor *> att_cap;      // [n, n, H]     the attention softcap's derivative 1 - tanh²
+    std::vector<ggml_tensor *> gate_d;       // [n_ff, n]     gated FFN: up ⊙ act'(gate); plain: act'(z)
+    ggml_tensor * nh_out = nullptr;          // [d, n]        the final norm's x·r
+
     // The per-layer sets, in a fixed order.
     std::vector<std::vector<ggml_tensor *> *> per_layer() {
-        return {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef};
+        return {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef,
+                &nh_attn, &nh_attn_post, &nh_ffn, &nh_ffn_post, &att_q, &att_k, &att_v, &qn_q, &qr_q, &qn_k, &qr_k,
+                &att_cap, &gate_d};
     }
     // n_layer empty entries in every set.
     void reset(size_t n_layer) {
         for (auto * v : per_layer()) v->assign(n_layer, nullptr);
         r_out = nullptr;
+        nh_out = nullptr;
     }
     // Every frozen tensor, in a fixed order (for copying them as a set).
     std::vector<ggml_tensor **> all() {
@@ -44,16 +58,17 @@ struct FrozenTensors {
             for (auto * v : per_layer()) out.push_back(&(*v)[l]);
         }
         out.push_back(&r_out);
+        out.push_back(&nh_out);
         return out;
     }
 };
 
 struct GraphInputs {
-    ggml_tensor * pos = nullptr;         // [n] i32 positions (primal only)
+    ggml_tensor * pos = nullptr;         // [n] i32 positions (primal, and ordinary linear passes: rope of the tangents)
     ggml_tensor * mask = nullptr;        // [n, n] causal mask (primal only)
     ggml_tensor * mask_swa = nullptr;    // [n, n] causal sliding-window mask (primal, SWA models)
     ggml_tensor * ones = nullptr;        // [1, n] of 1 (primal only, for 1/rms)
-    ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal, when used)
+    ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal and ordinary passes, when used)
     // Steering (primal, native/generate.cpp): [d, n] added to the residual stream after layer
     // BuildOptions::inject_layer, each column times that position's ‖h‖ when inject_norm_scaled.
     ggml_tensor * inject = nullptr;
@@ -71,6 +86,10 @@ enum class Tap {
 
 struct BuildOptions {
     bool primal = false;  // compute and record the frozen values (B must be 1)
+    // The true derivative instead of the detached map: each frozen coefficient's own
+    // derivative term is added (docs/math.md §5). Primal: also record what those terms read.
+    // Linear passes then cover every position (first_position 0, no last_only).
+    bool ordinary = false;
     bool bias = false;    // include the bias terms (primal, and the constant term c)
     bool exact = true;    // dequantize weights to F32 for every product (docs/precision.md)
     bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/tiled.h)

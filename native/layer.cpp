@@ -1,6 +1,7 @@
 #include "layer.h"
 
 #include <stdexcept>
+#include <tuple>
 
 namespace llj {
 
@@ -10,11 +11,12 @@ ggml_tensor * freeze(ggml_tensor * t, const char * name, int il, const BuildOpti
     return t;
 }
 
-static Block norm_block(ggml_tensor * w, ggml_tensor * b, FrozenSet coef, const char * name, bool center) {
+static Block norm_block(ggml_tensor * w, ggml_tensor * b, FrozenSet coef, FrozenSet nhat, const char * name, bool center) {
     Block k{BlockKind::Norm};
     k.p.w = w;
     k.p.b = b;
     k.coef = coef;
+    k.nhat = nhat;
     k.coef_name = name;
     k.center = center;
     return k;
@@ -24,7 +26,7 @@ static Block norm_block(ggml_tensor * w, ggml_tensor * b, FrozenSet coef, const 
 static Branch attention_branch(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L) {
     const NormSpec & norms = spec.arch.norms;
     Branch br{Tap::Attn, {}};
-    if (norms.pre) br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, "r_attn", norms.kind == NormKind::Layer));
+    if (norms.pre) br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, &FrozenTensors::nh_attn, "r_attn", norms.kind == NormKind::Layer));
     Block v{BlockKind::Proj};
     v.p = qkv(ctx, spec, L, 2);
     Block attend{BlockKind::Attend};
@@ -33,7 +35,7 @@ static Branch attention_branch(ggml_context * ctx, const ModelSpec & spec, const
     Block o{BlockKind::Proj};
     o.p = {L.wo, L.bo, L.so};
     br.blocks.insert(br.blocks.end(), {v, attend, o});
-    if (norms.post) br.blocks.push_back(norm_block(L.attn_post_norm, nullptr, &FrozenTensors::r_attn_post, "r_attn_post", false));
+    if (norms.post) br.blocks.push_back(norm_block(L.attn_post_norm, nullptr, &FrozenTensors::r_attn_post, &FrozenTensors::nh_attn_post, "r_attn_post", false));
     return br;
 }
 
@@ -43,10 +45,10 @@ static Branch ffn_branch(ggml_context * ctx, const ModelSpec & spec, const Layer
     const bool ln = norms.kind == NormKind::Layer;
     Branch br{Tap::Mlp, {}};
     if (spec.shared_ffn_norm) {
-        br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, "r_attn", ln));
+        br.blocks.push_back(norm_block(L.attn_norm, L.attn_norm_b, &FrozenTensors::r_attn, &FrozenTensors::nh_attn, "r_attn", ln));
         br.blocks.back().shared = true;
     } else if (norms.pre) {
-        br.blocks.push_back(norm_block(L.ffn_norm, L.ffn_norm_b, &FrozenTensors::r_ffn, "r_ffn", ln));
+        br.blocks.push_back(norm_block(L.ffn_norm, L.ffn_norm_b, &FrozenTensors::r_ffn, &FrozenTensors::nh_ffn, "r_ffn", ln));
     }
     if (spec.n_expert > 0) {
         br.blocks.push_back(Block{BlockKind::Experts});
@@ -64,7 +66,7 @@ static Branch ffn_branch(ggml_context * ctx, const ModelSpec & spec, const Layer
         down.ffn_order = true;
         br.blocks.insert(br.blocks.end(), {up, gate, down});
     }
-    if (norms.post) br.blocks.push_back(norm_block(L.ffn_post_norm, nullptr, &FrozenTensors::r_ffn_post, "r_ffn_post", false));
+    if (norms.post) br.blocks.push_back(norm_block(L.ffn_post_norm, nullptr, &FrozenTensors::r_ffn_post, &FrozenTensors::nh_ffn_post, "r_ffn_post", false));
     return br;
 }
 
@@ -78,26 +80,48 @@ LayerProgram layer_program(ggml_context * ctx, const ModelSpec & spec, int il) {
 }
 
 // Primal: the block's frozen coefficient, from its input x or from the branch's normed input
-// m (the input of its first block after the norm: what Q, K, the gate and the router read).
+// m (the input of its first block after the norm: what Q, K, the gate and the router read);
+// in ordinary mode also what its derivative term reads.
 static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, FrozenTensors & fz,
                          const GraphInputs & in, ggml_tensor * x, ggml_tensor * m, const BuildOptions & opt) {
     const LayerWeights & L = spec.layers[(size_t) il];
     switch (b.kind) {
-    case BlockKind::Norm:  // 1/rms, or LayerNorm's 1/std (the rms of the centered input)
-        if (!b.shared) (fz.*b.coef)[il] = freeze(rms_inverse(ctx, b.center ? centered(ctx, x) : x, in.ones, spec.norm_eps), b.coef_name, il, opt);
+    case BlockKind::Norm: {  // 1/rms, or LayerNorm's 1/std (the rms of the centered input)
+        if (b.shared) return;
+        ggml_tensor * c = b.center ? centered(ctx, x) : x;
+        (fz.*b.coef)[il] = freeze(rms_inverse(ctx, c, in.ones, spec.norm_eps), b.coef_name, il, opt);
+        if (opt.ordinary) (fz.*b.nhat)[il] = freeze(ggml_mul(ctx, c, (fz.*b.coef)[il]), "nh", il, opt);
         return;
+    }
     case BlockKind::Proj:
         return;
-    case BlockKind::Attend:
-        (fz.*b.coef)[il] = freeze(attention_probs(ctx, spec, L, in, m, opt), b.coef_name, il, opt);
+    case BlockKind::Attend: {
+        AttentionRecord rec;
+        (fz.*b.coef)[il] = freeze(attention_probs(ctx, spec, L, in, m, opt, opt.ordinary ? &rec : nullptr), b.coef_name, il, opt);
+        if (!opt.ordinary) return;
+        fz.att_q[il] = freeze(rec.q, "att_q", il, opt);
+        fz.att_k[il] = freeze(rec.k, "att_k", il, opt);
+        fz.att_v[il] = freeze(x, "att_v", il, opt);
+        for (auto [t, set, name] : {std::tuple{rec.qn_q, &FrozenTensors::qn_q, "qn_q"}, {rec.qr_q, &FrozenTensors::qr_q, "qr_q"},
+                                    {rec.qn_k, &FrozenTensors::qn_k, "qn_k"}, {rec.qr_k, &FrozenTensors::qr_k, "qr_k"},
+                                    {rec.cap, &FrozenTensors::att_cap, "att_cap"}}) {
+            if (t) (fz.*set)[il] = freeze(t, name, il, opt);
+        }
         return;
+    }
     case BlockKind::Gate: {  // act(gate(m)), or for down(act(u)) = down(u·s(u)) the factor s(u)
-        ggml_tensor * g = b.plain ? activation_factor(ctx, spec.arch, x, L.ffn_act)
-                                  : gate_activation(ctx, spec.arch, proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt));
-        (fz.*b.coef)[il] = freeze(g, b.coef_name, il, opt);
+        ggml_tensor * g = b.plain ? nullptr : proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt);
+        ggml_tensor * G = b.plain ? activation_factor(ctx, spec.arch, x, L.ffn_act) : gate_activation(ctx, spec.arch, g);
+        (fz.*b.coef)[il] = freeze(G, b.coef_name, il, opt);
+        if (!opt.ordinary) return;
+        // gated: up ⊙ act'(gate), what the gate's tangent is multiplied by; plain: act'(z)
+        ggml_tensor * gd = b.plain ? activation_derivative(ctx, spec.arch, x, nullptr) : activation_derivative(ctx, spec.arch, g, x);
+        if (b.plain && L.ffn_act) gd = ggml_div(ctx, gd, L.ffn_act);
+        fz.gate_d[il] = freeze(gd, "gate_d", il, opt);
         return;
     }
     case BlockKind::Experts: {
+        if (opt.ordinary) throw std::logic_error("ordinary mode has no routed experts");
         const Routing r = route(ctx, spec, L, m, opt);
         fz.moe_ids[il] = freeze(r.ids, "moe_ids", il, opt);
         fz.gate_act[il] = freeze(r.G, "gate_act", il, opt);
@@ -107,39 +131,66 @@ static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, con
     }
 }
 
+static AttentionTensors attention_tensors(const FrozenTensors & fz, int il) {
+    const size_t l = (size_t) il;
+    return {fz.probs[l], fz.att_q[l], fz.att_k[l], fz.att_v[l], fz.qn_q[l], fz.qr_q[l], fz.qn_k[l], fz.qr_k[l], fz.att_cap[l]};
+}
+
+// The block on x (m: the tangent at the branch's normed input, which ordinary mode's
+// attention and gate terms read).
 static ggml_tensor * block_forward(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, const FrozenTensors & fz,
-                                   const GraphInputs & in, ggml_tensor * x, const BuildOptions & opt) {
+                                   const GraphInputs & in, ggml_tensor * x, ggml_tensor * m, const BuildOptions & opt) {
+    const bool d = opt.ordinary && !opt.primal;  // the derivative terms (the primal pass computes the values)
+    const LayerWeights & L = spec.layers[(size_t) il];
     switch (b.kind) {
     case BlockKind::Norm:
+        if (d) return norm_d(ctx, x, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
         return norm(ctx, x, (fz.*b.coef)[il], b.p.w, b.p.b, b.center, opt);
     case BlockKind::Proj:
         return b.ffn_order ? proj_ffn(ctx, b.p.w, b.p.b, b.p.s, x, opt) : proj_attn(ctx, b.p.w, b.p.s, b.p.b, x, opt);
-    case BlockKind::Attend:
-        return attend(ctx, x, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
+    case BlockKind::Attend: {
+        ggml_tensor * o = attend(ctx, x, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
+        return d ? ggml_add(ctx, o, attend_dp(ctx, spec, L, in, attention_tensors(fz, il), m, opt)) : o;
+    }
     case BlockKind::Gate:
+        if (d && b.plain) return ggml_mul(ctx, x, fz.gate_d[il]);
+        if (d) return ggml_add(ctx, ggml_mul(ctx, x, (fz.*b.coef)[il]), ggml_mul(ctx, proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt), fz.gate_d[il]));
         return ggml_mul(ctx, x, (fz.*b.coef)[il]);
     case BlockKind::Experts: {
         ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
-        return experts_forward(ctx, spec, spec.layers[(size_t) il], x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
+        return experts_forward(ctx, spec, L, x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
     }
     }
     throw std::logic_error("unknown block");
 }
 
+// The block transposed; ordinary mode's attention and gate terms add their cotangent on the
+// branch's normed input into *side.
 static ggml_tensor * block_transpose(ggml_context * ctx, const ModelSpec & spec, int il, const Block & b, const FrozenTensors & fz,
-                                     const GraphInputs & in, ggml_tensor * z, const BuildOptions & opt) {
+                                     const GraphInputs & in, ggml_tensor * z, const BuildOptions & opt, ggml_tensor ** side) {
+    const bool d = opt.ordinary;
+    const LayerWeights & L = spec.layers[(size_t) il];
+    auto add_side = [&](ggml_tensor * t) { *side = *side ? ggml_add(ctx, *side, t) : t; };
     switch (b.kind) {
     case BlockKind::Norm:
+        if (d) return norm_d_t(ctx, z, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
         return norm_t(ctx, z, (fz.*b.coef)[il], b.p.w, b.center);
     case BlockKind::Proj:  // Wᵀ(s·z), either order of bias and scale
         if (b.p.s) z = ggml_mul(ctx, z, b.p.s);
         return matmul_t(ctx, b.p.w, z, opt);
     case BlockKind::Attend:
+        if (d) add_side(attend_dp_t(ctx, spec, L, in, attention_tensors(fz, il), z, opt));
         return attend_t(ctx, z, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
     case BlockKind::Gate:
+        if (d && b.plain) return ggml_mul(ctx, z, fz.gate_d[il]);
+        if (d) {
+            ggml_tensor * g = ggml_mul(ctx, z, fz.gate_d[il]);
+            if (b.p.s) g = ggml_mul(ctx, g, b.p.s);
+            add_side(matmul_t(ctx, b.p.w, g, opt));
+        }
         return ggml_mul(ctx, z, (fz.*b.coef)[il]);
     case BlockKind::Experts:
-        return experts_transpose(ctx, spec, spec.layers[(size_t) il], z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
+        return experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
     }
     throw std::logic_error("unknown block");
 }
@@ -152,7 +203,7 @@ static ggml_tensor * branch_forward(ggml_context * ctx, const ModelSpec & spec, 
     for (const Block & b : br.blocks) {
         if (b.kind != BlockKind::Norm && !m) m = x;
         if (opt.primal) freeze_block(ctx, spec, il, b, fz, in, x, m, opt);
-        x = b.shared ? attn_normed : block_forward(ctx, spec, il, b, fz, in, x, opt);
+        x = b.shared ? attn_normed : block_forward(ctx, spec, il, b, fz, in, x, m, opt);
     }
     if (br.tap == Tap::Attn) attn_normed = m;
     return x;
@@ -184,6 +235,10 @@ struct Cotangent {
 // last-position coefficients until the attention spreads it over every key.
 static Cotangent branch_transpose(ggml_context * ctx, const ModelSpec & spec, int il, const Branch & br, const FrozenTensors & fz,
                                   const FrozenTensors * at_last, const GraphInputs & in, Cotangent z, const BuildOptions & opt) {
+    // the first block after the norm reads the normed input m: ordinary mode's side cotangents join there
+    size_t first = 0;
+    while (first < br.blocks.size() && br.blocks[first].kind == BlockKind::Norm) ++first;
+    ggml_tensor * side = nullptr;
     for (auto b = br.blocks.rbegin(); b != br.blocks.rend(); ++b) {
         if (z.last && b->kind == BlockKind::Attend) {
             ggml_tensor * p = (fz.*b->coef)[il];  // [key, query, head]: the last query, every key
@@ -192,7 +247,8 @@ static Cotangent branch_transpose(ggml_context * ctx, const ModelSpec & spec, in
             z = {attend_t(ctx, z.t, p_last, spec.head_dim, spec.n_head, spec.n_head_kv), false};
             continue;
         }
-        z.t = block_transpose(ctx, spec, il, *b, z.last ? *at_last : fz, in, z.t, opt);
+        z.t = block_transpose(ctx, spec, il, *b, z.last ? *at_last : fz, in, z.t, opt, &side);
+        if ((size_t) (br.blocks.rend() - b) - 1 == first && side) z.t = ggml_add(ctx, z.t, side);
     }
     return z;
 }

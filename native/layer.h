@@ -2,8 +2,8 @@
 // its transpose. The forward (JVP) and transpose (VJP) passes walk the same description, one
 // forwards and one backwards, as JAX derives a transpose from per-primitive rules: the two
 // cannot drift apart. In the primal pass the same walk records each block's frozen
-// coefficient from its input. (An ordinary, non-detached mode would add to each block the
-// derivative term of its coefficient: the description stays the same.)
+// coefficient from its input. Ordinary mode (the true derivative) adds to each block the
+// derivative term of its coefficient; the description stays the same.
 #pragma once
 
 #include "primitives.h"
@@ -27,6 +27,7 @@ struct Block {
     BlockKind kind;
     Projection p;                  // Proj: the projection; Gate (gated FFN): the gate projection
     FrozenSet coef = nullptr;      // Norm, Attend, Gate: the frozen coefficient it reads
+    FrozenSet nhat = nullptr;      // Norm: its normalized input x·r (ordinary mode's derivative term)
     const char * coef_name = "";   // ...its graph name in the primal pass
     bool center = false;           // Norm: LayerNorm's centering
     bool ffn_order = false;        // Proj: (W x + b)·s, as llama.cpp's FFN applies it; else (W x)·s + b

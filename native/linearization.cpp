@@ -39,6 +39,7 @@ struct LinState {
     bool exact = true;
     bool use_blas = true;
     bool tiled = true;  // the tiled dequantize-and-multiply kernel for quantized CPU weights (native/tiled.h)
+    bool ordinary = false;  // the true derivative, not the detached map (BuildOptions::ordinary)
     int n = 0, d = 0;
     size_t max_batch = 1;
     std::mutex mu;
@@ -68,7 +69,8 @@ struct LinState {
     }
 
     size_t graph_size() const {
-        return (size_t) (200 * spec.n_layer + 8 * spec.n_layer * (spec.n_head / spec.n_head_kv + spec.n_expert_used) + 512);
+        const size_t per_layer = (size_t) ((ordinary ? 400 : 200) + 8 * (spec.n_head / spec.n_head_kv + spec.n_expert_used));
+        return per_layer * (size_t) spec.n_layer + 512;
     }
 };
 
@@ -132,13 +134,20 @@ static void store_frozen(LinState & s, FrozenTensors & computed) {
 // experts, repeated per sequence.
 static GraphInputs linear_inputs(ggml_context * ctx, const LinState & s, int B, int p0 = 0) {
     GraphInputs in;
+    if (s.ordinary) {  // the tangents of Q and K are roped at the same positions (every position: p0 is 0)
+        in.pos = new_input(ctx, "inp_pos", GGML_TYPE_I32, s.n);
+        if (s.spec.attn_temp_scale != 0.0f) in.attn_temp = new_input(ctx, "inp_attn_temp", GGML_TYPE_F32, 1, 1, s.n);
+    }
     if (s.spec.n_expert == 0) return in;
     for (const auto & ids : s.moe_ids) {
         in.moe_ids_batch.push_back(ids.empty() ? nullptr : new_input(ctx, "moe_ids", GGML_TYPE_I32, s.spec.n_expert_used, (int64_t) (s.n - p0) * B));
     }
     return in;
 }
+static void set_position_inputs(const GraphInputs & in, const ModelSpec & sp, int n);
+
 static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B, int p0 = 0) {
+    if (s.ordinary) set_position_inputs(in, s.spec, s.n);
     const size_t k = (size_t) s.spec.n_expert_used;
     for (size_t l = 0; l < in.moe_ids_batch.size(); ++l) {
         if (!in.moe_ids_batch[l]) continue;
@@ -161,11 +170,23 @@ GraphInputs primal_inputs(ggml_context * ctx, const ModelSpec & sp, int n) {
     return in;
 }
 
-void set_primal_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
+// Positions 0..n-1 and the per-position attention temperature.
+static void set_position_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
     std::vector<int32_t> pos((size_t) n);
     for (int i = 0; i < n; ++i) pos[(size_t) i] = i;
     // unused (so unallocated) when nothing reads positions: no rope, embeddings given (gpt2)
     set_optional_input(in.pos, pos.data(), pos.size() * sizeof(int32_t));
+    if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
+        std::vector<float> temp((size_t) n);
+        for (int i = 0; i < n; ++i) {
+            temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
+        }
+        set_optional_input(in.attn_temp, temp.data(), temp.size() * sizeof(float));
+    }
+}
+
+void set_primal_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
+    set_position_inputs(in, sp, n);
     // causal; the sliding window also masks keys with q - k >= n_swa (llama_hparams::is_masked_swa)
     std::vector<float> mask((size_t) n * n), mask_swa((size_t) n * n);
     for (int q = 0; q < n; ++q) {
@@ -177,13 +198,6 @@ void set_primal_inputs(const GraphInputs & in, const ModelSpec & sp, int n) {
     }
     set_optional_input(in.mask, mask.data(), mask.size() * sizeof(float));
     set_optional_input(in.mask_swa, mask_swa.data(), mask_swa.size() * sizeof(float));
-    if (in.attn_temp) {  // llm_graph_input_attn_temp::set_input
-        std::vector<float> temp((size_t) n);
-        for (int i = 0; i < n; ++i) {
-            temp[(size_t) i] = (float) (std::log(std::floor((i + sp.attn_temp_offset) / sp.attn_temp_floor) + 1.0) * sp.attn_temp_scale + 1.0);
-        }
-        set_optional_input(in.attn_temp, temp.data(), temp.size() * sizeof(float));
-    }
     std::vector<float> ones((size_t) n, 1.0f);
     set_optional_input(in.ones, ones.data(), ones.size() * sizeof(float));
 }
@@ -234,6 +248,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     opt.bias = true;
     opt.exact = s.exact;
     opt.tiled = s.tiled;
+    opt.ordinary = record && s.ordinary;
     ggml_tensor * final_res = nullptr;
     ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr, record ? &final_res : nullptr);
     ggml_set_output(y);
@@ -248,6 +263,8 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     ggml_build_forward_expand(gf, y);
     if (logits) ggml_build_forward_expand(gf, logits);
     if (logits_capped) ggml_build_forward_expand(gf, logits_capped);
+    // what only ordinary mode's derivative terms read is no ancestor of y: compute it too
+    if (record) for (ggml_tensor ** t : fz.all()) if (*t) ggml_build_forward_expand(gf, *t);
 
     // Layer outputs are named "l_out-<il>" by build_forward.
     GraphRunner::NodeObserver layers = {"l_out-", [&](const ggml_tensor * t) {
@@ -306,7 +323,8 @@ static BuildOptions tap_options(Napi::Env env, const Napi::Value & v, const LinS
 
 // L applied to B tangent sequences on positions [f, n) (f = opt.first_position; earlier
 // positions are zero), v [B, n - f, d]: the output at those positions [B, n - f, d], or at
-// the last one [B, d]. With `bias`, the affine map instead (used for c = map(0)).
+// the last one [B, d]. With `bias`, the detached affine map instead (used for c = map(0),
+// and at the primal input for the value of a tapped quantity).
 static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bool bias, float * out, BuildOptions opt = {}) {
     const int n = s.n, d = s.d, f = opt.first_position, nv = n - f;
     // Positions before the first non-zero tangent stay zero through the causal network.
@@ -318,17 +336,26 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
         }
     }
     if (bias) skip = 0;  // biases are non-zero everywhere (and f is 0 then)
-    const int p0 = f + skip, m = n - p0;
+    // The affine map is the detached one's, in ordinary linearizations too (their record holds
+    // its coefficients): at the primal input it gives the tapped quantity itself.
+    const bool ordinary = s.ordinary && !bias;
+    // The pass runs on positions [p0, n): from the first non-zero tangent, or (ordinary mode,
+    // whose attention term reads every key) from 0 with zeros before f.
+    const int p0 = ordinary ? 0 : f + skip, m = n - p0;
     std::vector<float> xs;
-    if (skip > 0) {
-        xs.resize((size_t) B * m * d);
-        for (int b = 0; b < B; ++b) std::copy(v + ((size_t) b * nv + skip) * d, v + (size_t) (b + 1) * nv * d, xs.begin() + (size_t) b * m * d);
+    if (p0 != f) {
+        xs.assign((size_t) B * m * d, 0.0f);
+        const int from = std::max(p0, f);  // the first position copied
+        for (int b = 0; b < B; ++b) {
+            std::copy(v + ((size_t) b * nv + (from - f)) * d, v + (size_t) (b + 1) * nv * d, xs.begin() + ((size_t) b * m + (from - p0)) * d);
+        }
     }
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * x = new_input(ctx, "inp_tangents", GGML_TYPE_F32, d, m, B);
     opt.bias = bias;
     opt.exact = s.exact;
     opt.tiled = s.tiled;
+    opt.ordinary = ordinary;
     opt.first_position = p0;
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
@@ -338,17 +365,20 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
     ggml_build_forward_expand(gf, y);
     s.runner->compute(gf, [&] {
         set_linear_inputs(in, s, B, p0);
-        tensor_set(x, skip > 0 ? xs.data() : v, (size_t) B * m * d * sizeof(float));
+        tensor_set(x, p0 != f ? xs.data() : v, (size_t) B * m * d * sizeof(float));
     });
     if (!all_positions) {
         tensor_get(y, out, (size_t) B * d * sizeof(float));
-    } else if (skip == 0) {
+    } else if (p0 == f) {
         tensor_get(y, out, (size_t) B * m * d * sizeof(float));
-    } else {
+    } else {  // the computed positions [p0, n) into the asked ones [f, n), zeros where not computed
         std::vector<float> ys((size_t) B * m * d);
         tensor_get(y, ys.data(), ys.size() * sizeof(float));
         std::fill(out, out + (size_t) B * nv * d, 0.0f);
-        for (int b = 0; b < B; ++b) std::copy(ys.begin() + (size_t) b * m * d, ys.begin() + (size_t) (b + 1) * m * d, out + ((size_t) b * nv + skip) * d);
+        const int from = std::max(p0, f);
+        for (int b = 0; b < B; ++b) {
+            std::copy(ys.begin() + ((size_t) b * m + (from - p0)) * d, ys.begin() + (size_t) (b + 1) * m * d, out + ((size_t) b * nv + (from - f)) * d);
+        }
     }
 }
 
@@ -357,29 +387,38 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
 // embeddings at positions [p0, n), [B, n - p0, d] — exact there, as those positions depend
 // only on later ones; earlier positions are not computed.
 static void run_vjp(LinState & s, const float * u, int B, bool all_positions, float * out, BuildOptions opt = {}) {
-    const int n = s.n, d = s.d, p0 = opt.first_position, m = n - p0;
+    const int n = s.n, d = s.d, f = opt.first_position, nf = n - f;
+    // Ordinary mode runs on every position (its attention term reads every key): the
+    // cotangents then sit on [f, n) of n, and the result's positions [f, n) are read back.
+    const int p0 = s.ordinary ? 0 : f, m = n - p0;
+    opt.first_position = p0;
+    opt.ordinary = s.ordinary;
     // An output cotangent on the last position: the top layer runs on that position alone.
-    opt.last_only = !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
+    opt.last_only = !s.ordinary && !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
     opt.blas = s.runner->uses_blas();
     opt.tiled = s.tiled;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     ggml_tensor * ut = new_input(ctx, "inp_cotangents", GGML_TYPE_F32, d, opt.last_only ? 1 : m, B);
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * dx = build_transpose(ctx, s.spec, s.frozen, in, ut, opt);
+    if (p0 != f) dx = ggml_cont(ctx, ggml_view_3d(ctx, dx, d, nf, B, dx->nb[1], dx->nb[2], (size_t) (f - p0) * dx->nb[1]));
     ggml_set_output(dx);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
     ggml_build_forward_expand(gf, dx);
     s.runner->compute(gf, [&] {
         set_linear_inputs(in, s, B, p0);
-        if (opt.last_only || all_positions) {
+        if (opt.last_only || (all_positions && p0 == f)) {
             tensor_set(ut, u, (size_t) B * (opt.last_only ? 1 : m) * d * sizeof(float));
-        } else {  // the last position of m
+        } else {  // u's positions (all of [f, n), or the last) placed into the m computed ones
             std::vector<float> full((size_t) B * m * d, 0.0f);
-            for (int b = 0; b < B; ++b) std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * m + m - 1) * d);
+            for (int b = 0; b < B; ++b) {
+                if (all_positions) std::copy(u + (size_t) b * nf * d, u + (size_t) (b + 1) * nf * d, full.begin() + ((size_t) b * m + (f - p0)) * d);
+                else std::copy(u + (size_t) b * d, u + (size_t) (b + 1) * d, full.begin() + ((size_t) b * m + m - 1) * d);
+            }
             tensor_set(ut, full.data(), full.size() * sizeof(float));
         }
     });
-    tensor_get(dx, out, (size_t) B * m * d * sizeof(float));
+    tensor_get(dx, out, (size_t) B * nf * d * sizeof(float));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -457,6 +496,8 @@ Napi::Value NativeLinearization::Info(const Napi::CallbackInfo & info) {
     o.Set("nVocab", s->spec.n_vocab);
     o.Set("affine", s->spec.affine);
     o.Set("exact", s->exact);
+    o.Set("ordinary", s->ordinary);
+    o.Set("nExpert", s->spec.n_expert);
     o.Set("maxBatch", Napi::Number::New(env, (double) s->max_batch));
     o.Set("blas", s->runner && s->runner->uses_blas());
     o.Set("tiled", s->tiled && has_tiled_weights(s->spec));
@@ -759,16 +800,20 @@ class LinearizeWorker : public ProgressPromiseWorker {
             LinState & s = *s_;
             s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
+            if (s.ordinary && s.spec.n_expert > 0) {
+                throw std::runtime_error("[UNSUPPORTED] ordinary mode does not yet cover routed experts (moe layers); use mode \"detached\"");
+            }
             s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas, s.tiled && has_tiled_weights(s.spec));
             AbortScope scope(*s.runner, [this] { return aborted(); });
             // Batch width from the memory budget: a column costs about its activations in
             // one layer (the scheduler reuses buffers across layers), counted generously.
+            // Ordinary passes also hold a few [n, n, H] score tangents per column.
             const size_t col_bytes = sizeof(float) * (size_t) s.n *
-                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head);
+                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head + (s.ordinary ? 6 * s.n * s.spec.n_head : 0));
             s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget_ / std::max<size_t>(1, col_bytes)));
             run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden, &report);
             if (!embeddings_.empty()) s.x = embeddings_;
-            if (s.spec.affine) {
+            if (s.spec.affine && !s.ordinary) {  // the detached map's constant term (ordinary mode's map is linear)
                 std::vector<float> zeros((size_t) s.n * s.d, 0.0f);
                 s.bias_term.assign((size_t) s.d, 0.0f);
                 run_jvp(s, zeros.data(), 1, false, true, s.bias_term.data());
@@ -808,6 +853,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     // products of a quantized weight by dequantizing it (the exact route), so it stays off.
     s->use_blas = get_bool(opts, "blas", true) && s->exact;
     s->tiled = get_bool(opts, "tiled", true);
+    s->ordinary = get_bool(opts, "ordinary", false);
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

@@ -1,7 +1,7 @@
 // The paired primitives of the linear passes: each linear op next to its transpose (and, for
 // the frozen coefficients, the primal computation that records them). native/layer.cpp wires
-// them into a layer; an ordinary (non-detached) mode would add each coefficient's derivative
-// term beside the same pair.
+// them into a layer; ordinary mode (the true derivative) adds each coefficient's derivative
+// term beside the same pair (norm_d, attend_dp, activation_derivative).
 #include "primitives.h"
 
 #include "tiled.h"
@@ -163,41 +163,163 @@ Projection gate_up(ggml_context * ctx, const ModelSpec & spec, const LayerWeight
     return p;
 }
 
+// 1/sqrt(mean(x²) + eps) over dimension 0, of any shape (qk-norm's per-head coefficient).
+static ggml_tensor * rms_coefficient(ggml_context * ctx, ggml_tensor * x, float eps) {
+    ggml_tensor * rms = ggml_sqrt(ctx, ggml_scale_bias(ctx, ggml_mean(ctx, ggml_sqr(ctx, x)), 1.0f, eps));
+    return ggml_div(ctx, ggml_scale_bias(ctx, rms, 0.0f, 1.0f), rms);  // ones of rms's shape over rms
+}
+
+// An RMSNorm of Q or K as llama.cpp applies it, recording x·r and r for the derivative.
+static ggml_tensor * qk_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, float eps, ggml_tensor ** nh, ggml_tensor ** r) {
+    ggml_tensor * n = ggml_rms_norm(ctx, x, eps);
+    if (nh) {
+        *nh = n;
+        *r = rms_coefficient(ctx, x, eps);
+    }
+    return ggml_mul(ctx, n, w);
+}
+
+static ggml_tensor * rope(ggml_context * ctx, ggml_tensor * x, const LayerWeights & L, const GraphInputs & in, bool back) {
+    const RopeParams & r = L.rope;
+    if (back) return ggml_rope_ext_back(ctx, x, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                                        r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+    return ggml_rope_ext(ctx, x, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
+                         r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+}
+
 // The frozen attention probabilities of one layer (primal pass only): Q and K with
 // everything llama.cpp applies to them, then the masked softmax.
 ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
-                                     ggml_tensor * a, const BuildOptions & opt) {
+                              ggml_tensor * a, const BuildOptions & opt, AttentionRecord * rec) {
     const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
     const int64_t n = a->ne[1];
+    const float eps = spec.norm_eps;
     const Projection pq = qkv(ctx, spec, L, 0), pk = qkv(ctx, spec, L, 1);
     ggml_tensor * q = proj_attn(ctx, pq.w, pq.s, pq.b, a, opt);  // [hd·H, n, 1]
     ggml_tensor * k = proj_attn(ctx, pk.w, pk.s, pk.b, a, opt);
     if (spec.arch.norms.qk == QkNorm::FullWidth) {  // one RMSNorm over all heads (olmo2)
-        q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
-        k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
+        q = qk_norm(ctx, q, L.q_norm, eps, rec ? &rec->qn_q : nullptr, rec ? &rec->qr_q : nullptr);
+        k = qk_norm(ctx, k, L.k_norm, eps, rec ? &rec->qn_k : nullptr, rec ? &rec->qr_k : nullptr);
     }
 
     q = ggml_reshape_3d(ctx, q, hd, H, n);
     k = ggml_reshape_3d(ctx, k, hd, Hkv, n);
     if (spec.arch.norms.qk == QkNorm::PerHead) {  // an RMSNorm per head (qwen3, gemma3)
-        q = ggml_mul(ctx, ggml_rms_norm(ctx, q, spec.norm_eps), L.q_norm);
-        k = ggml_mul(ctx, ggml_rms_norm(ctx, k, spec.norm_eps), L.k_norm);
+        q = qk_norm(ctx, q, L.q_norm, eps, rec ? &rec->qn_q : nullptr, rec ? &rec->qr_q : nullptr);
+        k = qk_norm(ctx, k, L.k_norm, eps, rec ? &rec->qn_k : nullptr, rec ? &rec->qr_k : nullptr);
     }
     if (spec.arch.attn.rope) {
-        const RopeParams & r = L.rope;
-        q = ggml_rope_ext(ctx, q, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                          r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
-        k = ggml_rope_ext(ctx, k, in.pos, L.rope_freqs, r.n_rot, r.mode, r.n_ctx_orig, r.freq_base, r.freq_scale,
-                          r.ext_factor, r.attn_factor, r.beta_fast, r.beta_slow);
+        q = rope(ctx, q, L, in, false);
+        k = rope(ctx, k, L, in, false);
     }
     if (spec.arch.attn.scales_q()) q = ggml_scale(ctx, q, spec.q_scale);
     if (in.attn_temp) q = ggml_mul(ctx, q, in.attn_temp);
+    if (rec) {
+        rec->q = q;
+        rec->k = k;
+    }
     ggml_tensor * kq = ggml_mul_mat(ctx, ggml_permute(ctx, k, 0, 2, 1, 3), ggml_permute(ctx, q, 0, 2, 1, 3));
     ggml_mul_mat_set_prec(kq, GGML_PREC_F32);
     if (spec.attn_softcap != 0.0f) {
-        kq = ggml_scale(ctx, ggml_tanh(ctx, ggml_scale(ctx, kq, 1.0f / spec.attn_softcap)), spec.attn_softcap);
+        ggml_tensor * t = ggml_tanh(ctx, ggml_scale(ctx, kq, 1.0f / spec.attn_softcap));
+        if (rec) rec->cap = ggml_scale_bias(ctx, ggml_sqr(ctx, t), -1.0f, 1.0f);
+        kq = ggml_scale(ctx, t, spec.attn_softcap);
     }
     return ggml_soft_max_ext(ctx, kq, L.swa ? in.mask_swa : in.mask, spec.kq_scale, spec.max_alibi_bias);
+}
+
+// Ordinary mode. The tangent of Q (which 0) or K (1) as the scores read it, [hd, heads, n, B],
+// from the tangent da [d, n, B] of the attention input: every step after the projection is
+// linear at fixed positions (rope, scales, temperature) except the qk-norm, whose derivative
+// norm_d is.
+static ggml_tensor * qk_tangent(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                                const AttentionTensors & t, ggml_tensor * da, int which, const BuildOptions & opt) {
+    const int hd = spec.head_dim, heads = which == 0 ? spec.n_head : spec.n_head_kv;
+    const int64_t n = da->ne[1], B = da->ne[2];
+    const Projection p = qkv(ctx, spec, L, which);
+    ggml_tensor * nh = which == 0 ? t.qn_q : t.qn_k, * r = which == 0 ? t.qr_q : t.qr_k, * w = which == 0 ? L.q_norm : L.k_norm;
+    ggml_tensor * x = matmul(ctx, p.w, da, opt);  // the bias is a constant
+    if (p.s) x = ggml_mul(ctx, x, p.s);
+    if (spec.arch.norms.qk == QkNorm::FullWidth) x = norm_d(ctx, x, r, nh, w, false);
+    x = ggml_reshape_4d(ctx, ggml_cont(ctx, x), hd, heads, n, B);
+    if (spec.arch.norms.qk == QkNorm::PerHead) x = norm_d(ctx, x, r, nh, w, false);
+    if (spec.arch.attn.rope) x = rope(ctx, ggml_cont(ctx, x), L, in, false);
+    if (which == 0 && spec.arch.attn.scales_q()) x = ggml_scale(ctx, x, spec.q_scale);
+    if (which == 0 && in.attn_temp) x = ggml_mul(ctx, x, in.attn_temp);
+    return x;
+}
+
+// Its transpose: g [hd, heads, n, B] on Q or K → the cotangent on the attention input.
+static ggml_tensor * qk_tangent_t(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                                  const AttentionTensors & t, ggml_tensor * g, int which, const BuildOptions & opt) {
+    const int hd = spec.head_dim, heads = which == 0 ? spec.n_head : spec.n_head_kv;
+    const int64_t n = g->ne[2], B = g->ne[3];
+    const Projection p = qkv(ctx, spec, L, which);
+    ggml_tensor * nh = which == 0 ? t.qn_q : t.qn_k, * r = which == 0 ? t.qr_q : t.qr_k, * w = which == 0 ? L.q_norm : L.k_norm;
+    if (which == 0 && in.attn_temp) g = ggml_mul(ctx, g, in.attn_temp);
+    if (which == 0 && spec.arch.attn.scales_q()) g = ggml_scale(ctx, g, spec.q_scale);
+    if (spec.arch.attn.rope) g = rope(ctx, ggml_cont(ctx, g), L, in, true);  // the inverse rotation is the transpose
+    if (spec.arch.norms.qk == QkNorm::PerHead) g = norm_d_t(ctx, g, r, nh, w, false);
+    g = ggml_reshape_3d(ctx, ggml_cont(ctx, g), (int64_t) hd * heads, n, B);
+    if (spec.arch.norms.qk == QkNorm::FullWidth) g = norm_d_t(ctx, g, r, nh, w, false);
+    if (p.s) g = ggml_mul(ctx, g, p.s);
+    return matmul_t(ctx, p.w, g, opt);
+}
+
+// The softmax's derivative at its probabilities: dS ↦ P ⊙ (dS - Σ_key P ⊙ dS) per query, with
+// the scale and the softcap before it. The map is symmetric, so it is its own transpose
+// (with scale and softcap after it).
+static ggml_tensor * softmax_d(ggml_context * ctx, const ModelSpec & spec, const AttentionTensors & t, ggml_tensor * ds, bool transposed) {
+    auto pre = [&](ggml_tensor * x) {
+        if (t.cap) x = ggml_mul(ctx, x, t.cap);
+        return ggml_scale(ctx, x, spec.kq_scale);
+    };
+    if (!transposed) ds = pre(ds);
+    ggml_tensor * y = ggml_mul(ctx, ggml_sub(ctx, ds, ggml_sum_rows(ctx, ggml_mul(ctx, ds, t.probs))), t.probs);
+    return transposed ? pre(y) : y;
+}
+
+// x [hd·H_kv, n] as [n, hd, H_kv]: each KV head's rows by key.
+static ggml_tensor * by_key(ggml_context * ctx, ggml_tensor * x, int hd, int heads) {
+    return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, x, hd, heads, x->ne[ggml_n_dims(x) - 1]), 1, 2, 0, 3));
+}
+
+ggml_tensor * attend_dp(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                        const AttentionTensors & t, ggml_tensor * da, const BuildOptions & opt) {
+    const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv;
+    const int64_t n = da->ne[1], B = da->ne[2];
+    ggml_tensor * dq = qk_tangent(ctx, spec, L, in, t, da, 0, opt);  // [hd, H, n, B]
+    ggml_tensor * dk = qk_tangent(ctx, spec, L, in, t, da, 1, opt);  // [hd, H_kv, n, B]
+    // dS = K·dQ + dK·Q per head, [key, query, H, B] (Q repeated over the batch for the broadcast)
+    ggml_tensor * s1 = ggml_mul_mat(ctx, ggml_permute(ctx, t.k, 0, 2, 1, 3), ggml_permute(ctx, dq, 0, 2, 1, 3));
+    ggml_tensor * q_b = ggml_repeat_4d(ctx, t.q, hd, H, n, B);
+    ggml_tensor * s2 = ggml_mul_mat(ctx, ggml_permute(ctx, dk, 0, 2, 1, 3), ggml_permute(ctx, q_b, 0, 2, 1, 3));
+    ggml_tensor * dp = softmax_d(ctx, spec, t, ggml_add(ctx, s1, s2), false);
+    ggml_tensor * o = ggml_mul_mat(ctx, by_key(ctx, t.v, hd, Hkv), dp);  // dP·v: [hd, query, H, B]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));                // [hd, H, query, B]
+    return ggml_reshape_3d(ctx, o, (int64_t) hd * H, n, B);
+}
+
+ggml_tensor * attend_dp_t(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                          const AttentionTensors & t, ggml_tensor * dout, const BuildOptions & opt) {
+    const int hd = spec.head_dim, H = spec.n_head, Hkv = spec.n_head_kv, group = H / Hkv;
+    const int64_t n = dout->ne[1], B = dout->ne[2];
+    ggml_tensor * z = ggml_reshape_4d(ctx, ggml_cont(ctx, dout), hd, H, n, B);
+    ggml_tensor * v = ggml_permute(ctx, ggml_reshape_3d(ctx, t.v, hd, Hkv, n), 0, 2, 1, 3);  // [hd, key, H_kv]
+    ggml_tensor * dp = ggml_mul_mat(ctx, v, ggml_permute(ctx, z, 0, 2, 1, 3));           // [key, query, H, B]
+    ggml_tensor * ds = softmax_d(ctx, spec, t, dp, true);
+    // Q̄ = Σ_key K dS̄: [hd, query, H, B]
+    ggml_tensor * dq = ggml_mul_mat(ctx, ggml_cont(ctx, ggml_permute(ctx, t.k, 1, 2, 0, 3)), ds);
+    dq = ggml_cont(ctx, ggml_permute(ctx, dq, 0, 2, 1, 3));  // [hd, H, n, B]
+    // K̄ = Σ_query Q dS̄ᵀ, summed over each KV head's group of query heads: [hd, key, H_kv, B]
+    ggml_tensor * r = ggml_mul_mat(ctx, ggml_cont(ctx, ggml_permute(ctx, t.q, 1, 2, 0, 3)), ggml_cont(ctx, ggml_permute(ctx, ds, 1, 0, 2, 3)));
+    ggml_tensor * dk = nullptr;
+    for (int g = 0; g < group; ++g) {
+        ggml_tensor * part = ggml_view_4d(ctx, r, hd, n, Hkv, B, r->nb[1], r->nb[2] * group, r->nb[3], r->nb[2] * g);
+        dk = dk ? ggml_add(ctx, dk, part) : ggml_cont(ctx, part);
+    }
+    dk = ggml_cont(ctx, ggml_permute(ctx, dk, 0, 2, 1, 3));  // [hd, H_kv, n, B]
+    return ggml_add(ctx, qk_tangent_t(ctx, spec, L, in, t, dq, 0, opt), qk_tangent_t(ctx, spec, L, in, t, dk, 1, opt));
 }
 
 // t [d, k, n, B] summed over its k chosen experts → [d, n, B], in llama.cpp's order.
@@ -274,6 +396,31 @@ ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_
     ggml_tensor * act = gate_activation(ctx, arch, z);
     if (act_scales) act = ggml_div(ctx, act, act_scales);
     return ggml_div(ctx, act, ggml_add(ctx, z, is_zero));
+}
+
+ggml_tensor * activation_derivative(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z, ggml_tensor * y) {
+    if (arch.ffn.act != Act::GeluTanh) return ggml_silu_back(ctx, y ? y : ggml_scale_bias(ctx, z, 0.0f, 1.0f), z);
+    // gelu(z) = z·Φ̃(z), Φ̃ = (1 + tanh(c(z + a z³)))/2: gelu' = Φ̃ + z(1 - t²)·c(1 + 3a z²)/2
+    const float c = 0.7978845608028654f, a = 0.044715f;
+    ggml_tensor * z2 = ggml_sqr(ctx, z);
+    ggml_tensor * t = ggml_tanh(ctx, ggml_scale(ctx, ggml_mul(ctx, z, ggml_scale_bias(ctx, z2, a, 1.0f)), c));
+    ggml_tensor * inner = ggml_mul(ctx, ggml_scale_bias(ctx, ggml_sqr(ctx, t), -1.0f, 1.0f), ggml_scale_bias(ctx, z2, 1.5f * a * c, 0.5f * c));
+    ggml_tensor * d = ggml_add(ctx, ggml_scale_bias(ctx, t, 0.5f, 0.5f), ggml_mul(ctx, z, inner));
+    return y ? ggml_mul(ctx, d, y) : d;
+}
+
+ggml_tensor * norm_d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * r, ggml_tensor * nh, ggml_tensor * w, bool center) {
+    if (center) x = centered(ctx, x);
+    ggml_tensor * m = ggml_mean(ctx, ggml_mul(ctx, x, nh));
+    ggml_tensor * y = ggml_sub(ctx, x, ggml_mul(ctx, ggml_repeat(ctx, nh, x), m));
+    return scaled(ctx, y, r, w);
+}
+
+// The transpose: diag(r·w), the projection (symmetric), then the centering.
+ggml_tensor * norm_d_t(ggml_context * ctx, ggml_tensor * z, ggml_tensor * r, ggml_tensor * nh, ggml_tensor * w, bool center) {
+    ggml_tensor * g = scaled(ctx, z, r, w);
+    ggml_tensor * y = ggml_sub(ctx, g, ggml_mul(ctx, ggml_repeat(ctx, nh, g), ggml_mean(ctx, ggml_mul(ctx, g, nh))));
+    return center ? centered(ctx, y) : y;
 }
 
 // h·r·w: an RMSNorm with its 1/rms frozen per position.

@@ -28,14 +28,35 @@ Projection gate_up(ggml_context * ctx, const ModelSpec & spec, const LayerWeight
 // o = P v per head (GQA groups as llama.cpp), and its transpose; probs [n_key, n_query, H].
 ggml_tensor * attend(ggml_context * ctx, ggml_tensor * v, ggml_tensor * probs, int hd, int n_head, int n_head_kv);
 ggml_tensor * attend_t(ggml_context * ctx, ggml_tensor * dout, ggml_tensor * probs, int hd, int n_head, int n_head_kv);
-// Primal: the frozen probabilities of one layer from its attention input a.
+// What the ordinary derivative of the probabilities reads (primal, BuildOptions::ordinary).
+struct AttentionRecord {
+    ggml_tensor * q = nullptr, * k = nullptr;    // [hd, H, n], [hd, H_kv, n] as the scores read them
+    ggml_tensor * qn_q = nullptr, * qr_q = nullptr, * qn_k = nullptr, * qr_k = nullptr;  // qk-norm x·r and r
+    ggml_tensor * cap = nullptr;                 // [n, n, H] softcap derivative
+};
+// Primal: the frozen probabilities of one layer from its attention input a (and, given rec,
+// what their derivative reads).
 ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
-                              ggml_tensor * a, const BuildOptions & opt);
+                              ggml_tensor * a, const BuildOptions & opt, AttentionRecord * rec = nullptr);
+// Ordinary mode: the probabilities' own term of o = P v, dP·v, for the tangent da of the
+// attention input [d, n, B]; and its transpose, the cotangent on a from dout [hd·H, n, B].
+// fz_* are this layer's recorded tensors (P, Q, K, V, qk-norm, softcap).
+struct AttentionTensors {
+    ggml_tensor * probs, * q, * k, * v, * qn_q, * qr_q, * qn_k, * qr_k, * cap;
+};
+ggml_tensor * attend_dp(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                        const AttentionTensors & t, ggml_tensor * da, const BuildOptions & opt);
+ggml_tensor * attend_dp_t(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
+                          const AttentionTensors & t, ggml_tensor * dout, const BuildOptions & opt);
 
 // Norms with their coefficient r frozen: h·r·w, or (center) (h - mean)·r·w + b; and the transpose.
 ggml_tensor * norm(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w, ggml_tensor * b, bool center,
                    const BuildOptions & opt);
 ggml_tensor * norm_t(ggml_context * ctx, ggml_tensor * dy, ggml_tensor * r, ggml_tensor * w, bool center);
+// Ordinary mode: a norm's true derivative, w·r·(x - nh·mean(nh·x)) with nh = x·r at the
+// primal (x centered first for LayerNorm; eps included through r), and its transpose.
+ggml_tensor * norm_d(ggml_context * ctx, ggml_tensor * x, ggml_tensor * r, ggml_tensor * nh, ggml_tensor * w, bool center);
+ggml_tensor * norm_d_t(ggml_context * ctx, ggml_tensor * z, ggml_tensor * r, ggml_tensor * nh, ggml_tensor * w, bool center);
 ggml_tensor * scaled(ggml_context * ctx, ggml_tensor * h, ggml_tensor * r, ggml_tensor * w);  // h·r·w
 ggml_tensor * centered(ggml_context * ctx, ggml_tensor * h);                                  // h - mean(h), self-transpose
 // Primal: 1/sqrt(mean(h²) + eps) per position.
@@ -45,6 +66,9 @@ ggml_tensor * rms_inverse(ggml_context * ctx, ggml_tensor * h, ggml_tensor * one
 // activation act(z) = z·s(z) (divided by ffn_act.scales when present).
 ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g);
 ggml_tensor * activation_factor(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z, ggml_tensor * act_scales);
+// Ordinary mode: y ⊙ act'(z), the derivative of the ideal activation (ggml's CPU GELU reads
+// an F16 table; its derivative is that of the function the table samples).
+ggml_tensor * activation_derivative(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * z, ggml_tensor * y);
 
 // The routed FFN with routing, weights and gate activations frozen: Σ_k coef_k · down_k(G_k ⊙ up_k(m)),
 // and its transpose. ids: the chosen experts of each of the n·B columns.

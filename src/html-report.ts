@@ -182,7 +182,7 @@ async function reconstruction(a: AnalysisSummary): Promise<string> {
     ],
   });
   const errors = `<div class="errs"><div><span class="dot" style="background:#2f6fb5"></span>detached: ‖Σᵢ Jᵢxᵢ${a.affine ? " + c" : ""} − y‖/‖y‖ = <b>${a.detached.relativeError.toExponential(2)}</b> <span class="muted">(max abs ${a.detached.maxAbsError.toExponential(1)})</span></div>
-<div><span class="dot" style="background:#e07b39"></span>ordinary: ‖f′(x)·x − y‖/‖y‖ = <b>${a.nonDetached.relativeError.toExponential(2)}</b> <span class="muted">(central difference, ε = ${a.nonDetached.epsilon})</span></div></div>`;
+<div><span class="dot" style="background:#e07b39"></span>ordinary: ‖f′(x)·x − y‖/‖y‖ = <b>${a.nonDetached.relativeError.toExponential(2)}</b> <span class="muted">(${a.nonDetached.method === "ordinary" ? "the ordinary linearization's JVP" : `central difference, ε = ${a.nonDetached.epsilon}`})</span></div></div>`;
   return figure("fig2", "Exact reconstruction (the paper's Fig. 2)",
     `Each point is one of the d = ${r.output.length} components of the output y against its reconstruction from the input embeddings. The detached Jacobian's points lie on the diagonal: the linear map is the network at this prompt. The ordinary Jacobian's do not.`,
     `<div class="row">${chart("reconstruction", svg)}${errors}</div>`);

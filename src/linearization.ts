@@ -18,6 +18,13 @@ export type { Jacobian, Reconstruction };
 export interface LinearizeOptions {
   /** "exact" (default): weights dequantized, F32 products (docs/precision.md). */
   precision?: "exact" | "fast";
+  /**
+   * "detached" (default): the paper's map, every nonlinear coefficient frozen, which
+   * reproduces the output exactly (docs/math.md §2). "ordinary": the true derivative of the
+   * network at the prompt, the same record plus each coefficient's own derivative term
+   * (docs/math.md §5); its products do not reproduce the output. Not yet for moe models.
+   */
+  mode?: "detached" | "ordinary";
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
   batchMemoryBytes?: number;
@@ -103,12 +110,15 @@ interface Pass {
 }
 
 export interface NonlinearReconstruction {
-  /** f'(x)·x, the ordinary Jacobian applied to the input (central difference along x). */
+  /** f'(x)·x, the ordinary Jacobian applied to the input. */
   reconstructed: Float32Array;
   output: Float32Array;
   relativeError: number;
   maxAbsError: number;
-  epsilon: number;
+  /** "ordinary": the ordinary linearization's JVP of x (exact); "difference": a central difference of the real forward along x. */
+  method: "ordinary" | "difference";
+  /** The difference's relative step; null for "ordinary". */
+  epsilon: number | null;
 }
 
 function firstNonFinite(a: Float32Array): number {
@@ -142,6 +152,8 @@ export class Linearization {
   readonly affine: boolean;
   readonly biasTerm: Float32Array | null;
   readonly precision: "exact" | "fast";
+  /** Which linearization this is: the detached map or the ordinary Jacobian (LinearizeOptions.mode). */
+  readonly mode: "detached" | "ordinary";
   /** Columns per native pass, from the memory budget. */
   readonly maxBatch: number;
   /** Whether the large products run on ggml's OpenBLAS backend. */
@@ -158,10 +170,14 @@ export class Linearization {
   #pieces: (ids: number[]) => string[];
   #jacobian: Promise<Jacobian> | undefined;
   #reconstruction: Promise<Reconstruction> | undefined;
+  #ordinary: (() => Promise<Linearization>) | undefined;
+  readonly #hasExperts: boolean;  // the same input linearized in ordinary mode (Model.linearize)
 
   /** @internal created by Model.linearize() */
-  constructor(native: NativeLinearization, tokens: number[] | null, pieces: (ids: number[]) => string[], onDispose?: () => void) {
+  constructor(native: NativeLinearization, tokens: number[] | null, pieces: (ids: number[]) => string[], onDispose?: () => void,
+    ordinary?: () => Promise<Linearization>) {
     this.#native = native;
+    this.#ordinary = ordinary;
     this.#onDispose = onDispose;
     this.#pieces = pieces;
     const info = native.info();
@@ -181,13 +197,15 @@ export class Linearization {
     this.predictedToken = top;
     this.layerInputs = p.layerInputs;
     this.affine = info.affine;
-    this.biasTerm = p.biasTerm;
+    this.mode = info.ordinary ? "ordinary" : "detached";
+    this.biasTerm = this.mode === "ordinary" ? null : p.biasTerm;  // ordinary maps are linear: no constant term
     this.precision = info.exact ? "exact" : "fast";
     this.maxBatch = info.maxBatch;
     this.blas = info.blas;
     this.tiled = info.tiled;
     this.ignoredTensors = info.ignoredTensors;
     this.#nLayer = info.nLayer;
+    this.#hasExperts = info.nExpert > 0;
   }
 
   /** True once dispose() has been called. */
@@ -322,7 +340,7 @@ export class Linearization {
     const output = await this.#jvp(input, pass(undefined, true));
     // c = value − L x: one more pass, only where biases make the map affine
     let biasTerm: Float32Array | null = null;
-    if (this.affine) {
+    if (this.affine && this.mode === "detached") {
       const lx = await this.#jvp(input, pass());
       biasTerm = output.map((v, k) => v - lx[k]);
     }
@@ -332,7 +350,7 @@ export class Linearization {
       vjp: (u, range) => this.#vjp(u, pass(range)),
       jacobian: (range) => this.#jacobianOf(pass(range)),
     };
-    return q.tap !== "output" && q.finalNorm ? throughFinalNorm(op, this.#get().outputNorm()) : op;
+    return q.tap !== "output" && q.finalNorm ? throughFinalNorm(op, this.#get().outputNorm(), this.mode === "ordinary") : op;
   }
 
   /** The map to y, with the full Jacobian cached once computed (shared by later calls, so one caller's signal does not stop it). */
@@ -380,15 +398,42 @@ export class Linearization {
   }
 
   /**
-   * The contrast: the ordinary (non-detached) Jacobian applied to x, f'(x)·x, as a central
-   * difference of the real forward along x. Unlike the detached map it does not give y.
+   * The contrast: the ordinary (non-detached) Jacobian applied to x, f'(x)·x. Unlike the
+   * detached map it does not give y. Method "ordinary" (default where the model has no routed
+   * experts): the JVP of x through the ordinary linearization (this one, or the same input
+   * linearized in ordinary mode for the call). "difference": a central difference of the
+   * real forward along x, with relative step epsilon (default 1e-3; giving one picks this
+   * method), kept as a check.
    */
-  async nonlinearReconstruction(options: { epsilon?: number; signal?: AbortSignal } = {}): Promise<NonlinearReconstruction> {
+  async nonlinearReconstruction(options: { method?: "ordinary" | "difference"; epsilon?: number; signal?: AbortSignal } = {}): Promise<NonlinearReconstruction> {
     const o = check.options("nonlinearReconstruction options", options);
+    const canOrdinary = this.mode === "ordinary" || (this.#ordinary !== undefined && !this.#hasExperts);
+    // a step given asks for the difference
+    const method = check.oneOf("method", o.method, ["ordinary", "difference"] as const, canOrdinary && o.epsilon === undefined ? "ordinary" : "difference");
+    if (method === "ordinary" && !canOrdinary) {
+      throw new LljError("the ordinary method needs an ordinary linearization, which routed experts do not have yet: use method \"difference\"", { code: "UNSUPPORTED" });
+    }
+    if (method === "ordinary" && o.epsilon !== undefined) throw invalid("epsilon is the difference method's step; the ordinary method has none");
     // relative step: 0 divides by zero, ≥ 1 flips or zeroes the input
     const eps = o.epsilon === undefined ? 1e-3 : check.finite("epsilon", o.epsilon, 0, 0.5, true);
     const signal = check.optionalSignal("signal", o.signal);
-    return this.#lc.run(() => this.#nonlinear(eps, signal));
+    return this.#lc.run(() => (method === "ordinary" ? this.#nonlinearOrdinary(signal) : this.#nonlinear(eps, signal)));
+  }
+
+  async #nonlinearOrdinary(signal: AbortSignal | undefined): Promise<NonlinearReconstruction> {
+    const pass = this.#pass({ signal });
+    let reconstructed: Float32Array;
+    if (this.mode === "ordinary") {
+      reconstructed = await this.#jvp(this.inputEmbeddings, pass);
+    } else {
+      const ord = await this.#ordinary!();
+      try {
+        reconstructed = await ord.jvp(this.inputEmbeddings, { signal });
+      } finally {
+        await ord.dispose();
+      }
+    }
+    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), method: "ordinary", epsilon: null };
   }
 
   async #nonlinear(eps: number, signal: AbortSignal | undefined): Promise<NonlinearReconstruction> {
@@ -403,7 +448,7 @@ export class Linearization {
     const reconstructed = new Float32Array(d);
     for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);
     Linearization.#finite("nonlinear reconstruction", reconstructed);
-    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), epsilon: eps };
+    return { reconstructed, output: this.output, ...errors(reconstructed, this.output), method: "difference", epsilon: eps };
   }
 
   /** The Jacobian, computed once and kept (n·d² floats). */
@@ -457,6 +502,9 @@ export class Linearization {
     const token = o.token === undefined ? this.predictedToken : o.token;
     if (typeof token !== "number" || !Number.isInteger(token) || token < 0 || token >= this.logits.length) {
       throw invalid(`token must be an id in [0, ${this.logits.length}), not ${String(token)}`);
+    }
+    if (this.mode === "ordinary") {
+      throw new LljError("attribution is exact only for the detached map: linearize with mode \"detached\" (the default)", { code: "UNSUPPORTED" });
     }
     return this.#lc.run(async () => attribution(await this.#cachedReconstruction(), this.vocabulary, token));
   }

@@ -93,7 +93,7 @@ function centerRows(x: Float32Array, d: number): Float32Array {
  * symmetric, so Nᵀ u = P(D u). The composed operator's output is N applied to op's output
  * (plus the norm's bias), as the model's own final norm would give at that value.
  */
-export function throughFinalNorm(op: LinearOperator, norm: OutputNorm): LinearOperator {
+export function throughFinalNorm(op: LinearOperator, norm: OutputNorm, ordinary = false): LinearOperator {
   const d = op.nEmbd, n = op.nTokens;
   const center = norm.layerNorm;
   const x = center ? centerRows(op.output, d) : op.output;
@@ -107,8 +107,21 @@ export function throughFinalNorm(op: LinearOperator, norm: OutputNorm): LinearOp
     for (let i = 0; i < v.length; i++) out[i] = v[i] * D[i % d];
     return out;
   };
-  const forward = (v: Float32Array) => scaleRows(center ? centerRows(v, d) : v);
-  const transposed = (u: Float32Array) => (center ? centerRows(scaleRows(u), d) : scaleRows(u));
+  // ordinary: the norm's own derivative, v - n̂·mean(n̂·v) with n̂ = x·r (symmetric), before D
+  const nhat = x.map((v) => v * r);
+  const project = (v: Float32Array) => {
+    if (!ordinary) return v;
+    const out = new Float32Array(v.length);
+    for (let i = 0; i < v.length; i += d) {
+      let m = 0;
+      for (let k = 0; k < d; k++) m += nhat[k] * v[i + k];
+      m /= d;
+      for (let k = 0; k < d; k++) out[i + k] = v[i + k] - nhat[k] * m;
+    }
+    return out;
+  };
+  const forward = (v: Float32Array) => scaleRows(project(center ? centerRows(v, d) : v));
+  const transposed = (u: Float32Array) => { const t = project(scaleRows(u)); return center ? centerRows(t, d) : t; };
   // every column of every block through the norm's linear part
   const throughNorm = (J: Jacobian) => {
     const data = new Float32Array(J.data.length), column = new Float32Array(d);

@@ -16,7 +16,7 @@ export interface AnalysisSummary {
   precision: string;
   affine: boolean;
   detached: { relativeError: number; maxAbsError: number };
-  nonDetached: { relativeError: number; maxAbsError: number; epsilon: number };
+  nonDetached: { relativeError: number; maxAbsError: number; method: "ordinary" | "difference"; epsilon: number | null };
   biasTermRelativeNorm: number | null;
   contributionNorms: number[];
   /** W_U[predicted]·J_i x_i per position (sums with the bias terms to the predicted logit). */
@@ -150,7 +150,7 @@ export async function summarize(model: Model, prompt: string, options: Summarize
   const lin = await model.linearize(prompt, { precision: options.precision ?? "exact", onProgress: stage("primal pass"), signal: options.signal });
   try {
     const rec = await lin.reconstruction({ onProgress: stage("per-token contributions"), signal: options.signal });
-    stage("non-detached contrast (two forwards)")();
+    stage("non-detached contrast (the ordinary Jacobian)")();
     const nonlin = await lin.nonlinearReconstruction({ signal: options.signal });
     let yy = 0, cc = 0;
     for (let k = 0; k < lin.nEmbd; k++) {
@@ -187,7 +187,7 @@ export async function summarize(model: Model, prompt: string, options: Summarize
       precision: lin.precision,
       affine: lin.affine,
       detached: { relativeError: rec.relativeError, maxAbsError: rec.maxAbsError },
-      nonDetached: { relativeError: nonlin.relativeError, maxAbsError: nonlin.maxAbsError, epsilon: nonlin.epsilon },
+      nonDetached: { relativeError: nonlin.relativeError, maxAbsError: nonlin.maxAbsError, method: nonlin.method, epsilon: nonlin.epsilon },
       biasTermRelativeNorm: lin.biasTerm ? Math.sqrt(cc / yy) : null,
       contributionNorms: rec.contributionNorms,
       logitContributions: attribution.contributions,
