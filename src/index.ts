@@ -34,3 +34,5 @@ export type { SteeringOperatorOptions, SteeringVectors } from "./steering.js";
 export type { GenerateOptions, SamplingOptions, GeneratedToken, Generation } from "./generate.js";
 export { readControlVector, writeControlVector } from "./cvec.js";
 export type { ControlVectorFile } from "./cvec.js";
+export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
+export type { FitLensOptions, FitLensProgress, LensEstimator } from "./lens.js";

@@ -364,6 +364,26 @@ export class Linearization {
     };
   }
 
+  /**
+   * The model's own final norm applied to rows [B × d] (what the LM head reads: a lens
+   * readout's norm(J_l h)); each row normalized on its own, bias included.
+   */
+  finalNorm(rows: Float32Array): Float32Array {
+    if (!check.float32Array("rows", rows) || rows.length === 0 || rows.length % this.nEmbd !== 0) {
+      throw invalid(`rows must be a Float32Array of B·d values (d = ${this.nEmbd}), got ${rows.length}`);
+    }
+    const norm = this.#get().outputNorm(), d = this.nEmbd, out = new Float32Array(rows.length);
+    for (let i = 0; i < rows.length; i += d) {
+      let mean = 0;
+      if (norm.layerNorm) for (let k = 0; k < d; k++) mean += rows[i + k] / d;
+      let ms = 0;
+      for (let k = 0; k < d; k++) ms += (rows[i + k] - mean) ** 2;
+      const r = 1 / Math.sqrt(ms / d + norm.eps);
+      for (let k = 0; k < d; k++) out[i + k] = (rows[i + k] - mean) * r * norm.weight[k] + (norm.bias?.[k] ?? 0);
+    }
+    return out;
+  }
+
   /** The vocabulary matrices (LM head, input embeddings), as tracked native calls. */
   get vocabulary(): Vocabulary {
     return {
