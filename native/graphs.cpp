@@ -86,9 +86,9 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
     if (opt.primal) {
         ggml_tensor * c = ln ? centered(ctx, h) : h;
         fz.r_out = freeze(rms_inverse(ctx, c, in.ones, spec.norm_eps), "r_out", -1, opt);
-        if (opt.ordinary) fz.nh_out = freeze(ggml_mul(ctx, c, fz.r_out), "nh_out", -1, opt);
+        if (opt.ordinary && !opt.relevance) fz.nh_out = freeze(ggml_mul(ctx, c, fz.r_out), "nh_out", -1, opt);
     }
-    if (opt.ordinary && !opt.primal) return norm_d(ctx, h, fz.r_out, fz.nh_out, spec.output_norm, ln);
+    if (opt.ordinary && !opt.relevance && !opt.primal) return norm_d(ctx, h, fz.r_out, fz.nh_out, spec.output_norm, ln);
     return norm(ctx, h, fz.r_out, spec.output_norm, spec.output_norm_b, ln, opt);
 }
 
@@ -105,7 +105,7 @@ ggml_tensor * build_transpose(ggml_context * ctx, const ModelSpec & spec, const 
     FrozenTensors at_last;
     ggml_tensor * dh = u;
     if (opt.ordinary && (opt.last_only || opt.first_position != 0)) throw std::logic_error("ordinary passes cover every position");
-    if (opt.ordinary && opt.tap == Tap::Output) {
+    if (opt.ordinary && !opt.relevance && opt.tap == Tap::Output) {
         dh = norm_d_t(ctx, u, fz.r_out, fz.nh_out, spec.output_norm, ln);
     } else if (opt.last_only) {
         if (opt.tap != Tap::Output || spec.n_expert > 0) throw std::logic_error("last_only is for dense models' output cotangents");

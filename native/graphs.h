@@ -90,6 +90,10 @@ struct BuildOptions {
     // derivative term is added (docs/math.md §5). Primal: also record what those terms read.
     // Linear passes then cover every position (first_position 0, no last_only).
     bool ordinary = false;
+    // With ordinary: the relevance rules of the R-lens (RelP) instead of the true derivative —
+    // residual-stream norms and activation factors detached, a gate's product split in half
+    // between its two factors, attention ordinary (docs/math.md §5).
+    bool relevance = false;
     bool bias = false;    // include the bias terms (primal, and the constant term c)
     bool exact = true;    // dequantize weights to F32 for every product (docs/precision.md)
     bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/tiled.h)

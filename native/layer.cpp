@@ -90,7 +90,7 @@ static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, con
         if (b.shared) return;
         ggml_tensor * c = b.center ? centered(ctx, x) : x;
         (fz.*b.coef)[il] = freeze(rms_inverse(ctx, c, in.ones, spec.norm_eps), b.coef_name, il, opt);
-        if (opt.ordinary) (fz.*b.nhat)[il] = freeze(ggml_mul(ctx, c, (fz.*b.coef)[il]), "nh", il, opt);
+        if (opt.ordinary && !opt.relevance) (fz.*b.nhat)[il] = freeze(ggml_mul(ctx, c, (fz.*b.coef)[il]), "nh", il, opt);
         return;
     }
     case BlockKind::Proj:
@@ -113,9 +113,11 @@ static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, con
         ggml_tensor * g = b.plain ? nullptr : proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt);
         ggml_tensor * G = b.plain ? activation_factor(ctx, spec.arch, x, L.ffn_act) : gate_activation(ctx, spec.arch, g);
         (fz.*b.coef)[il] = freeze(G, b.coef_name, il, opt);
-        if (!opt.ordinary) return;
-        // gated: up ⊙ act'(gate), what the gate's tangent is multiplied by; plain: act'(z)
-        ggml_tensor * gd = b.plain ? activation_derivative(ctx, spec.arch, x, nullptr) : activation_derivative(ctx, spec.arch, g, x);
+        if (!opt.ordinary || (opt.relevance && b.plain)) return;
+        // gated: up ⊙ act'(gate), what the gate's tangent is multiplied by (relevance: half of
+        // up ⊙ act(gate)/gate, the identity rule inside the half rule); plain: act'(z)
+        ggml_tensor * gd = opt.relevance ? ggml_scale(ctx, ggml_mul(ctx, x, activation_factor(ctx, spec.arch, g, nullptr)), 0.5f)
+                         : b.plain ? activation_derivative(ctx, spec.arch, x, nullptr) : activation_derivative(ctx, spec.arch, g, x);
         if (b.plain && L.ffn_act) gd = ggml_div(ctx, gd, L.ffn_act);
         fz.gate_d[il] = freeze(gd, "gate_d", il, opt);
         return;
@@ -144,7 +146,7 @@ static ggml_tensor * block_forward(ggml_context * ctx, const ModelSpec & spec, i
     const LayerWeights & L = spec.layers[(size_t) il];
     switch (b.kind) {
     case BlockKind::Norm:
-        if (d) return norm_d(ctx, x, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
+        if (d && !opt.relevance) return norm_d(ctx, x, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
         return norm(ctx, x, (fz.*b.coef)[il], b.p.w, b.p.b, b.center, opt);
     case BlockKind::Proj:
         return b.ffn_order ? proj_ffn(ctx, b.p.w, b.p.b, b.p.s, x, opt) : proj_attn(ctx, b.p.w, b.p.s, b.p.b, x, opt);
@@ -152,10 +154,13 @@ static ggml_tensor * block_forward(ggml_context * ctx, const ModelSpec & spec, i
         ggml_tensor * o = attend(ctx, x, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
         return d ? ggml_add(ctx, o, attend_dp(ctx, spec, L, in, attention_tensors(fz, il), m, opt)) : o;
     }
-    case BlockKind::Gate:
-        if (d && b.plain) return ggml_mul(ctx, x, fz.gate_d[il]);
-        if (d) return ggml_add(ctx, ggml_mul(ctx, x, (fz.*b.coef)[il]), ggml_mul(ctx, proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt), fz.gate_d[il]));
-        return ggml_mul(ctx, x, (fz.*b.coef)[il]);
+    case BlockKind::Gate: {
+        if (d && b.plain && !opt.relevance) return ggml_mul(ctx, x, fz.gate_d[il]);
+        if (!d || b.plain) return ggml_mul(ctx, x, (fz.*b.coef)[il]);
+        ggml_tensor * up = ggml_mul(ctx, x, (fz.*b.coef)[il]);
+        if (opt.relevance) up = ggml_scale(ctx, up, 0.5f);  // the half rule
+        return ggml_add(ctx, up, ggml_mul(ctx, proj_ffn(ctx, b.p.w, b.p.b, b.p.s, m, opt), fz.gate_d[il]));
+    }
     case BlockKind::Experts: {
         ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
         return experts_forward(ctx, spec, L, x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
@@ -173,7 +178,7 @@ static ggml_tensor * block_transpose(ggml_context * ctx, const ModelSpec & spec,
     auto add_side = [&](ggml_tensor * t) { *side = *side ? ggml_add(ctx, *side, t) : t; };
     switch (b.kind) {
     case BlockKind::Norm:
-        if (d) return norm_d_t(ctx, z, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
+        if (d && !opt.relevance) return norm_d_t(ctx, z, (fz.*b.coef)[il], (fz.*b.nhat)[il], b.p.w, b.center);
         return norm_t(ctx, z, (fz.*b.coef)[il], b.p.w, b.center);
     case BlockKind::Proj:  // Wᵀ(s·z), either order of bias and scale
         if (b.p.s) z = ggml_mul(ctx, z, b.p.s);
@@ -181,14 +186,15 @@ static ggml_tensor * block_transpose(ggml_context * ctx, const ModelSpec & spec,
     case BlockKind::Attend:
         if (d) add_side(attend_dp_t(ctx, spec, L, in, attention_tensors(fz, il), z, opt));
         return attend_t(ctx, z, (fz.*b.coef)[il], spec.head_dim, spec.n_head, spec.n_head_kv);
-    case BlockKind::Gate:
-        if (d && b.plain) return ggml_mul(ctx, z, fz.gate_d[il]);
-        if (d) {
-            ggml_tensor * g = ggml_mul(ctx, z, fz.gate_d[il]);
-            if (b.p.s) g = ggml_mul(ctx, g, b.p.s);
-            add_side(matmul_t(ctx, b.p.w, g, opt));
-        }
-        return ggml_mul(ctx, z, (fz.*b.coef)[il]);
+    case BlockKind::Gate: {
+        if (d && b.plain && !opt.relevance) return ggml_mul(ctx, z, fz.gate_d[il]);
+        if (!d || b.plain) return ggml_mul(ctx, z, (fz.*b.coef)[il]);
+        ggml_tensor * g = ggml_mul(ctx, z, fz.gate_d[il]);
+        if (b.p.s) g = ggml_mul(ctx, g, b.p.s);
+        add_side(matmul_t(ctx, b.p.w, g, opt));
+        ggml_tensor * up = ggml_mul(ctx, z, (fz.*b.coef)[il]);
+        return opt.relevance ? ggml_scale(ctx, up, 0.5f) : up;
+    }
     case BlockKind::Experts:
         return experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
     }

@@ -40,6 +40,7 @@ struct LinState {
     bool use_blas = true;
     bool tiled = true;  // the tiled dequantize-and-multiply kernel for quantized CPU weights (native/tiled.h)
     bool ordinary = false;  // the true derivative, not the detached map (BuildOptions::ordinary)
+    bool relevance = false;  // with ordinary: the R-lens's relevance rules (BuildOptions::relevance)
     int n = 0, d = 0;
     size_t max_batch = 1;
     std::mutex mu;
@@ -249,6 +250,7 @@ static void run_primal(LinState & s, const std::vector<float> * embeddings, bool
     opt.exact = s.exact;
     opt.tiled = s.tiled;
     opt.ordinary = record && s.ordinary;
+    opt.relevance = s.relevance;
     ggml_tensor * final_res = nullptr;
     ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, record ? &layer_in : nullptr, record ? &final_res : nullptr);
     ggml_set_output(y);
@@ -356,6 +358,7 @@ static void run_jvp(LinState & s, const float * v, int B, bool all_positions, bo
     opt.exact = s.exact;
     opt.tiled = s.tiled;
     opt.ordinary = ordinary;
+    opt.relevance = s.relevance;
     opt.first_position = p0;
     GraphInputs in = linear_inputs(ctx, s, B, p0);
     ggml_tensor * y = build_forward(ctx, s.spec, s.frozen, in, x, opt, nullptr);
@@ -393,6 +396,7 @@ static void run_vjp(LinState & s, const float * u, int B, bool all_positions, fl
     const int p0 = s.ordinary ? 0 : f, m = n - p0;
     opt.first_position = p0;
     opt.ordinary = s.ordinary;
+    opt.relevance = s.relevance;
     // An output cotangent on the last position: the top layer runs on that position alone.
     opt.last_only = !s.ordinary && !all_positions && opt.tap == Tap::Output && s.spec.n_expert == 0 && m > 1;
     opt.blas = s.runner->uses_blas();
@@ -497,6 +501,7 @@ Napi::Value NativeLinearization::Info(const Napi::CallbackInfo & info) {
     o.Set("affine", s->spec.affine);
     o.Set("exact", s->exact);
     o.Set("ordinary", s->ordinary);
+    o.Set("relevance", s->relevance);
     o.Set("nExpert", s->spec.n_expert);
     o.Set("maxBatch", Napi::Number::New(env, (double) s->max_batch));
     o.Set("blas", s->runner && s->runner->uses_blas());
@@ -801,7 +806,7 @@ class LinearizeWorker : public ProgressPromiseWorker {
             s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
             if (s.ordinary && s.spec.n_expert > 0) {
-                throw std::runtime_error("[UNSUPPORTED] ordinary mode does not yet cover routed experts (moe layers); use mode \"detached\"");
+                throw std::runtime_error("[UNSUPPORTED] the ordinary and relevance modes do not yet cover routed experts (moe layers); use mode \"detached\"");
             }
             s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas, s.tiled && has_tiled_weights(s.spec));
             AbortScope scope(*s.runner, [this] { return aborted(); });
@@ -853,7 +858,8 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     // products of a quantized weight by dequantizing it (the exact route), so it stays off.
     s->use_blas = get_bool(opts, "blas", true) && s->exact;
     s->tiled = get_bool(opts, "tiled", true);
-    s->ordinary = get_bool(opts, "ordinary", false);
+    s->relevance = get_bool(opts, "relevance", false);
+    s->ordinary = get_bool(opts, "ordinary", false) || s->relevance;
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
     if (info[1].IsTypedArray()) {

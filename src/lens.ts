@@ -23,10 +23,13 @@ import type { Linearization } from "./linearization.js";
 import { topTokens, type DecodedToken, type Vocabulary } from "./vocabulary.js";
 
 /**
- * "jlens": the ordinary Jacobian (the published estimator). "detached": the same average over
- * the detached map (every nonlinear coefficient frozen), the full-detach member of the family.
+ * "jlens": the ordinary Jacobian (the published estimator). "rlens": the relevance lens
+ * (RelP rules: residual-stream norms and activation factors detached, gate products' derivative
+ * halved between their factors, attention ordinary; as TransformerLens's RelevanceLens).
+ * "detached": the same average over the detached map (every nonlinear coefficient frozen,
+ * attention included), the full-detach member of the family.
  */
-export type LensEstimator = "jlens" | "detached";
+export type LensEstimator = "jlens" | "rlens" | "detached";
 
 export interface FitLensProgress {
   /** Prompts averaged so far, and the corpus size. */
@@ -226,7 +229,7 @@ export async function fitLens(options: FitLensOptions): Promise<Lens> {
   if (sourceLayers.length === 0) throw invalid("sourceLayers is empty");
   const maxSeqLen = check.optionalInteger("maxSeqLen", o.maxSeqLen, 2, 2 ** 20) ?? 128;
   const minPosition = check.optionalInteger("minPosition", o.minPosition, 0, maxSeqLen - 2) ?? 16;
-  const estimator = check.oneOf("estimator", o.estimator, ["jlens", "detached"] as const, "jlens");
+  const estimator = check.oneOf("estimator", o.estimator, ["jlens", "rlens", "detached"] as const, "jlens");
   const stop = o.earlyStop === false ? null : {
     minPrompts: check.optionalInteger("earlyStop.minPrompts", (o.earlyStop as { minPrompts?: number } | undefined)?.minPrompts, 1, 2 ** 31) ?? 100,
     tolerance: (o.earlyStop as { tolerance?: number } | undefined)?.tolerance === undefined ? 2e-3
@@ -234,7 +237,7 @@ export async function fitLens(options: FitLensOptions): Promise<Lens> {
   };
   const signal = check.optionalSignal("signal", o.signal);
   const onProgress = check.optionalFunction<(p: FitLensProgress) => void>("onProgress", o.onProgress);
-  const mode = estimator === "jlens" ? "ordinary" : "detached";
+  const mode = ({ jlens: "ordinary", rlens: "relevance", detached: "detached" } as const)[estimator];
 
   const sum = new Map(sourceLayers.map((l) => [l, new Float64Array(d * d)] as const));
   let done = 0, skipped = 0, change: number | null = null;

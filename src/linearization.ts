@@ -22,9 +22,12 @@ export interface LinearizeOptions {
    * "detached" (default): the paper's map, every nonlinear coefficient frozen, which
    * reproduces the output exactly (docs/math.md §2). "ordinary": the true derivative of the
    * network at the prompt, the same record plus each coefficient's own derivative term
-   * (docs/math.md §5); its products do not reproduce the output. Not yet for moe models.
+   * (docs/math.md §5); its products do not reproduce the output. "relevance": the R-lens's
+   * relevance rules (RelP: residual-stream norms and activation factors detached, each gate
+   * product's derivative halved between its factors, attention ordinary). The last two not
+   * yet for moe models.
    */
-  mode?: "detached" | "ordinary";
+  mode?: "detached" | "ordinary" | "relevance";
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
   batchMemoryBytes?: number;
@@ -153,7 +156,7 @@ export class Linearization {
   readonly biasTerm: Float32Array | null;
   readonly precision: "exact" | "fast";
   /** Which linearization this is: the detached map or the ordinary Jacobian (LinearizeOptions.mode). */
-  readonly mode: "detached" | "ordinary";
+  readonly mode: "detached" | "ordinary" | "relevance";
   /** Columns per native pass, from the memory budget. */
   readonly maxBatch: number;
   /** Whether the large products run on ggml's OpenBLAS backend. */
@@ -197,8 +200,8 @@ export class Linearization {
     this.predictedToken = top;
     this.layerInputs = p.layerInputs;
     this.affine = info.affine;
-    this.mode = info.ordinary ? "ordinary" : "detached";
-    this.biasTerm = this.mode === "ordinary" ? null : p.biasTerm;  // ordinary maps are linear: no constant term
+    this.mode = info.relevance ? "relevance" : info.ordinary ? "ordinary" : "detached";
+    this.biasTerm = this.mode !== "detached" ? null : p.biasTerm;  // only the detached map has a constant term
     this.precision = info.exact ? "exact" : "fast";
     this.maxBatch = info.maxBatch;
     this.blas = info.blas;
@@ -523,7 +526,7 @@ export class Linearization {
     if (typeof token !== "number" || !Number.isInteger(token) || token < 0 || token >= this.logits.length) {
       throw invalid(`token must be an id in [0, ${this.logits.length}), not ${String(token)}`);
     }
-    if (this.mode === "ordinary") {
+    if (this.mode !== "detached") {
       throw new LljError("attribution is exact only for the detached map: linearize with mode \"detached\" (the default)", { code: "UNSUPPORTED" });
     }
     return this.#lc.run(async () => attribution(await this.#cachedReconstruction(), this.vocabulary, token));

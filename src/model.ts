@@ -245,7 +245,7 @@ export class Model {
   async linearize(prompt: string | ArrayLike<number> | { embeddings: Float32Array }, options: LinearizeOptions = {}): Promise<Linearization> {
     const o = check.options("linearize options", options);
     const precision = check.oneOf("precision", o.precision, ["exact", "fast"] as const, "exact");
-    const mode = check.oneOf("mode", o.mode, ["detached", "ordinary"] as const, "detached");
+    const mode = check.oneOf("mode", o.mode, ["detached", "ordinary", "relevance"] as const, "detached");
     const threads = check.threads(o.threads);
     const batchMemoryBytes = check.batchMemoryBytes(o.batchMemoryBytes);
     const blas = check.optionalBoolean("blas", o.blas) ?? true;
@@ -275,7 +275,7 @@ export class Model {
       const signal = this.#lc.signal(userSignal);
       const model = this.#get();
       const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize(model, tokens ? Int32Array.from(tokens) : null, embeddings,
-        { threads, exact: precision === "exact", ordinary: mode === "ordinary", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
+        { threads, exact: precision === "exact", ordinary: mode === "ordinary", relevance: mode === "relevance", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
       // the contrast's ordinary linearization: the same input and options, in ordinary mode
       const ordinary = () => this.linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined });
       const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin), ordinary);

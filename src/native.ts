@@ -67,6 +67,7 @@ export interface NativeLinearizationInfo {
   affine: boolean;
   exact: boolean;
   ordinary: boolean;
+  relevance: boolean;
   nExpert: number;
   maxBatch: number;
   blas: boolean;
@@ -187,7 +188,7 @@ export interface NativeAddon {
   writeGguf(path: string, spec: { copyKvFrom?: string; kv: GgufKv[]; tensors: GgufTensorSpec[] }): Promise<string>;
   quantize(input: string, output: string, type: string): Promise<string>;
   linearize(model: NativeModel, tokens: Int32Array | null, embeddings: Float32Array | null,
-    options: { threads: number; exact: boolean; ordinary: boolean; batchMemoryBytes: number; blas: boolean; tiled: boolean; contextSize?: number },
+    options: { threads: number; exact: boolean; ordinary: boolean; relevance: boolean; batchMemoryBytes: number; blas: boolean; tiled: boolean; contextSize?: number },
     onProgress: ((p: number) => void) | undefined, abortFlag: Int32Array | undefined): Promise<NativeLinearization>;
   /** A = U diag(s) Vᵀ for A [m × n] row-major, in double: LAPACK dgesdd when OpenBLAS was found at build time, else one-sided Jacobi. */
   svd(a: Float32Array, m: number, n: number, options?: { lapack?: boolean }): Promise<{ u: Float32Array; s: Float32Array; v: Float32Array; rank: number; routine: "dgesdd" | "jacobi" }>;

@@ -14,7 +14,7 @@ const PROMPTS = [
 ];
 
 /** (1/|V|) Σ_{s∈V} Σ_{t∈V, t≥s} ∂h_final[t]/∂h_l[s] averaged over prompts, from prefix Jacobians. */
-async function explicitLens(model: Model, prompts: string[], layers: number[], minPosition: number, mode: "ordinary" | "detached") {
+async function explicitLens(model: Model, prompts: string[], layers: number[], minPosition: number, mode: "ordinary" | "relevance" | "detached") {
   const d = model.hparams.nEmbd, L = model.hparams.nLayer;
   const mean = new Map(layers.map((l) => [l, new Float64Array(d * d)] as const));
   for (const p of prompts) {
@@ -37,12 +37,13 @@ describe("stories260K", () => {
   beforeAll(async () => { model = await loadModel({ modelPath: STORIES, gpu: false }); });
   afterAll(async () => { await model.dispose(); });
 
-  test.each(["jlens", "detached"] as const)("the %s lens equals the explicit average of Jacobians, to F32 rounding", async (estimator) => {
+  const modes = { jlens: "ordinary", rlens: "relevance", detached: "detached" } as const;
+  test.each(["jlens", "rlens", "detached"] as const)("the %s lens equals the explicit average of Jacobians, to F32 rounding", async (estimator) => {
     const minPosition = 4, layers = [0, 2, 3];
     const lens = await fitLens({ model, corpus: PROMPTS, sourceLayers: layers, minPosition, estimator, earlyStop: false });
     expect(lens.nPrompts).toBe(2);
     expect(lens.sourceLayers).toEqual(layers);
-    const explicit = await explicitLens(model, PROMPTS, layers, minPosition, estimator === "jlens" ? "ordinary" : "detached");
+    const explicit = await explicitLens(model, PROMPTS, layers, minPosition, modes[estimator]);
     for (const l of layers) expect(relErr(lens.matrix(l), explicit.get(l)!)).toBeLessThan(1e-5);
   });
 

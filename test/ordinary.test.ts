@@ -5,7 +5,7 @@
 // architecture, and by the adjoint and linearity invariants.
 import { loadModel, syntheticModel, LljError, type Linearization, type Model } from "../src/index.js";
 import { STORIES, PROMPT, randn, relErr, dot, norm, adjointError } from "./helpers.js";
-import { llama64 } from "./reference64.js";
+import { llama64, emptyRelevance64 } from "./reference64.js";
 import { VARIANTS, STORY } from "./variants.js";
 
 /** Central difference of the real F32 forward (our primal pass) along t, every position. */
@@ -59,6 +59,33 @@ describe("stories260K: the ordinary Jacobian is the derivative of the network", 
     const u = randn(n * d);
     const jtu = await lin.vjp(u, { allPositions: true });
     expect(Math.abs(dot(jtu, t) - dot(u, fd)) / (norm(u) * norm(fd))).toBeLessThan(1e-5);
+  });
+
+  test("relevance mode is the RelP map: differences of the float64 forward with the rules' values held", async () => {
+    const hp = model.hparams;
+    const ref = await llama64(STORIES, { ...hp, ropeBase: hp.rope.freqBase });
+    const rel = await model.linearize(PROMPT, { mode: "relevance" });
+    try {
+      expect(rel.mode).toBe("relevance");
+      const n = rel.nTokens, d = rel.nEmbd, x = Float64Array.from(rel.inputEmbeddings);
+      const held = emptyRelevance64();
+      const y = ref.forward(x, n, { record: held });
+      // at the recorded point the rule-modified function is the network itself
+      expect(relErr(ref.forward(x, n, { relevance: held }), y)).toBeLessThan(1e-12);
+      const t = randn(n * d), h = 1e-4;
+      const fp = ref.forward(x.map((v, i) => v + h * t[i]), n, { relevance: held });
+      const fm = ref.forward(x.map((v, i) => v - h * t[i]), n, { relevance: held });
+      const fd = fp.map((v, i) => (v - fm[i]) / (2 * h));
+      const jt = await rel.jvp(t, { allPositions: true });
+      expect(relErr(jt, fd)).toBeLessThan(1e-5);
+      // between the detached map and the derivative, and different from both
+      expect(relErr(jt, await lin.jvp(t, { allPositions: true }))).toBeGreaterThan(1e-2);
+      expect(relErr(jt, await det.jvp(t, { allPositions: true }))).toBeGreaterThan(1e-2);
+      expect(await adjointError(rel, true)).toBeLessThan(1e-5);
+      expect(await adjointError(rel)).toBeLessThan(1e-5);
+    } finally {
+      await rel.dispose();
+    }
   });
 
   test("linear: J(a s + b t) = a J s + b J t", async () => {
@@ -153,6 +180,9 @@ describe("every dense architecture: ordinary jvp against finite differences of t
       expect(err).toBeLessThan(gelu ? 2e-2 : 2e-3);
       expect(err).toBeLessThan(detErr / 10);  // a missing derivative term would show here
       expect(await adjointError(lin, true)).toBeLessThan(1e-5);
+      const rel = await model.linearize(prompt, { mode: "relevance" });
+      expect(await adjointError(rel, true)).toBeLessThan(1e-5);
+      await rel.dispose();
       await lin.dispose();
       await det.dispose();
     } finally {

@@ -4,9 +4,29 @@
 // finite differences of it in double are the reference for the ordinary Jacobian.
 import { readF32Tensor, matVec } from "./helpers.js";
 
+/**
+ * The primal values the relevance rules (RelP, the R-lens) hold fixed: every norm's 1/rms, and
+ * each MLP's gate activation G = silu(g), its up projection u and φ = G/g.
+ */
+export interface Relevance64 {
+  rAttn: number[][]; rFfn: number[][]; rOut: number[];
+  G: Float64Array[][]; u: Float64Array[][]; phi: Float64Array[][];
+}
+
 export interface Llama64 {
   d: number;
-  forward(x: Float64Array, n: number): Float64Array;  // input embeddings [n × d] → final-norm output [n × d]
+  /**
+   * Input embeddings [n × d] → final-norm output [n × d]. With `record`, fills it with the
+   * relevance rules' fixed values; with `relevance`, computes the function whose derivative
+   * is the RelP map at the recorded point: norms with r fixed, attention as is, each MLP as
+   * ½(G₀ ⊙ u(m) + u₀ ⊙ φ₀ ⊙ g(m)) (the half rule over the identity rule; its value at the
+   * recorded point is the network's).
+   */
+  forward(x: Float64Array, n: number, options?: { record?: Relevance64; relevance?: Relevance64 }): Float64Array;
+}
+
+export function emptyRelevance64(): Relevance64 {
+  return { rAttn: [], rFfn: [], rOut: [], G: [], u: [], phi: [] };
 }
 
 interface Hparams { nLayer: number; nHead: number; nHeadKv: number; headDim: number; nFf: number; normEps: number; ropeBase: number }
@@ -25,12 +45,12 @@ export async function llama64(file: string, hp: Hparams): Promise<Llama64> {
   const outNorm = await t("output_norm.weight");
   const d = outNorm.length, { nHead: H, nHeadKv: Hkv, headDim: hd, nFf: ff, normEps: eps } = hp;
 
-  const rms = (x: Float64Array, w: Float32Array): Float64Array => {
+  const inverseRms = (x: Float64Array): number => {
     let ss = 0;
     for (const v of x) ss += v * v;
-    const r = 1 / Math.sqrt(ss / x.length + eps);
-    return x.map((v, i) => v * r * w[i]);
+    return 1 / Math.sqrt(ss / x.length + eps);
   };
+  const scaled = (x: Float64Array, r: number, w: Float32Array): Float64Array => x.map((v, i) => v * r * w[i]);
   const rope = (v: Float64Array, pos: number): void => {  // every head's pairs (2i, 2i + 1)
     for (let h = 0; h < v.length / hd; h++) {
       for (let i = 0; i < hd / 2; i++) {
@@ -44,12 +64,20 @@ export async function llama64(file: string, hp: Hparams): Promise<Llama64> {
 
   return {
     d,
-    forward(x: Float64Array, n: number): Float64Array {
+    forward(x: Float64Array, n: number, options = {}): Float64Array {
+      const { record, relevance } = options as { record?: Relevance64; relevance?: Relevance64 };
+      // a norm's 1/rms: recorded, or held at the recorded value under the relevance rules
+      const coefficient = (h: Float64Array, list: keyof Pick<Relevance64, "rAttn" | "rFfn">, l: number, i: number): number => {
+        if (relevance) return relevance[list][l][i];
+        const r = inverseRms(h);
+        if (record) (record[list][l] ??= [])[i] = r;
+        return r;
+      };
       const h = Array.from({ length: n }, (_, i) => x.slice(i * d, (i + 1) * d));
-      for (const L of layers) {
+      for (const [l, L] of layers.entries()) {
         const q: Float64Array[] = [], k: Float64Array[] = [], v: Float64Array[] = [];
         for (let i = 0; i < n; i++) {
-          const a = rms(h[i], L.attnNorm);
+          const a = scaled(h[i], coefficient(h[i], "rAttn", l, i), L.attnNorm);
           q.push(matVec(L.wq, H * hd, d, a));
           k.push(matVec(L.wk, Hkv * hd, d, a));
           v.push(matVec(L.wv, Hkv * hd, d, a));
@@ -76,15 +104,27 @@ export async function llama64(file: string, hp: Hparams): Promise<Llama64> {
           h[i] = h[i].map((val, c) => val + attn[c]);
         }
         for (let i = 0; i < n; i++) {
-          const m = rms(h[i], L.ffnNorm);
+          const m = scaled(h[i], coefficient(h[i], "rFfn", l, i), L.ffnNorm);
           const g = matVec(L.gate, ff, d, m), u = matVec(L.up, ff, d, m);
-          const act = g.map((z, c) => (z / (1 + Math.exp(-z))) * u[c]);
+          const G = g.map((z) => z / (1 + Math.exp(-z)));
+          if (record) {
+            (record.G[l] ??= [])[i] = G;
+            (record.u[l] ??= [])[i] = u;
+            (record.phi[l] ??= [])[i] = G.map((a, c) => a / g[c]);
+          }
+          const act = relevance
+            ? u.map((uc, c) => 0.5 * (relevance.G[l][i][c] * uc + relevance.u[l][i][c] * relevance.phi[l][i][c] * g[c]))
+            : G.map((a, c) => a * u[c]);
           const y = matVec(L.down, d, ff, act);
           h[i] = h[i].map((val, c) => val + y[c]);
         }
       }
       const out = new Float64Array(n * d);
-      for (let i = 0; i < n; i++) out.set(rms(h[i], outNorm), i * d);
+      for (let i = 0; i < n; i++) {
+        const r = relevance ? relevance.rOut[i] : inverseRms(h[i]);
+        if (record) record.rOut[i] = r;
+        out.set(scaled(h[i], r, outNorm), i * d);
+      }
       return out;
     },
   };
