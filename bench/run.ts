@@ -18,16 +18,20 @@
 //      llj-gguf's full Jacobian + per-token SVDs on the same file and prompt.
 //   9. the paper's long-prompt route in JAX: top-4 of J_last by Lanczos (scipy's ARPACK svds
 //      over jitted jax.jvp / jax.vjp) on a 256-token prompt, against llj-gguf's matrix-free SVD.
+//  10. fitting a Jacobian lens: time per prompt (128 tokens, every source layer) on the d=512
+//      model against the published estimator re-implemented in PyTorch autograd on the same
+//      weights and input; then on the Llama-3.2-3B-shaped Q4_K_M model (only llj-gguf runs
+//      it quantized), measured on its layers and extrapolated to 28, labelled.
 // PyTorch peers run in the Python of bench/setup-peers.sh (PyTorch 2.13 CPU wheel,
 // transformers, gguf) when it exists, else LLJ_BENCH_PYTHON or the system's python3.
-// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|7|8|9] [--70b]
+// Usage: npm run bench [-- --threads N] [--skip-large] [--skip-torch] [--skip-long] [--only 1|5|6|7|8|9|10] [--70b]
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { readGgufFileInfo } from "node-llama-cpp";
-import { loadModel, syntheticModel, TINY_LLAMA, type SyntheticSpec } from "../src/index.js";
+import { loadModel, syntheticModel, promptLens, TINY_LLAMA, type SyntheticSpec } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
 import { seededGaussian } from "../src/random.js";
@@ -175,6 +179,7 @@ async function main() {
   if (!args.includes("--skip-large") && !args.includes("--skip-long") && (!only || only === 6)) await longPromptSection();
   if (!args.includes("--skip-torch") && (!only || only === 8)) await realModelSection();
   if (!args.includes("--skip-torch") && (!only || only === 9)) await jaxLanczosSection();
+  if (!only || only === 10) await lensSection();
   if (!args.includes("--skip-large") && (!only || only === 7)) {
     await quantizedShapesSection(LLAMA_3B_SHAPE, "Llama-3.2-3B");
     if (args.includes("--70b")) await quantizedShapesSection(LLAMA_70B_SHAPE, "Llama-3.3-70B");
@@ -374,6 +379,63 @@ async function jaxLanczosSection() {
   }
   await lin.dispose();
   await model.dispose();
+}
+
+/** 10. Time per prompt to fit a J-lens: llj-gguf against the published estimator in PyTorch. */
+async function lensSection() {
+  const n = 128, minPosition = 16;
+  const perPrompt = async (s: SyntheticSpec, type: "F32" | "Q4_K_M") => {
+    const modelPath = await syntheticModel(s, type);
+    const model = await loadModel({ modelPath, gpu: false });
+    const tokens = await promptTokens(modelPath, n);
+    const t0 = performance.now();
+    const lin = await model.linearize(tokens, { threads, mode: "ordinary" });
+    const tLin = performance.now();
+    const J = await promptLens(lin, Array.from({ length: s.nLayer - 1 }, (_, l) => l), minPosition);
+    const seconds = (performance.now() - t0) / 1000, primal = (tLin - t0) / 1000;
+    const x = lin.inputEmbeddings, batch = lin.maxBatch;
+    await lin.dispose();
+    return { model, modelPath, J, x, seconds, primal, batch, rss: process.resourceUsage().maxRSS * 1024 };
+  };
+  const s = BENCH_LLAMA;
+  console.log(`
+10. Fitting a Jacobian lens: one prompt of ${n} tokens (valid positions ${minPosition}..${n - 2}), every source layer, ordinary Jacobian`);
+  const ours = await perPrompt(s, "F32");
+  console.log(`   llj-gguf, synthetic Llama d=${s.nEmbd}, ${s.nLayer} layers, F32 (${ours.model.backends.blas ? "OpenBLAS" : "ggml CPU"}): ` +
+    `${fmt(ours.seconds, 2)} s per prompt (primal ${fmt(ours.primal, 2)} s; ${Math.ceil(s.nEmbd / ours.batch)} sweeps of ${ours.batch} cotangents down ${s.nLayer - 1} layers)`);
+  const py = torchPython();
+  if (args.includes("--skip-torch") || !py || spawnSync(py, ["-c", "import torch"]).status !== 0) {
+    console.log("   PyTorch estimator: n/a (--skip-torch, or no Python with torch: bench/setup-peers.sh)");
+  } else {
+    const dir = await exportForTorch(ours.modelPath, ours.x, s);
+    for (const dimBatch of [8, 64]) {
+      const r = spawnSync(py, [path.join(srcDir, "torch_jlens.py"), dir, String(threads), String(minPosition), String(dimBatch)], { encoding: "utf8", maxBuffer: 1 << 26 });
+      if (r.status !== 0) {
+        console.log(`   PyTorch estimator failed: ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
+        break;
+      }
+      const t = JSON.parse(r.stdout);
+      const tj = new Float32Array(readFileSync(t.file).buffer.slice(0));
+      let num = 0, den = 0;
+      for (let l = 0; l < s.nLayer - 1; l++) {
+        const mine = ours.J.get(l)!;
+        for (let i = 0; i < mine.length; i++) { num += (mine[i] - tj[l * mine.length + i]) ** 2; den += tj[l * mine.length + i] ** 2; }
+      }
+      console.log(`   PyTorch ${t.torch} autograd (${t.blas}), the published estimator, dim_batch ${dimBatch}${dimBatch === 8 ? " (its default)" : ""}: ` +
+        `${fmt(t.seconds, 2)} s per prompt → llj-gguf ${fmt(t.seconds / ours.seconds, 1)}×; lenses agree to ${Math.sqrt(num / den).toExponential(1)}`);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await ours.model.dispose();
+  if (args.includes("--skip-large")) return;
+  const big = { ...LLAMA_3B_SHAPE, nLayer: 3 };
+  const q = await perPrompt(big, "Q4_K_M");
+  // per layer: the sweeps' cost grows with the layers below the last; the primal with all
+  const sweepPerLayer = (q.seconds - q.primal) / (big.nLayer - 1), primalPerLayer = q.primal / big.nLayer;
+  console.log(`   llj-gguf, Llama-3.2-3B-shaped Q4_K_M (d=${big.nEmbd}, ${big.nLayer} of 28 layers), exact: ${fmt(q.seconds, 1)} s per prompt ` +
+    `(primal ${fmt(q.primal, 1)} s; batch ${q.batch}); peak RSS ${fmt(q.rss / 2 ** 30, 2)} GiB`);
+  console.log(`   EXTRAPOLATED to 28 layers: ${fmt(primalPerLayer * 28 + sweepPerLayer * 27, 0)} s per prompt (per layer: primal ${fmt(primalPerLayer, 2)} s, sweeps ${fmt(sweepPerLayer, 1)} s)`);
+  await q.model.dispose();
 }
 
 export const LLAMA_3B_SHAPE: SyntheticSpec = { ...TINY_LLAMA, seed: 23, nEmbd: 3072, nLayer: 2, nHead: 24, nHeadKv: 8, nFf: 8192, contextLength: 512 };
