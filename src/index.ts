@@ -36,3 +36,5 @@ export { readControlVector, writeControlVector } from "./cvec.js";
 export type { ControlVectorFile } from "./cvec.js";
 export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
 export type { FitLensOptions, FitLensProgress, LensEstimator } from "./lens.js";
+export { readLensFile, writeLensFile } from "./lens-file.js";
+export type { LensData, LensFormat } from "./lens-file.js";
