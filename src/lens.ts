@@ -15,7 +15,9 @@
 // on one output dimension at every valid position at once: causality makes the cotangent at
 // source s the sum over t ≥ s. The VJP is chained one layer at a time from the top, so every
 // source layer's rows come out of one sweep down the layers.
-import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { readLensFile, writeLensFile, type LensData, type LensFormat } from "./lens-file.js";
 import { LljError, abortedError, invalid } from "./errors.js";
 import * as check from "./validate.js";
 import type { Model } from "./model.js";
@@ -60,6 +62,13 @@ export interface FitLensOptions {
    * 2e-3 }. false: the whole corpus.
    */
   earlyStop?: { minPrompts?: number; tolerance?: number } | false;
+  /**
+   * A file (safetensors) the running sums are saved to every `checkpointEvery` prompts
+   * (default 10) and at the end; when it exists at the start, the fit resumes from it (the
+   * corpus, layers, positions and estimator must be the same).
+   */
+  checkpoint?: string;
+  checkpointEvery?: number;
   /** Passed to each linearization. */
   precision?: "exact" | "fast";
   threads?: number;
@@ -73,9 +82,12 @@ export class Lens {
   readonly nPrompts: number;
   readonly sourceLayers: number[];
   readonly estimator: LensEstimator | "unknown";
+  /** Provenance kept in the file (architecture, layer count, positions, corpus size...). */
+  readonly metadata: Record<string, string | number | boolean | null>;
   readonly #J: Map<number, Float32Array>;
 
-  constructor(J: Map<number, Float32Array>, options: { dModel: number; nPrompts: number; estimator?: LensEstimator | "unknown" }) {
+  constructor(J: Map<number, Float32Array>, options: { dModel: number; nPrompts: number; estimator?: LensEstimator | "unknown";
+    metadata?: Record<string, string | number | boolean | null> }) {
     for (const [layer, m] of J) {
       if (m.length !== options.dModel * options.dModel) throw invalid(`the lens matrix of layer ${layer} holds ${m.length} values, not d² = ${options.dModel ** 2}`);
     }
@@ -84,6 +96,27 @@ export class Lens {
     this.nPrompts = options.nPrompts;
     this.sourceLayers = [...J.keys()].sort((a, b) => a - b);
     this.estimator = options.estimator ?? "unknown";
+    this.metadata = { ...options.metadata };
+  }
+
+  /**
+   * Reads a lens file: the published torch.save artifact (e.g. a lens fitted on a model's
+   * Hugging Face weights, which applies to its GGUF: the tensors are the same up to
+   * quantization) or safetensors.
+   */
+  static async load(file: string): Promise<Lens> {
+    const data = await readLensFile(file);
+    const e = data.metadata?.estimator;
+    // the published artifacts carry no estimator: theirs is the J-lens
+    const estimator = e === undefined ? "jlens" : e === "jlens" || e === "rlens" || e === "detached" ? e : "unknown";
+    return new Lens(data.J, { dModel: data.dModel, nPrompts: data.nPrompts, estimator, metadata: data.metadata });
+  }
+
+  /** Writes the lens: "torch" (the published artifact, default; also by a .pt name) or "safetensors" (by a .safetensors name). */
+  async save(file: string, options: { format?: LensFormat; dtype?: "f16" | "f32" } = {}): Promise<void> {
+    const data: LensData = { J: this.#J, dModel: this.dModel, nPrompts: this.nPrompts, sourceLayers: this.sourceLayers,
+      metadata: { ...this.metadata, estimator: this.estimator } };
+    await writeLensFile(file, data, options);
   }
 
   /** J_l row-major [d × d] (a copy). */
@@ -147,6 +180,22 @@ export class Lens {
       }
     }
     return out;
+  }
+
+  /**
+   * Refuses a model the lens cannot belong to (another width, or source layers at or above
+   * its last layer); warns (process warning LLJ_LENS_MODEL) when the file names another
+   * architecture or layer count.
+   */
+  checkModel(model: { hparams: { nEmbd: number; nLayer: number; architecture: string } }): void {
+    this.#checkModel(model.hparams.nEmbd, model.hparams.nLayer);
+    const { architecture, nLayer } = this.metadata;
+    const other = (architecture !== undefined && architecture !== null && String(architecture) !== model.hparams.architecture)
+      || (nLayer !== undefined && nLayer !== null && Number(nLayer) !== model.hparams.nLayer);
+    if (other) {
+      process.emitWarning(`the lens was fitted on ${String(architecture ?? "?")} with ${String(nLayer ?? "?")} layers; this model is ` +
+        `${model.hparams.architecture} with ${model.hparams.nLayer}`, { code: "LLJ_LENS_MODEL" });
+    }
   }
 
   #checkModel(d: number, nLayer: number): void {
@@ -239,10 +288,33 @@ export async function fitLens(options: FitLensOptions): Promise<Lens> {
   const onProgress = check.optionalFunction<(p: FitLensProgress) => void>("onProgress", o.onProgress);
   const mode = ({ jlens: "ordinary", rlens: "relevance", detached: "detached" } as const)[estimator];
 
+  const checkpoint = o.checkpoint === undefined ? undefined : String(o.checkpoint);
+  const every = check.optionalInteger("checkpointEvery", o.checkpointEvery, 1, 2 ** 31) ?? 10;
+  // what a checkpoint must agree on to be resumed
+  const config = { kind: "jlens-checkpoint", estimator, minPosition, maxSeqLen, corpusSize: prompts.length,
+    corpus: createHash("sha256").update(JSON.stringify(prompts)).digest("hex").slice(0, 16), architecture: model.hparams.architecture, nLayer: L };
+
   const sum = new Map(sourceLayers.map((l) => [l, new Float64Array(d * d)] as const));
-  let done = 0, skipped = 0, change: number | null = null;
+  let done = 0, skipped = 0, change: number | null = null, start = 0;
+  if (checkpoint && existsSync(checkpoint)) {
+    const saved = await readLensFile(checkpoint);
+    const m = saved.metadata ?? {};
+    for (const [k, v] of Object.entries(config)) {
+      if (String(m[k]) !== String(v)) throw invalid(`the checkpoint ${checkpoint} is of another fit (${k}: ${String(m[k])}, this fit: ${String(v)}); remove it to start afresh`);
+    }
+    if (JSON.stringify(saved.sourceLayers) !== JSON.stringify(sourceLayers)) throw invalid(`the checkpoint ${checkpoint} has source layers [${saved.sourceLayers.join(", ")}], this fit [${sourceLayers.join(", ")}]`);
+    for (const l of sourceLayers) sum.get(l)!.set(saved.J.get(l)!);
+    done = saved.nPrompts;
+    skipped = Number(m.skipped);
+    start = Number(m.nextIndex);
+  }
+  const save = async (next: number) => {
+    if (!checkpoint) return;
+    await writeLensFile(checkpoint, { J: new Map(sourceLayers.map((l) => [l, Float32Array.from(sum.get(l)!)] as const)), dModel: d, nPrompts: done,
+      sourceLayers, metadata: { ...config, nextIndex: next, skipped } }, { format: "safetensors", dtype: "f32" });
+  };
   const t0 = performance.now();
-  for (let p = 0; p < prompts.length; p++) {
+  for (let p = start; p < prompts.length; p++) {
     if (signal?.aborted) throw abortedError(signal.reason);
     const tokens = model.tokenize(prompts[p]).slice(0, maxSeqLen);
     if (tokens.length <= minPosition + 1) {
@@ -272,10 +344,15 @@ export async function fitLens(options: FitLensOptions): Promise<Lens> {
     }
     change = done > 1 ? worst : null;
     const elapsed = (performance.now() - t0) / 1000;
-    onProgress?.({ prompts: done, total: prompts.length, skipped, change, etaSeconds: elapsed / (p + 1) * (prompts.length - p - 1) });
-    if (stop && done >= stop.minPrompts && change !== null && change < stop.tolerance) break;
+    onProgress?.({ prompts: done, total: prompts.length, skipped, change, etaSeconds: elapsed / (p + 1 - start) * (prompts.length - p - 1) });
+    if (stop && done >= stop.minPrompts && change !== null && change < stop.tolerance) {
+      await save(p + 1);
+      break;
+    }
+    if (done % every === 0 || p === prompts.length - 1) await save(p + 1);
   }
   if (done === 0) throw invalid(`every prompt was too short: a lens needs more than minPosition + 1 = ${minPosition + 1} tokens`);
   const J = new Map(sourceLayers.map((l) => [l, Float32Array.from(sum.get(l)!, (v) => v / done)] as const));
-  return new Lens(J, { dModel: d, nPrompts: done, estimator });
+  return new Lens(J, { dModel: d, nPrompts: done, estimator,
+    metadata: { architecture: model.hparams.architecture, nLayer: L, minPosition, maxSeqLen, skipped, corpusSize: prompts.length } });
 }

@@ -96,6 +96,48 @@ describe("stories260K", () => {
   });
 });
 
+describe("saving, loading, checkpoints", () => {
+  let model: Model;
+  beforeAll(async () => { model = await loadModel({ modelPath: STORIES, gpu: false }); });
+  afterAll(async () => { await model.dispose(); });
+
+  test("a fitted lens saves as the published artifact and loads back (f16 rounding), with its provenance", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "llj-lens-"));
+    const lens = await fitLens({ model, corpus: PROMPTS, sourceLayers: [1, 3], minPosition: 4, estimator: "rlens" });
+    await lens.save(path.join(dir, "lens.pt"));
+    await lens.save(path.join(dir, "lens.safetensors"), { dtype: "f32" });
+    const a = await Lens.load(path.join(dir, "lens.pt")), b = await Lens.load(path.join(dir, "lens.safetensors"));
+    for (const l of [1, 3]) {
+      expect(relErr(a.matrix(l), lens.matrix(l))).toBeLessThan(1e-3);
+      expect(b.matrix(l)).toEqual(lens.matrix(l));
+    }
+    expect(a.estimator).toBe("rlens");
+    expect(a.nPrompts).toBe(2);
+    expect(String(a.metadata.architecture)).toBe("llama");
+    expect(() => a.checkModel(model)).not.toThrow();
+    const other = { hparams: { ...model.hparams, nEmbd: 32 } };
+    expect(() => a.checkModel(other)).toThrow(/d = 64.*d = 32|another model/);
+  });
+
+  test("an interrupted fit resumes from its checkpoint to the uninterrupted result", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "llj-ckpt-"));
+    const corpus = [...PROMPTS, "The little cat sat on the warm mat and looked at the birds outside the window.", ...PROMPTS.map((p) => p + " Then")];
+    const opts = { model, corpus, sourceLayers: [2], minPosition: 4, earlyStop: false as const };
+    const whole = await fitLens(opts);
+    const checkpoint = path.join(dir, "fit.ckpt.safetensors");
+    const ac = new AbortController();
+    await expect(fitLens({ ...opts, checkpoint, checkpointEvery: 1, signal: ac.signal,
+      onProgress: (p) => { if (p.prompts === 3) ac.abort(); } })).rejects.toMatchObject({ code: "ABORTED" });
+    const seen: number[] = [];
+    const resumed = await fitLens({ ...opts, checkpoint, onProgress: (p) => seen.push(p.prompts) });
+    expect(seen[0]).toBe(4);  // prompts 1–3 came from the checkpoint
+    expect(resumed.nPrompts).toBe(whole.nPrompts);
+    expect(relErr(resumed.matrix(2), whole.matrix(2))).toBeLessThan(1e-6);
+    // another fit's checkpoint is refused, not mixed in
+    await expect(fitLens({ ...opts, minPosition: 3, checkpoint })).rejects.toThrow(/another fit/);
+  });
+});
+
 test("a synthetic llama: the fitted lens equals the explicit average of ordinary Jacobians", async () => {
   const model = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, nLayer: 3, seed: 91 }, "Q8_0"), gpu: false });
   try {
