@@ -12,6 +12,7 @@ import { analyzeCommand } from "./cli/analyze.js";
 import { reportCommand } from "./cli/report.js";
 import { demoCommand } from "./cli/demo.js";
 import { steerCommand } from "./cli/steer.js";
+import { lensCommand } from "./cli/lens.js";
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
     .command(reportCommand)
     .command(demoCommand)
     .command(steerCommand)
+    .command(lensCommand)
     .example("$0 demo", "the real trained stories260K (shipped, no download): analysis, emergence table, llj-gguf-demo.html")
     .example('$0 analyze model.gguf "Once upon a time," --layers --report report.html', "your own GGUF: the same analysis and its HTML report")
     .example("$0 info model.gguf", "what a GGUF file is, and whether llj-gguf linearizes it")

@@ -1,6 +1,8 @@
 // The CLI as a user runs it: output for a real model, one-line errors with exit code 1.
 import { spawnSync } from "node:child_process";
 import path from "node:path";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { packageRoot } from "../src/native.js";
 import { syntheticModel, loadModel, TINY_LLAMA, LljError } from "../src/index.js";
 import { STORIES, relErr, matVec, writeArchitectureStub } from "./helpers.js";
@@ -306,4 +308,25 @@ test("analyze prints every input position's own J_i: σ1 and decoded u1/v1, the 
   } finally {
     await model.dispose();
   }
+});
+
+test("lens fit writes the published artifact; lens show reads a prompt through it, layer by position", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "llj-cli-lens-"));
+  const corpus = path.join(dir, "corpus.txt"), out = path.join(dir, "lens.pt");
+  writeFileSync(corpus, "Once upon a time, there was a little girl named Lily. She loved to play outside.\n" +
+    "One day, a big dog came to the park and saw a red ball under the tree near the pond.\nHi.\n");
+  const f = run("lens", "fit", STORIES, "--corpus", corpus, "-o", out, "--min-position", "4", "--layers", "1-3", "--gpu", "false");
+  expect(f.stderr).toBe("");
+  expect(f.status).toBe(0);
+  expect(f.stdout).toMatch(/jlens lens of layers 1, 2, 3 on 2 prompts \(1 too short\)/);
+  const s = run("lens", "show", STORIES, "Once upon a time, there was a little girl named", "--lens", out, "--json", "--positions", "2", "--gpu", "false");
+  expect(s.status).toBe(0);
+  const r = JSON.parse(s.stdout);
+  expect(r.readout.map((x: { layer: number }) => x.layer)).toEqual([1, 1, 2, 2, 3, 3, 4, 4]);
+  expect(r.estimator).toBe("jlens");
+  const bad = run("lens", "show", STORIES, "x", "--lens", out, "--layers", "0", "--gpu", "false");
+  expect(bad.status).toBe(1);
+  expect(bad.stderr).toMatch(/layer 0 is not in the lens/);
+  const noCorpus = run("lens", "fit", STORIES, "--corpus", path.join(dir, "none.txt"), "-o", out, "--gpu", "false");
+  expect(noCorpus.stderr).toMatch(/cannot read the corpus/);
 });

@@ -1,0 +1,159 @@
+// `llj-gguf lens fit` and `llj-gguf lens show`: fitting a Jacobian lens on a corpus and reading
+// a prompt through one, layer by position. The work is the API's (src/lens.ts).
+import type { Argv, CommandModule } from "yargs";
+import { loadModel } from "../model.js";
+import { LljError } from "../errors.js";
+import { Lens, fitLens, readCorpus, type LensEstimator } from "../lens.js";
+import { resolveModelPath } from "../model-uri.js";
+import { table } from "../report.js";
+import { gpuOption, interruption, say, statusLine, wrote, type GlobalArgs } from "./common.js";
+
+interface FitArgs extends GlobalArgs {
+  model: string;
+  corpus: string;
+  output: string;
+  layers: string | undefined;
+  estimator: LensEstimator;
+  "max-seq-len": number;
+  "min-position": number;
+  "max-prompts": number | undefined;
+  checkpoint: string | undefined;
+  dtype: "f16" | "f32";
+}
+
+interface ShowArgs extends GlobalArgs {
+  model: string;
+  lens: string;
+  prompt: string;
+  layers: string | undefined;
+  positions: number;
+  top: number;
+  json: boolean | undefined;
+}
+
+/** "0,2,5-7" → [0, 2, 5, 6, 7]. */
+export function parseLayers(spec: string): number[] {
+  const out: number[] = [];
+  for (const part of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) throw new LljError(`--layers: "${part}" is not a layer or a range a-b`, { code: "INVALID_ARGUMENT" });
+    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) throw new LljError(`--layers: the range ${part} runs backwards`, { code: "INVALID_ARGUMENT" });
+    for (let l = a; l <= b; l++) out.push(l);
+  }
+  return out;
+}
+
+/** Ctrl-C aborts the running work (exit 130) instead of killing the process mid-write. */
+function interruptible(): AbortController {
+  const ac = new AbortController();
+  process.once("SIGINT", () => {
+    interruption.interrupted = true;
+    ac.abort(new LljError("interrupted (Ctrl-C)", { code: "ABORTED" }));
+  });
+  return ac;
+}
+
+async function fit(argv: FitArgs): Promise<void> {
+  const model = await loadModel({ modelPath: await resolveModelPath(argv.model), gpu: gpuOption(argv.gpu) });
+  const status = statusLine();
+  const ac = interruptible();
+  try {
+    let corpus = readCorpus(argv.corpus);
+    if (argv["max-prompts"] !== undefined) corpus = corpus.slice(0, argv["max-prompts"]);
+    const t0 = performance.now();
+    const lens = await fitLens({
+      model, corpus, estimator: argv.estimator, maxSeqLen: argv["max-seq-len"], minPosition: argv["min-position"],
+      sourceLayers: argv.layers === undefined ? undefined : parseLayers(argv.layers), checkpoint: argv.checkpoint, signal: ac.signal,
+      onProgress: (p) => status.onStage("lens fit (prompts)", (p.prompts + p.skipped) / p.total),
+    });
+    status.clear();
+    await lens.save(argv.output, { dtype: argv.dtype });
+    say(`fitted        ${lens.estimator} lens of layers ${lens.sourceLayers.join(", ")} on ${lens.nPrompts} prompts ` +
+      `(${String(lens.metadata.skipped)} too short) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    wrote("lens", argv.output);
+  } finally {
+    status.clear();
+    await model.dispose();
+  }
+}
+
+async function show(argv: ShowArgs): Promise<void> {
+  const model = await loadModel({ modelPath: await resolveModelPath(argv.model), gpu: gpuOption(argv.gpu) });
+  try {
+    const lens = await Lens.load(argv.lens);
+    lens.checkModel(model);
+    const lin = await model.linearize(argv.prompt);
+    try {
+      const L = model.hparams.nLayer;
+      const layers = argv.layers === undefined ? [...lens.sourceLayers, L - 1] : parseLayers(argv.layers);
+      for (const l of layers) {
+        if (l !== L - 1 && !lens.sourceLayers.includes(l)) {
+          throw new LljError(`layer ${l} is not in the lens (source layers ${lens.sourceLayers.join(", ")}; ${L - 1} reads through the identity)`, { code: "INVALID_ARGUMENT" });
+        }
+      }
+      const n = lin.nTokens, positions = Array.from({ length: Math.min(argv.positions, n) }, (_, i) => n - Math.min(argv.positions, n) + i);
+      const rows: Array<{ layer: number; position: number; tokens: { text: string; score: number }[] }> = [];
+      for (const layer of layers) {
+        for (const position of positions) rows.push({ layer, position, tokens: await lens.readout(lin, { layer, position, top: argv.top }) });
+      }
+      if (argv.json) {
+        console.log(JSON.stringify({ prompt: argv.prompt, lens: argv.lens, estimator: lens.estimator, nPrompts: lens.nPrompts, readout: rows }, null, 2));
+        return;
+      }
+      const pieces = model.tokenPieces(lin.tokens ?? []);
+      say(`lens          ${argv.lens} (${lens.estimator}, ${lens.nPrompts} prompts)`);
+      say(`readout       W_U·norm(J_l·h_l): the top token at each layer (rows) and position (columns); the last layer is the model's own output\n`);
+      const head = ["layer", ...positions.map((p) => `${p} ${JSON.stringify(pieces[p])}`)];
+      const body = layers.map((layer) => [String(layer), ...positions.map((p) => {
+        const r = rows.find((x) => x.layer === layer && x.position === p)!;
+        return r.tokens.slice(0, argv.top).map((t) => JSON.stringify(t.text)).join(" ");
+      })]);
+      say(table(body, ["right", ...positions.map(() => "left" as const)], head).join("\n"));
+    } finally {
+      await lin.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+const fitCommand: CommandModule<GlobalArgs, FitArgs> = {
+  command: "fit <model>",
+  describe: "fit a Jacobian lens on a corpus and write it (the published torch format, or .safetensors)",
+  builder: (y: Argv<GlobalArgs>) => y
+    .positional("model", { type: "string", demandOption: true, describe: "a .gguf file or a model URI" })
+    .option("corpus", { type: "string", demandOption: true, describe: "a text file (one prompt per line) or JSONL (a string or {\"text\"} per line)" })
+    .option("output", { alias: "o", type: "string", demandOption: true, describe: "the lens file: .pt (torch.save, as published) or .safetensors" })
+    .option("layers", { type: "string", describe: "source layers, e.g. 0,4,8-12 (default every layer below the last)" })
+    .option("estimator", { choices: ["jlens", "rlens", "detached"] as const, default: "jlens" as const, describe: "the ordinary Jacobian (J-lens), the relevance rules (R-lens), or the detached map" })
+    .option("max-seq-len", { type: "number", default: 128, describe: "prompts cut to this many tokens" })
+    .option("min-position", { type: "number", default: 16, describe: "the first position averaged (attention sinks excluded)" })
+    .option("max-prompts", { type: "number", describe: "use only the corpus's first N prompts" })
+    .option("checkpoint", { type: "string", describe: "save the running sums here (and resume from it when it exists)" })
+    .option("dtype", { choices: ["f16", "f32"] as const, default: "f16" as const, describe: "the matrices' storage type" })
+    .example("$0 lens fit model.gguf --corpus prompts.txt -o lens.pt", "a J-lens of every layer"),
+  handler: fit,
+};
+
+const showCommand: CommandModule<GlobalArgs, ShowArgs> = {
+  command: "show <model> <prompt>",
+  describe: "read a prompt through a lens: the top tokens of each layer at the last positions",
+  builder: (y: Argv<GlobalArgs>) => y
+    .positional("model", { type: "string", demandOption: true, describe: "a .gguf file or a model URI" })
+    .positional("prompt", { type: "string", demandOption: true })
+    .option("lens", { type: "string", demandOption: true, describe: "a lens file (.pt as published, or .safetensors)" })
+    .option("layers", { type: "string", describe: "layers to read, e.g. 0,4,8-12 (default the lens's and the last)" })
+    .option("positions", { type: "number", default: 4, describe: "the last N positions" })
+    .option("top", { type: "number", default: 1, describe: "tokens per cell" })
+    .option("json", { type: "boolean", describe: "print JSON (every cell's top tokens with scores)" })
+    .example('$0 lens show model.gguf --lens lens.pt "The Eiffel Tower is in"', "the layer × position readout"),
+  handler: show,
+};
+
+export const lensCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: "lens <command>",
+  describe: "the Jacobian lens: fit one on a corpus, or read a prompt through one",
+  builder: (y: Argv<GlobalArgs>) => y.command(fitCommand).command(showCommand).demandCommand(1, "lens fit or lens show"),
+  handler: () => undefined,
+};
