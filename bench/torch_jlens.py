@@ -19,26 +19,12 @@ import time
 import numpy as np
 import torch
 
+from peer_weights import load_peer
+
 root, threads, min_pos, dim_batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
-m = json.load(open(os.path.join(root, "manifest.json")))
+m, W, x0, n, cos, sin, mask = load_peer(root)
 d, n_layer, n_head, n_kv, hd, eps, base = m["d"], m["n_layer"], m["n_head"], m["n_head_kv"], m["head_dim"], m["eps"], m["rope_base"]
-
-
-def load(name):
-    shape = m["tensors"][name]  # GGUF order [ne0, ne1]: rows are ne1
-    a = np.fromfile(os.path.join(root, name + ".bin"), dtype=np.float32)
-    return torch.from_numpy(a.reshape(list(reversed(shape))).copy())
-
-
-W = {name: load(name) for name in m["tensors"]}
-x0 = torch.from_numpy(np.fromfile(os.path.join(root, "x.bin"), dtype=np.float32).reshape(-1, d).copy())
-n = x0.shape[0]
-pos = torch.arange(n, dtype=torch.float32)
-inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-ang = pos[:, None] * inv[None, :]
-cos, sin = torch.cos(ang), torch.sin(ang)
-mask = torch.full((n, n), float("-inf")).triu(1)
 
 
 def rope(t):  # t [B, n, heads, hd], llama.cpp NORM mode: pairs (2i, 2i+1)

@@ -232,12 +232,22 @@ ggml_tensor * attention_probs(ggml_context * ctx, const ModelSpec & spec, const 
 // from the tangent da [d, n, B] of the attention input: every step after the projection is
 // linear at fixed positions (rope, scales, temperature) except the qk-norm, whose derivative
 // norm_d is.
+// What the Q (which 0) or K (1) side of the tangent reads: its heads, projection and qk-norm.
+struct QkSide {
+    int heads;
+    Projection p;
+    ggml_tensor * nh, * r, * w;
+};
+static QkSide qk_side(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const AttentionTensors & t, int which) {
+    const bool q = which == 0;
+    return {q ? spec.n_head : spec.n_head_kv, qkv(ctx, spec, L, which), q ? t.qn_q : t.qn_k, q ? t.qr_q : t.qr_k, q ? L.q_norm : L.k_norm};
+}
+
 static ggml_tensor * qk_tangent(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
                                 const AttentionTensors & t, ggml_tensor * da, int which, const BuildOptions & opt) {
-    const int hd = spec.head_dim, heads = which == 0 ? spec.n_head : spec.n_head_kv;
+    const int hd = spec.head_dim;
     const int64_t n = da->ne[1], B = da->ne[2];
-    const Projection p = qkv(ctx, spec, L, which);
-    ggml_tensor * nh = which == 0 ? t.qn_q : t.qn_k, * r = which == 0 ? t.qr_q : t.qr_k, * w = which == 0 ? L.q_norm : L.k_norm;
+    const auto [heads, p, nh, r, w] = qk_side(ctx, spec, L, t, which);
     ggml_tensor * x = matmul(ctx, p.w, da, opt);  // the bias is a constant
     if (p.s) x = ggml_mul(ctx, x, p.s);
     if (spec.arch.norms.qk == QkNorm::FullWidth) x = norm_d(ctx, x, r, nh, w, false);
@@ -252,10 +262,9 @@ static ggml_tensor * qk_tangent(ggml_context * ctx, const ModelSpec & spec, cons
 // Its transpose: g [hd, heads, n, B] on Q or K → the cotangent on the attention input.
 static ggml_tensor * qk_tangent_t(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, const GraphInputs & in,
                                   const AttentionTensors & t, ggml_tensor * g, int which, const BuildOptions & opt) {
-    const int hd = spec.head_dim, heads = which == 0 ? spec.n_head : spec.n_head_kv;
+    const int hd = spec.head_dim;
     const int64_t n = g->ne[2], B = g->ne[3];
-    const Projection p = qkv(ctx, spec, L, which);
-    ggml_tensor * nh = which == 0 ? t.qn_q : t.qn_k, * r = which == 0 ? t.qr_q : t.qr_k, * w = which == 0 ? L.q_norm : L.k_norm;
+    const auto [heads, p, nh, r, w] = qk_side(ctx, spec, L, t, which);
     if (which == 0 && in.attn_temp) g = ggml_mul(ctx, g, in.attn_temp);
     if (which == 0 && spec.arch.attn.scales_q()) g = ggml_scale(ctx, g, spec.q_scale);
     if (spec.arch.attn.rope) g = rope(ctx, ggml_cont(ctx, g), L, in, true);  // the inverse rotation is the transpose

@@ -170,6 +170,15 @@ function entryData(r: Reader, e: ZipEntry): ZipEntry {
   return e;
 }
 
+/** The ZIP64 extra field (id 1) holding 64-bit sizes and offsets. */
+function zip64Extra(values: number[]): Buffer {
+  const b = Buffer.alloc(4 + 8 * values.length);
+  b.writeUInt16LE(1, 0);
+  b.writeUInt16LE(8 * values.length, 2);
+  values.forEach((v, i) => b.writeBigUInt64LE(BigInt(v), 4 + 8 * i));
+  return b;
+}
+
 let crcTable: Uint32Array | undefined;
 function crc32(b: Uint8Array): number {
   crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
@@ -189,14 +198,8 @@ function writeZip(put: (b: Uint8Array) => void, entries: Array<{ name: string; d
   const emit = (b: Uint8Array) => { put(b); offset += b.length; };
   for (const { name, data } of entries) {
     const nameBuf = Buffer.from(name, "utf8"), crc = crc32(data);
-    const big = data.length >= 0xffffffff || offset >= 0xffffffff;
-    const zip64 = big ? Buffer.alloc(20) : Buffer.alloc(0);
-    if (big) {
-      zip64.writeUInt16LE(1, 0);
-      zip64.writeUInt16LE(16, 2);
-      zip64.writeBigUInt64LE(BigInt(data.length), 4);
-      zip64.writeBigUInt64LE(BigInt(data.length), 12);
-    }
+    const big = data.length >= 0xffffffff;
+    const zip64 = big ? zip64Extra([data.length, data.length]) : Buffer.alloc(0);
     const pad = (64 - ((offset + 30 + nameBuf.length + zip64.length + 4) % 64)) % 64;
     const padding = Buffer.alloc(4 + pad);  // an extra field of id 0xFFFF holding the padding
     padding.writeUInt16LE(0xffff, 0);
@@ -213,14 +216,7 @@ function writeZip(put: (b: Uint8Array) => void, entries: Array<{ name: string; d
     emit(Buffer.concat([local, nameBuf, zip64, padding]));
     emit(data);
     const far = localOffset >= 0xffffffff || data.length >= 0xffffffff;
-    const ext = far ? Buffer.alloc(28) : Buffer.alloc(0);
-    if (far) {
-      ext.writeUInt16LE(1, 0);
-      ext.writeUInt16LE(24, 2);
-      ext.writeBigUInt64LE(BigInt(data.length), 4);
-      ext.writeBigUInt64LE(BigInt(data.length), 12);
-      ext.writeBigUInt64LE(BigInt(localOffset), 20);
-    }
+    const ext = far ? zip64Extra([data.length, data.length, localOffset]) : Buffer.alloc(0);
     const c = Buffer.alloc(46);
     c.writeUInt32LE(0x02014b50, 0);
     c.writeUInt16LE(far ? 45 : 20, 4);

@@ -33,6 +33,16 @@ export class Lifecycle {
   /** Runs `body` as tracked work of this object (refused once disposal has begun). */
   run<T>(body: () => Promise<T>): Promise<T> {
     this.enter();
+    return this.track(body);
+  }
+
+  /**
+   * Tracks `body` without refusing it while disposal waits: a step of work that is already
+   * running (a linearization's call that needs one more from its model), which disposal must
+   * wait for rather than cut off. Refused only once the object is freed.
+   */
+  track<T>(body: () => Promise<T>): Promise<T> {
+    if (this.#state === "disposed") throw new LljError(`the ${this.what} has been disposed`, { code: "DISPOSED" });
     const p = body();
     this.#pending.add(p);
     const forget = () => this.#pending.delete(p);

@@ -243,6 +243,11 @@ export class Model {
    * embeddings [n × d] row-major to linearize around arbitrary inputs).
    */
   async linearize(prompt: string | ArrayLike<number> | { embeddings: Float32Array }, options: LinearizeOptions = {}): Promise<Linearization> {
+    return this.#linearize(prompt, options, false);
+  }
+
+  /** inside: a step of a linearization's own running call (tracked, not refused while disposal waits). */
+  async #linearize(prompt: string | ArrayLike<number> | { embeddings: Float32Array }, options: LinearizeOptions, inside: boolean): Promise<Linearization> {
     const o = check.options("linearize options", options);
     const precision = check.oneOf("precision", o.precision, ["exact", "fast"] as const, "exact");
     const mode = check.oneOf("mode", o.mode, ["detached", "ordinary", "relevance"] as const, "detached");
@@ -271,18 +276,18 @@ export class Model {
       }
       tokens = this.toTokens(prompt as string | ArrayLike<number>);
     }
-    return this.#lc.run(async () => {
+    return (inside ? this.#lc.track.bind(this.#lc) : this.#lc.run.bind(this.#lc))(async () => {
       const signal = this.#lc.signal(userSignal);
       const model = this.#get();
       const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize(model, tokens ? Int32Array.from(tokens) : null, embeddings,
         { threads, exact: precision === "exact", ordinary: mode === "ordinary", relevance: mode === "relevance", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
       // the contrast's ordinary linearization: the same input and options, in ordinary mode
-      const ordinary = () => this.linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined });
+      const ordinary = () => this.#linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined }, true);
       const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin), ordinary);
       this.#linearizations.add(lin);
       try {
         if (signal.aborted) throw abortedError(signal.reason);
-        if (!this.#lc.live) throw new LljError("the model was disposed while linearize() ran; its linearization was freed", { code: "DISPOSED" });
+        if (!inside && !this.#lc.live) throw new LljError("the model was disposed while linearize() ran; its linearization was freed", { code: "DISPOSED" });
         await this.#checkFinite(lin);
       } catch (e) {
         await lin.dispose();
