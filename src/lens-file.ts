@@ -13,6 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 import { LljError } from "./errors.js";
 
 export interface LensData {
@@ -133,7 +134,7 @@ function atomically(file: string, write: (put: (b: Uint8Array) => void) => void)
 
 // ---------------------------------------------------------------- zip (stored entries)
 
-interface ZipEntry { name: string; method: number; size: number; compressed: number; dataOffset: number; localOffset: number }
+interface ZipEntry { name: string; method: number; size: number; compressed: number; crc: number; dataOffset: number; localOffset: number }
 
 function readZip(r: Reader): Map<string, ZipEntry> {
   // the end-of-central-directory record: within the last 64 KiB + 22 bytes
@@ -181,7 +182,7 @@ function readZip(r: Reader): Map<string, ZipEntry> {
       }
       e += 4 + len;
     }
-    entries.set(name, { name, method, size, compressed, localOffset, dataOffset: -1 });
+    entries.set(name, { name, method, size, compressed, crc: cd.readUInt32LE(p + 16), localOffset, dataOffset: -1 });
     p += 46 + nameLen + extraLen + commentLen;
   }
   return entries;
@@ -200,8 +201,17 @@ function entryData(r: Reader, e: ZipEntry): ZipEntry {
   return e;
 }
 
+/** An entry's bytes (or the part [from, from + length)), CRC-checked when they are the whole entry. */
+function entryBytes(r: Reader, e: ZipEntry, from = 0, length = e.size): Buffer {
+  const b = r.read(e.dataOffset + from, length);
+  if (from === 0 && length === e.size && crc32(b) !== e.crc) throw bad(r.file, `zip entry ${e.name} is corrupt (its CRC-32 does not match)`);
+  return b;
+}
+
 let crcTable: Uint32Array | undefined;
 function crc32(b: Uint8Array): number {
+  if (typeof zlib.crc32 === "function") return zlib.crc32(b);  // native, Node ≥ 20.15
+
   crcTable ??= Uint32Array.from({ length: 256 }, (_, n) => {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
@@ -464,7 +474,7 @@ function tensorValues(r: Reader, entries: Map<string, ZipEntry>, prefix: string,
   entryData(r, e);
   const n = d * d;
   if ((t.offset + n) * type.size > e.size) throw bad(r.file, `${what} (offset ${t.offset}, ${n} values) runs past its storage of ${e.size} bytes`);
-  return decode(r.read(e.dataOffset + t.offset * type.size, n * type.size), type.dtype, n);
+  return decode(entryBytes(r, e, t.offset * type.size, n * type.size), type.dtype, n);
 }
 
 /** The layers to read: all, or the requested ones (each must be in the file). */
@@ -494,7 +504,7 @@ function readTorch(r: Reader, layers: number[] | undefined): LensData {
   const prefix = pkl.slice(0, pkl.length - "data.pkl".length);
   const e = entryData(r, entries.get(pkl)!);
   if (e.size > 64 << 20) throw bad(r.file, `data.pkl is ${e.size} bytes: implausible for a lens`);
-  const root = unpickle(r.file, r.read(e.dataOffset, e.size));
+  const root = unpickle(r.file, entryBytes(r, e));
   if (!(root instanceof Map)) throw bad(r.file, "the pickled object is not a dict");
   if (!root.has("J")) throw bad(r.file, root.has("jacobian_sum") ? "a fit checkpoint (jacobian_sum), not a lens: finish or resume the fit" : "no 'J' key: not a Jacobian lens");
   const J0 = root.get("J");

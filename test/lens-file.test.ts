@@ -3,6 +3,7 @@
 import { readFileSync, writeFileSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import zlib from "node:zlib";
 import { readLensFile, writeLensFile, halfToFloat, floatToHalf, type LensData } from "../src/lens-file.js";
 import { packageRoot } from "../src/native.js";
 import { randn } from "./helpers.js";
@@ -134,6 +135,17 @@ test("the archive holds what torch.save writes, each entry stored and 64-byte al
   expect(names).toEqual(["layout/data.pkl", "layout/.format_version", "layout/.storage_alignment", "layout/byteorder", "layout/data/0", "layout/version", "layout/.data/serialization_id"]);
 });
 
+/** The fixture with its data.pkl changed by `edit` and its CRC made right again (so the edit, not the CRC, is what is refused). */
+function editPickle(edit: (pkl: Buffer) => void): Buffer {
+  const b = Buffer.from(readFileSync(FIXTURE));
+  const cd = b.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));  // data.pkl is the first entry
+  const start = 30 + b.readUInt16LE(26) + b.readUInt16LE(28), size = b.readUInt32LE(cd + 24);
+  const pkl = b.subarray(start, start + size);
+  edit(pkl);
+  b.writeUInt32LE(zlib.crc32(pkl), cd + 16);
+  return b;
+}
+
 test("malformed files are refused with the reason, never a crash or a hang", async () => {
   const good = readFileSync(FIXTURE);
   const write = (name: string, b: Buffer) => { const f = path.join(dir, name); writeFileSync(f, b); return f; };
@@ -141,20 +153,20 @@ test("malformed files are refused with the reason, never a crash or a hang", asy
   await expect(readLensFile(write("half.pt", good.subarray(0, 600)))).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   await expect(readLensFile(write("junk.bin", Buffer.from("not a lens at all, just text")))).rejects.toThrow(/neither a zip|safetensors/);
   // a pickle referring to os.system: refused, nothing run
-  const evil = Buffer.from(good);
-  const at = evil.indexOf("torch._utils");
-  evil.write("os\nsystem\n\0\0\0\0\0\0\0\0\0", at, "latin1");
-  await expect(readLensFile(write("evil.pt", evil))).rejects.toThrow(/refused|opcode/);
+  const evil = editPickle((pkl) => pkl.write("os\nsystem\n\0\0\0\0\0\0\0\0\0", pkl.indexOf("torch._utils"), "latin1"));
+  await expect(readLensFile(write("evil.pt", evil))).rejects.toThrow(/refers to os\.system.*refused/);
+  // a changed byte with the CRC left as it was
+  const flipped = Buffer.from(good);
+  flipped[flipped.indexOf("n_prompts")] ^= 1;
+  await expect(readLensFile(write("crc.pt", flipped))).rejects.toThrow(/data\.pkl is corrupt \(its CRC-32/);
   // a compressed entry: method 8 in the central directory
   const comp = Buffer.from(good);
   const cd = comp.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
   comp.writeUInt16LE(8, cd + 10);
   await expect(readLensFile(write("deflate.pt", comp))).rejects.toThrow(/compressed/);
   // an unknown opcode
-  const op = Buffer.from(good);
-  const pkl = op.indexOf(Buffer.from([0x80, 0x02]));
-  op[pkl + 2] = 0x01;
-  await expect(readLensFile(write("opcode.pt", op))).rejects.toThrow(/opcode 0x1/);
+  const op = editPickle((pkl) => { pkl[2] = 0x01; });
+  await expect(readLensFile(write("opcode.pt", op))).rejects.toThrow(/opcode 0x1,/);
 });
 
 test("malformed safetensors are refused with the reason", async () => {
@@ -182,13 +194,16 @@ test("corrupted bytes anywhere give a refusal or a valid lens, never a crash or 
   const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const f = path.join(dir, "fuzz.pt");
   const outcomes = { refused: 0, read: 0 };
-  for (let trial = 0; trial < 300; trial++) {
-    const b = Buffer.from(good);
+  for (let trial = 0; trial < 400; trial++) {
     const flips = 1 + Math.floor(rand() * 4);
-    // mostly in data.pkl (the first ~400 bytes) and the central directory (the last ~800)
-    for (let k = 0; k < flips; k++) {
-      const at = rand() < 0.5 ? Math.floor(rand() * 400) : b.length - 1 - Math.floor(rand() * 800);
-      b[at] = Math.floor(rand() * 256);
+    let b: Buffer;
+    if (trial % 2 === 0) {
+      // inside data.pkl with its CRC made right: what the pickle reader itself must withstand
+      b = editPickle((pkl) => { for (let k = 0; k < flips; k++) pkl[Math.floor(rand() * pkl.length)] = Math.floor(rand() * 256); });
+    } else {
+      // anywhere in the zip's headers: the local headers (first ~400 bytes) and the central directory (last ~800)
+      b = Buffer.from(good);
+      for (let k = 0; k < flips; k++) b[rand() < 0.5 ? Math.floor(rand() * 400) : b.length - 1 - Math.floor(rand() * 800)] = Math.floor(rand() * 256);
     }
     writeFileSync(f, trial % 10 === 9 ? b.subarray(0, Math.floor(rand() * b.length)) : b);
     try {
