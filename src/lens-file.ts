@@ -447,13 +447,23 @@ const DTYPES: Record<string, { dtype: LensDtype; size: number }> = {
   F16: { dtype: "f16", size: 2 }, BF16: { dtype: "bf16", size: 2 }, F32: { dtype: "f32", size: 4 }, F64: { dtype: "f64", size: 8 },
 };
 
-/** Raw little-endian values → F32 (f16 and bf16 exactly, f64 rounded). */
+let halfTable: Float32Array | undefined;
+
+/** Raw little-endian values → F32 (f16 and bf16 exactly, f64 rounded). Typed views, not per-value reads: a 70B lens has 5·10⁹ values. */
 function decode(raw: Buffer, dtype: LensDtype, n: number): Float32Array {
-  const out = new Float32Array(n);
-  if (dtype === "f32") for (let i = 0; i < n; i++) out[i] = raw.readFloatLE(4 * i);
-  else if (dtype === "f16") for (let i = 0; i < n; i++) out[i] = halfToFloat(raw.readUInt16LE(2 * i));
-  else if (dtype === "bf16") for (let i = 0; i < n; i++) { u32[0] = raw.readUInt16LE(2 * i) << 16; out[i] = f32[0]; }
-  else for (let i = 0; i < n; i++) out[i] = raw.readDoubleLE(8 * i);
+  const size = dtype === "f64" ? 8 : dtype === "f32" ? 4 : 2;
+  // an aligned copy when the buffer is not (a typed view needs its element alignment)
+  const bytes = raw.byteOffset % size === 0 ? raw : Buffer.from(raw);
+  if (dtype === "f32") return new Float32Array(bytes.buffer, bytes.byteOffset, n).slice();
+  if (dtype === "f64") return Float32Array.from(new Float64Array(bytes.buffer, bytes.byteOffset, n));
+  const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n), out = new Float32Array(n);
+  if (dtype === "bf16") {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) bits[i] = h[i] << 16;
+  } else {
+    halfTable ??= Float32Array.from({ length: 65536 }, (_, i) => halfToFloat(i));
+    for (let i = 0; i < n; i++) out[i] = halfTable[h[i]];
+  }
   return out;
 }
 
@@ -584,11 +594,12 @@ function pickleLens(data: LensData, storage: "HalfStorage" | "FloatStorage"): Bu
   return Buffer.concat(parts);
 }
 
+/** A matrix's bytes, little-endian (the platforms Node runs on are). */
 function matrixBytes(m: Float32Array, dtype: "f16" | "f32"): Buffer {
   if (dtype === "f32") return Buffer.from(m.buffer, m.byteOffset, m.byteLength);
-  const out = Buffer.alloc(m.length * 2);
-  for (let i = 0; i < m.length; i++) out.writeUInt16LE(floatToHalf(m[i]), 2 * i);
-  return out;
+  const h = new Uint16Array(m.length);
+  for (let i = 0; i < m.length; i++) h[i] = floatToHalf(m[i]);
+  return Buffer.from(h.buffer);
 }
 
 // ---------------------------------------------------------------- safetensors
