@@ -101,6 +101,7 @@ function withFile<T>(file: string, fn: (r: Reader) => T): T {
     throw new LljError(`cannot open the lens file ${file}: ${(e as Error).message}`, { code: "INVALID_ARGUMENT", cause: e });
   }
   try {
+    if (!fstatSync(fd).isFile()) throw bad(file, "not a regular file");
     return fn(new Reader(file, fd));
   } finally {
     closeSync(fd);
@@ -128,7 +129,8 @@ function atomically(file: string, write: (put: (b: Uint8Array) => void) => void)
   } catch (e) {
     try { closeSync(fd); } catch { /* already closed */ }
     rmSync(tmp, { force: true });
-    throw e;
+    if (e instanceof LljError) throw e;
+    throw new LljError(`cannot write the lens file ${file}: ${(e as Error)?.message ?? String(e)}`, { code: "INVALID_ARGUMENT", cause: e });
   }
 }
 
@@ -153,7 +155,7 @@ function readZip(r: Reader): Map<string, ZipEntry> {
     cdSize = Number(rec.readBigUInt64LE(40));
     cdOffset = Number(rec.readBigUInt64LE(48));
   }
-  if (count > 1e6) throw bad(r.file, `implausible zip entry count ${count}`);
+  if (count > 1e6 || cdSize > 64 << 20) throw bad(r.file, `implausible zip central directory (${count} entries, ${cdSize} bytes)`);
   const cd = r.read(cdOffset, cdSize), entries = new Map<string, ZipEntry>();
   let p = 0;
   for (let i = 0; i < count; i++) {
@@ -334,6 +336,7 @@ function unpickle(file: string, b: Buffer): Value {
   const line = () => { const e = b.indexOf(0x0a, p); if (e < 0) throw bad(file, "data.pkl is truncated"); const s = b.toString("latin1", p, e); p = e + 1; return s; };
   const setItems = (d: Value, items: Value[]) => {
     if (!(d instanceof Map)) throw bad(file, "data.pkl: SETITEMS on something not a dict");
+    if (items.length % 2) throw bad(file, "data.pkl: SETITEMS with a key and no value");
     for (let i = 0; i + 1 < items.length; i += 2) d.set(items[i], items[i + 1]);
   };
   const top = (): Value => {
@@ -349,6 +352,8 @@ function unpickle(file: string, b: Buffer): Value {
     return { global: name };
   };
   for (;;) {
+    // a lens pickle holds a few objects per layer: bound what a hostile one can make us allocate
+    if (stack.length > 1 << 20 || memo.size > 1 << 20 || marks.length > 1 << 20) throw bad(file, "data.pkl builds an implausible number of objects for a lens");
     need(1);
     const op = b[p++];
     switch (op) {
@@ -513,7 +518,7 @@ function readTorch(r: Reader, layers: number[] | undefined): LensData {
   if (!pkl) throw bad(r.file, "a zip archive without data.pkl: not a torch.save file");
   const prefix = pkl.slice(0, pkl.length - "data.pkl".length);
   const e = entryData(r, entries.get(pkl)!);
-  if (e.size > 64 << 20) throw bad(r.file, `data.pkl is ${e.size} bytes: implausible for a lens`);
+  if (e.size > 16 << 20) throw bad(r.file, `data.pkl is ${e.size} bytes: implausible for a lens`);
   const root = unpickle(r.file, entryBytes(r, e));
   if (!(root instanceof Map)) throw bad(r.file, "the pickled object is not a dict");
   if (!root.has("J")) throw bad(r.file, root.has("jacobian_sum") ? "a fit checkpoint (jacobian_sum), not a lens: finish or resume the fit" : "no 'J' key: not a Jacobian lens");
