@@ -731,6 +731,9 @@ export async function writeLensFile(file: string, data: LensData, options: Write
   if (dtype !== "f16" && dtype !== "f32") throw new LljError(`writeLensFile: dtype must be "f16" or "f32", not ${JSON.stringify(dtype)}`, { code: "INVALID_ARGUMENT" });
   if (!(data?.J instanceof Map)) throw new LljError("writeLensFile: data.J must be a Map of layer → Float32Array", { code: "INVALID_ARGUMENT" });
   for (const [l, m] of data.J) if (!(m instanceof Float32Array)) throw bad(file, `J[${l}] is not a Float32Array`);
+  for (const [k, v] of Object.entries(data.metadata ?? {})) {
+    if (!(v === null || typeof v === "string" || typeof v === "boolean" || (typeof v === "number" && Number.isFinite(v)))) throw bad(file, `metadata.${k} is not a string, finite number, boolean or null`);
+  }
   checkLens(file, data);
   if (dtype === "f16") {
     for (const [l, m] of data.J) for (let i = 0; i < m.length; i++) if (Math.abs(m[i]) >= 65520) throw bad(file, `J[${l}][${i}] = ${m[i]} overflows f16 (write it with dtype "f32")`);

@@ -108,6 +108,7 @@ describe.each(["torch", "safetensors"] as const)("%s", (format) => {
     await expect(writeLensFile(file, { ...lens, J: new Map([[0, nan]]), sourceLayers: [0] }, { format })).rejects.toThrow(/non-finite/);
     await expect(readLensFile(file)).rejects.toThrow(/cannot open/);
     await expect(readLensFile(dir)).rejects.toThrow(/not a regular file/);
+    await expect(writeLensFile(file, { ...lens, metadata: { nested: { a: 1 } as never } }, { format })).rejects.toThrow(/metadata\.nested is not a string/);
     await expect(writeLensFile(path.join(dir, "no-such-dir", "x.pt"), lens, { format })).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/cannot write the lens file/) });
     await expect(writeLensFile(file, lens, { format, dtype: "bf16" as never })).rejects.toThrow(/dtype must be "f16" or "f32"/);
   });
