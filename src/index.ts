@@ -37,4 +37,4 @@ export type { ControlVectorFile } from "./cvec.js";
 export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
 export type { FitLensOptions, FitLensProgress, LensEstimator } from "./lens.js";
 export { readLensFile, writeLensFile } from "./lens-file.js";
-export type { LensData, LensFormat } from "./lens-file.js";
+export type { LensData, LensDtype, LensFormat, ReadLensOptions, WriteLensOptions } from "./lens-file.js";
