@@ -226,16 +226,28 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
     }
     console.log(`gemma3 steering: s_k against the explicit Jacobian, worst ${worst.toExponential(2)} over ${text.length} positions`);
     expect(worst).toBeLessThan(1e-4);
-    // 2. λ = 0 through our graph gives llama.cpp's greedy continuation (measured: 20 tokens on each prompt)
+    // 2. λ = 0 is the unsteered network: bit for bit our graph engine without steering (tokens
+    //    and every step's log-probability), and that engine gives llama.cpp's greedy continuation
+    //    on the same weights dequantized to F32. On the Q4 file itself llama.cpp quantizes the
+    //    activations to Q8 (logits move by 2–4e-2), so a near-tie can flip a greedy step there,
+    //    and which step flips depends on the CPU's kernels (an AMD EPYC run diverged at step 2
+    //    where an earlier machine agreed for 20): that agreement is printed, not asserted.
     const prompts = ["I went for a walk and", "My favourite thing about winter is"];
     const words = [" sea", " ocean", " fish", " water", " beach", " waves"].map((w) => model.tokenize(w, { addSpecial: false })[0]);
     const plain: Generation[] = [];
     for (const prompt of prompts) {
-      const g = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, trackTokens: words });
+      const g = await model.generate(prompt, { maxTokens: 20, stopAtEog: false });
+      const graphPlain = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, trackTokens: words, engine: "graph" });
       const zero = await model.generate(prompt, { maxTokens: 20, stopAtEog: false, steering: { operator: op, lambda: 0 } });
-      expect(zero.engine).toBe("graph");
-      expect(zero.tokens).toEqual(g.tokens);
-      plain.push(g);
+      expect([zero.engine, graphPlain.engine]).toEqual(["graph", "graph"]);
+      expect(zero.tokens).toEqual(graphPlain.tokens);
+      expect(zero.steps.map((s) => s.logProb)).toEqual(graphPlain.steps.map((s) => s.logProb));
+      const f32Llama = await dequantized.generate(prompt, { maxTokens: 20, stopAtEog: false });
+      const f32Graph = await dequantized.generate(prompt, { maxTokens: 20, stopAtEog: false, engine: "graph" });
+      expect(f32Graph.tokens).toEqual(f32Llama.tokens);
+      const agree = g.tokens.findIndex((t, i) => t !== zero.tokens[i]);
+      console.log(`gemma3 λ = 0 on the Q4 file: our graph and llama.cpp agree on ${agree < 0 ? g.tokens.length : agree} of ${g.tokens.length} greedy tokens (${JSON.stringify(prompt)})`);
+      plain.push(graphPlain);  // the shift below compares one engine with and without steering
     }
     // 3. measured: the concept's words gain log-probability along the greedy continuation (λ = 0.1)
     expect(new Set(words).size).toBe(words.length);  // six single-token words
