@@ -74,21 +74,39 @@ static void ensure_graph(SessionState & s) {
 
 // The primal network on `tokens`, with inject [n·d] (empty: none) added after layer `layer`:
 // the last position's logits (after any final softcap) and its final-norm output.
+// A segment of it: layers [from, to] on `hidden` (the stream entering layer `from`, [n·d];
+// the token embeddings when from is 0); when `to` is not the last layer, `hidden` receives
+// the stream after layer `to` at every position and no logits are made. The lens
+// interventions (src/lens-interventions.ts) edit the stream between segments on the host;
+// a stream read back in F32 and fed on is the same value, so split runs equal whole ones.
 static void graph_forward(SessionState & s, const std::vector<int32_t> & tokens, const std::vector<float> & inject, int layer,
-                          bool norm_scaled, std::vector<float> & logits, std::vector<float> & hidden) {
+                          bool norm_scaled, std::vector<float> & logits, std::vector<float> & hidden, int from = 0, int to = -1,
+                          const std::vector<float> * stream = nullptr) {
     ensure_graph(s);
     const ModelSpec & sp = s.spec;
     const int n = (int) tokens.size(), d = sp.n_embd;
+    if (to < 0) to = sp.n_layer - 1;
+    const bool full = to == sp.n_layer - 1;
     ggml_context * ctx = s.runner->begin(s.graph_size());
     GraphInputs in = primal_inputs(ctx, sp, n);
-    ggml_tensor * ids = named_input(ctx, "inp_tokens", GGML_TYPE_I32, n);
-    ggml_tensor * x = token_embeddings(ctx, sp, ids, in);
+    ggml_tensor * ids = nullptr, * x = nullptr;
+    if (from == 0) {
+        ids = named_input(ctx, "inp_tokens", GGML_TYPE_I32, n);
+        x = token_embeddings(ctx, sp, ids, in);
+    } else {
+        x = named_input(ctx, "inp_stream", GGML_TYPE_F32, d, n);
+    }
     BuildOptions opt;
     opt.primal = true;
     opt.bias = true;
     opt.exact = s.exact;
     opt.tiled = s.tiled;
-    opt.keep_frozen = false;  // only the logits are read
+    opt.keep_frozen = false;  // only the logits (or the stream) are read
+    opt.from_layer = from;
+    if (!full) {
+        opt.tap = Tap::Residual;
+        opt.tap_layer = to;
+    }
     if (!inject.empty()) {
         in.inject = named_input(ctx, "inp_steering", GGML_TYPE_F32, d, n);
         opt.inject_layer = layer;
@@ -96,23 +114,30 @@ static void graph_forward(SessionState & s, const std::vector<int32_t> & tokens,
     }
     FrozenTensors fz;
     ggml_tensor * y = build_forward(ctx, sp, fz, in, x, opt, nullptr);
-    ggml_tensor * last = ggml_cont(ctx, ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1)));
-    ggml_set_output(last);
-    ggml_tensor * capped = nullptr;
-    ggml_tensor * lg = lm_head(ctx, sp, last, s.exact, s.tiled, &capped);
-    if (capped) lg = capped;
-    ggml_set_output(lg);
+    ggml_tensor * last = nullptr, * lg = nullptr;
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, s.graph_size(), false);
-    ggml_build_forward_expand(gf, lg);
+    if (full) {
+        last = ggml_cont(ctx, ggml_view_2d(ctx, y, d, 1, y->nb[1], y->nb[1] * (n - 1)));
+        ggml_set_output(last);
+        ggml_tensor * capped = nullptr;
+        lg = lm_head(ctx, sp, last, s.exact, s.tiled, &capped);
+        if (capped) lg = capped;
+        ggml_set_output(lg);
+        ggml_build_forward_expand(gf, lg);
+    } else {
+        last = ggml_cont(ctx, y);
+        ggml_set_output(last);
+    }
     ggml_build_forward_expand(gf, last);
     s.runner->compute(gf, [&] {
         set_primal_inputs(in, sp, n);
-        tensor_set(ids, tokens.data(), tokens.size() * sizeof(int32_t));
+        if (ids) tensor_set(ids, tokens.data(), tokens.size() * sizeof(int32_t));
+        else tensor_set(x, stream->data(), stream->size() * sizeof(float));
         if (in.inject) tensor_set(in.inject, inject.data(), inject.size() * sizeof(float));
     });
-    logits.resize((size_t) ggml_nelements(lg));
-    tensor_get(lg, logits.data(), logits.size() * sizeof(float));
-    hidden.resize((size_t) d);
+    logits.resize(lg ? (size_t) ggml_nelements(lg) : 0);
+    if (lg) tensor_get(lg, logits.data(), logits.size() * sizeof(float));
+    hidden.resize((size_t) ggml_nelements(last));
     tensor_get(last, hidden.data(), hidden.size() * sizeof(float));
 }
 
@@ -221,6 +246,7 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
             InstanceMethod("setControlVector", &NativeSession::SetControlVector),
             InstanceMethod("decode", &NativeSession::Decode),
             InstanceMethod("forward", &NativeSession::Forward),
+            InstanceMethod("segment", &NativeSession::Segment),
             InstanceMethod("embed", &NativeSession::Embed),
             InstanceMethod("dispose", &NativeSession::Dispose),
         });
@@ -319,6 +345,41 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
                 ensure_graph(st);
                 AbortScope scope(*st.runner, [abort] { return abort->aborted(); });
                 graph_forward(st, tokens, inject, layer, norm_scaled, *logits, *hidden);
+            },
+            [logits, hidden](Napi::Env e) -> Napi::Value {
+                auto o = Napi::Object::New(e);
+                o.Set("logits", to_float32_array(e, logits->data(), logits->size()));
+                o.Set("hidden", to_float32_array(e, hidden->data(), hidden->size()));
+                return o;
+            });
+        w->Queue();
+        return w->Promise();
+    }
+
+    // segment(tokens: Int32Array, stream: Float32Array [n·d] | null, fromLayer, toLayer, abortFlag?)
+    //   -> Promise<{ logits, hidden }> (graph engine): layers [fromLayer, toLayer] of our primal
+    //   graph on the stream entering fromLayer (null: the tokens' embeddings, fromLayer 0).
+    //   toLayer < n_layer − 1: hidden is the stream after it [n·d], logits empty; else as forward.
+    Napi::Value Segment(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        auto s = state(env);
+        if (!s->graph) throw Napi::Error::New(env, "segment is for the graph engine");
+        auto tokens = checked_tokens(env, info[0], llama_model_get_vocab(s->model));
+        if (tokens.empty() || tokens.size() > s->n_ctx) throw Napi::RangeError::New(env, "segment needs 1 to nCtx tokens");
+        const int d = llama_model_n_embd(s->model), L = llama_model_n_layer(s->model);
+        const int from = info[2].As<Napi::Number>().Int32Value(), to = info[3].As<Napi::Number>().Int32Value();
+        if (from < 0 || to < from || to >= L) throw Napi::RangeError::New(env, "segment layers must satisfy 0 ≤ fromLayer ≤ toLayer < " + std::to_string(L));
+        std::vector<float> stream;
+        if (from > 0) {
+            stream = float_array_arg(env, info[1], "stream");
+            if (stream.size() != tokens.size() * (size_t) d) throw Napi::RangeError::New(env, "the stream must hold n·d values");
+        }
+        auto logits = std::make_shared<std::vector<float>>(), hidden = std::make_shared<std::vector<float>>();
+        auto * w = new SessionWorker(env, s, Value(), info[4],
+            [tokens, stream, from, to, logits, hidden](SessionState & st, const AbortFlag * abort) {
+                ensure_graph(st);
+                AbortScope scope(*st.runner, [abort] { return abort->aborted(); });
+                graph_forward(st, tokens, {}, -1, false, *logits, *hidden, from, to, &stream);
             },
             [logits, hidden](Napi::Env e) -> Napi::Value {
                 auto o = Napi::Object::New(e);

@@ -52,7 +52,12 @@ static ggml_tensor * inject(ggml_context * ctx, ggml_tensor * h, const GraphInpu
 ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTensors & fz_all, const GraphInputs & in,
                             ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs,
                             ggml_tensor ** final_residual) {
-    if (opt.primal && (x->ne[2] != 1 || opt.from_layer != 0 || opt.tap != Tap::Output)) throw std::logic_error("the primal pass runs one whole sequence");
+    // A recording primal pass runs the whole network; generation's unrecorded one may run a
+    // segment of its layers (native/generate.cpp).
+    if (opt.primal && (x->ne[2] != 1 || (opt.keep_frozen && (opt.from_layer != 0 || opt.tap != Tap::Output)) ||
+                       (opt.tap != Tap::Output && opt.tap != Tap::Residual))) {
+        throw std::logic_error("the primal pass runs one whole sequence");
+    }
     const int last = tap_layer(spec, opt);
     if (opt.from_layer < 0 || last < opt.from_layer - (opt.tap == Tap::Residual ? 1 : 0) || last >= spec.n_layer) {
         throw std::logic_error("bad layer range");

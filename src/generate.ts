@@ -17,6 +17,7 @@ import { abortFlagFor } from "./abort.js";
 import * as check from "./validate.js";
 import { uniformStream01 } from "./random.js";
 import type { SteeringOperator } from "./steering.js";
+import { LensIntervention } from "./lens-interventions.js";
 import { readControlVector } from "./cvec.js";
 import type { HyperParameters } from "./gguf.js";
 
@@ -39,6 +40,8 @@ export interface GenerateOptions {
   sampling?: "greedy" | SamplingOptions;
   /** Steer with the detached Jacobian of a concept (model.steeringOperator); runs on the graph engine. λ defaults to the operator's. */
   steering?: SteeringOperator | { operator: SteeringOperator; lambda: number };
+  /** Edit the stream with Jacobian-lens directions (lens.steering / ablation / swap); runs on the graph engine. */
+  intervention?: LensIntervention;
   /** A control-vector GGUF (llama.cpp's layout, e.g. from SteeringOperator.exportControlVector), applied by llama.cpp, times scale (default 1). */
   controlVector?: { path: string; scale?: number };
   /** Which engine runs the network: "llama" (default without steering) or "graph" (our own primal graph; required for steering). */
@@ -104,6 +107,7 @@ interface Plan {
   operator: SteeringOperator | null;
   lambda: number | null;
   controlVector: { path: string; scale: number } | null;
+  intervention: LensIntervention | null;
   engine: "llama" | "graph";
   track: number[] | null;
   stopAtEog: boolean;
@@ -153,8 +157,17 @@ export function generationPlan(host: GenerationHost, promptLength: number, optio
     if (typeof c.path !== "string" || c.path === "") throw invalid("controlVector.path must be the path of a control-vector GGUF");
     controlVector = { path: c.path, scale: c.scale === undefined ? 1 : check.finite("controlVector.scale", c.scale, -1e6, 1e6) };
   }
-  if (operator && controlVector) throw invalid("steering and controlVector are two ways to steer: give one");
-  const engine = check.oneOf("engine", o.engine, ["llama", "graph"] as const, operator ? "graph" : "llama");
+  let intervention: LensIntervention | null = null;
+  if (o.intervention !== undefined) {
+    if (!(o.intervention instanceof LensIntervention)) throw invalid("intervention must be a LensIntervention (lens.steering, lens.ablation or lens.swap)");
+    intervention = o.intervention;
+    if (intervention.dModel !== host.hparams.nEmbd) throw invalid(`the intervention's lens has d = ${intervention.dModel}, the model ${host.hparams.nEmbd}`);
+    if (intervention.layers[intervention.layers.length - 1] >= host.hparams.nLayer - 1) throw invalid(`intervention layers must lie below the model's last layer ${host.hparams.nLayer - 1}`);
+    intervention.checkPrompt(promptLength);
+  }
+  if ([operator, controlVector, intervention].filter((x) => x !== null).length > 1) throw invalid("steering, controlVector and intervention are three ways to edit the network: give one");
+  const engine = check.oneOf("engine", o.engine, ["llama", "graph"] as const, operator || intervention ? "graph" : "llama");
+  if (intervention && engine !== "graph") throw invalid('lens interventions run on the "graph" engine (the stream is edited between segments of our graph)');
   if (operator && engine !== "graph") throw invalid('steering runs on the "graph" engine (llama.cpp cannot add a position-dependent, norm-scaled vector)');
   if (controlVector && engine !== "llama") throw invalid('a control vector is applied by llama.cpp: use the "llama" engine');
   if (engine === "graph" && !host.linearizability.ok) {
@@ -166,7 +179,7 @@ export function generationPlan(host: GenerationHost, promptLength: number, optio
     track = check.tokenIds("trackTokens", o.trackTokens, host.hparams.nVocab);
   }
   return {
-    maxTokens, sampling, operator, lambda, controlVector, engine, track,
+    maxTokens, sampling, operator, lambda, controlVector, intervention, engine, track,
     stopAtEog: check.optionalBoolean("stopAtEog", o.stopAtEog) ?? true,
     threads: check.threads(o.threads),
     signal: check.optionalSignal("signal", o.signal),
@@ -256,6 +269,19 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
     // graph engine: the steering sequence follows the tokens (its vectors need their embeddings)
     const steer = plan.operator ? plan.operator.sequence(plan.lambda ?? plan.operator.lambda) : null;
     if (steer) await steer.extend(await native(() => s.embed(Int32Array.from(tokens))), signal);
+    // lens interventions: the graph in segments, the stream edited after each edited layer
+    const istate = plan.intervention?.newState();
+    const intervened = async (iv: LensIntervention, state: NonNullable<typeof istate>): Promise<Float32Array> => {
+      const ids = Int32Array.from(tokens);
+      let stream: Float32Array | null = null, from = 0;
+      for (const l of iv.layers) {
+        const h = (await native(() => s.segment(ids, stream, from, l, flag))).hidden;
+        iv.apply(l, h, promptTokens.length, state);
+        stream = h;
+        from = l + 1;
+      }
+      return (await native(() => s.segment(ids, stream, from, host.hparams.nLayer - 1, flag))).logits;
+    };
     const uniform = plan.sampling.greedy ? () => 0 : uniformStream01(plan.sampling.seed);
     const steps: GeneratedToken[] = [];
     const generated: number[] = [];
@@ -266,6 +292,8 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
       let logits: Float32Array;
       if (plan.engine === "llama") {
         logits = await native(() => s.decode(Int32Array.from(pending), flag));
+      } else if (plan.intervention) {
+        logits = await intervened(plan.intervention, istate!);
       } else {
         logits = (await native(() => s.forward(Int32Array.from(tokens), steer ? steer.injection() : null, plan.operator?.injectLayer ?? -1, true, flag))).logits;
       }

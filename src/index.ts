@@ -36,5 +36,7 @@ export { readControlVector, writeControlVector } from "./cvec.js";
 export type { ControlVectorFile } from "./cvec.js";
 export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
 export type { FitLensOptions, FitLensProgress, LensEstimator } from "./lens.js";
+export { LensIntervention } from "./lens-interventions.js";
+export type { InterventionPositions, LensAblationOptions, LensSteeringOptions, LensSwapOptions } from "./lens-interventions.js";
 export { readLensFile, writeLensFile } from "./lens-file.js";
 export type { LensData, LensDtype, LensFormat, ReadLensOptions, WriteLensOptions } from "./lens-file.js";

@@ -15,6 +15,7 @@
 // on one output dimension at every valid position at once: causality makes the cotangent at
 // source s the sum over t ≥ s. The VJP is chained one layer at a time from the top, so every
 // source layer's rows come out of one sweep down the layers.
+import { lensAblation, lensSteering, lensSwap, type LensAblationOptions, type LensIntervention, type LensSteeringOptions, type LensSwapOptions } from "./lens-interventions.js";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { readLensFile, writeLensFile, type LensData, type LensFormat } from "./lens-file.js";
@@ -180,6 +181,21 @@ export class Lens {
       }
     }
     return out;
+  }
+
+  /** Steering along token's lens direction at each layer (model.generate's intervention): h ← h + α·median‖h‖·v̂_t. */
+  steering(vocabulary: Vocabulary, options: LensSteeringOptions): Promise<LensIntervention> {
+    return lensSteering(this, vocabulary, options);
+  }
+
+  /** Projecting tokens' lens directions out of the stream at each layer: h ← h − (h·v̂)v̂. */
+  ablation(vocabulary: Vocabulary, options: LensAblationOptions): Promise<LensIntervention> {
+    return lensAblation(this, vocabulary, options);
+  }
+
+  /** Swapping two tokens' lens coordinates at each layer: c = V⁺h, h ← h + α V(σ(c) − c). */
+  swap(vocabulary: Vocabulary, options: LensSwapOptions): Promise<LensIntervention> {
+    return lensSwap(this, vocabulary, options);
   }
 
   /**

@@ -118,6 +118,13 @@ export interface NativeSession {
   /** graph engine: the whole sequence through our primal graph, inject [n·d] added after `layer` (times ‖h_k‖ when normScaled). */
   forward(tokens: Int32Array, inject: Float32Array | null, layer: number, normScaled: boolean, abortFlag?: Int32Array):
     Promise<{ logits: Float32Array; hidden: Float32Array }>;
+  /**
+   * graph engine: layers [fromLayer, toLayer] on the stream entering fromLayer (null with
+   * fromLayer 0: the tokens' embeddings). Before the last layer: hidden is the stream after
+   * toLayer [n·d] and logits are empty; at the last layer, as forward.
+   */
+  segment(tokens: Int32Array, stream: Float32Array | null, fromLayer: number, toLayer: number, abortFlag?: Int32Array):
+    Promise<{ logits: Float32Array; hidden: Float32Array }>;
   /** graph engine: the input embeddings x [n·d] of the tokens, as the primal pass forms them. */
   embed(tokens: Int32Array): Promise<Float32Array>;
   dispose(): void;
