@@ -310,7 +310,7 @@ test("analyze prints every input position's own J_i: σ1 and decoded u1/v1, the 
   }
 });
 
-test("lens fit writes the published artifact; lens show reads a prompt through it, layer by position", () => {
+test("lens fit writes the published artifact; lens show reads a prompt through it, layer by position; lens intervene edits in its directions", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "llj-cli-lens-"));
   const corpus = path.join(dir, "corpus.txt"), out = path.join(dir, "lens.pt");
   writeFileSync(corpus, "Once upon a time, there was a little girl named Lily. She loved to play outside.\n" +
@@ -327,6 +327,21 @@ test("lens fit writes the published artifact; lens show reads a prompt through i
   const bad = run("lens", "show", STORIES, "x", "--lens", out, "--layers", "0", "--gpu", "false");
   expect(bad.status).toBe(1);
   expect(bad.stderr).toMatch(/layer 0 is not in the lens/);
+  // lens intervene: α = 0 leaves the continuation; projecting a token's direction out lowers its log-probability (measured −10.0 → −13.2)
+  const prompt = "Tom and his mom went to the";
+  const zero = run("lens", "intervene", STORIES, prompt, "--lens", out, "--layers", "1-3", "--steer", "mom", "--alpha", "0", "--gpu", "false");
+  expect(zero.status).toBe(0);
+  const line = (o: string, k: string) => o.split("\n").find((x) => x.startsWith(k))!.slice(14);
+  expect(line(zero.stdout, "edited")).toBe(line(zero.stdout, "plain"));
+  const ab = run("lens", "intervene", STORIES, prompt, "--lens", out, "--layers", "1-3", "--ablate", "id:357", "--gpu", "false");
+  expect(ab.status).toBe(0);
+  const [before, after] = /at the first step: (-?[\d.]+) → (-?[\d.]+)/.exec(ab.stdout)!.slice(1).map(Number);
+  expect(after).toBeLessThan(before - 1);
+  const multi = run("lens", "intervene", STORIES, prompt, "--lens", out, "--layers", "1", "--ablate", "grandmother", "--gpu", "false");
+  expect(multi.status).toBe(1);
+  expect(multi.stderr).toMatch(/"grandmother" is \d+ tokens .*one token, or id:N/);
+  const none = run("lens", "intervene", STORIES, prompt, "--lens", out, "--layers", "1", "--gpu", "false");
+  expect(none.stderr).toMatch(/give one of --steer/);
   const noCorpus = run("lens", "fit", STORIES, "--corpus", path.join(dir, "none.txt"), "-o", out, "--gpu", "false");
   expect(noCorpus.stderr).toMatch(/cannot read the corpus/);
 });

@@ -4,6 +4,8 @@ import type { Argv, CommandModule } from "yargs";
 import { loadModel } from "../model.js";
 import { LljError } from "../errors.js";
 import { Lens, fitLens, readCorpus, type LensEstimator } from "../lens.js";
+import type { LensIntervention } from "../lens-interventions.js";
+import type { Model } from "../model.js";
 import { resolveModelPath } from "../model-uri.js";
 import { table } from "../report.js";
 import { gpuOption, interruption, say, statusLine, wrote, type GlobalArgs } from "./common.js";
@@ -29,6 +31,18 @@ interface ShowArgs extends GlobalArgs {
   positions: number;
   top: number;
   json: boolean | undefined;
+}
+
+interface InterveneArgs extends GlobalArgs {
+  model: string;
+  lens: string;
+  prompt: string;
+  layers: string;
+  steer: string | undefined;
+  ablate: string | undefined;
+  swap: string | undefined;
+  alpha: number | undefined;
+  "max-tokens": number;
 }
 
 /** "0,2,5-7" → [0, 2, 5, 6, 7]. */
@@ -118,6 +132,64 @@ async function show(argv: ShowArgs): Promise<void> {
   }
 }
 
+/** A token named as a word that is one token on its own, or as id:N. */
+function singleToken(model: Model, word: string, option: string): number {
+  const id = /^id:(\d+)$/.exec(word);
+  if (id) return Number(id[1]);
+  const tokens = model.tokenize(word, { addSpecial: false });
+  if (tokens.length !== 1) {
+    throw new LljError(`${option}: ${JSON.stringify(word)} is ${tokens.length} tokens (${model.tokenPieces(tokens).map((t) => JSON.stringify(t)).join(" ")}), ` +
+      `a lens direction is one token's: give a word that is one token, or id:N`, { code: "INVALID_ARGUMENT" });
+  }
+  return tokens[0];
+}
+
+async function intervene(argv: InterveneArgs): Promise<void> {
+  const given = [argv.steer, argv.ablate, argv.swap].filter((x) => x !== undefined).length;
+  if (given !== 1) throw new LljError("give one of --steer TOKEN, --ablate TOKEN[,TOKEN…] or --swap SOURCE,TARGET", { code: "INVALID_ARGUMENT" });
+  const model = await loadModel({ modelPath: await resolveModelPath(argv.model), gpu: gpuOption(argv.gpu) });
+  try {
+    const lens = await Lens.load(argv.lens);
+    lens.checkModel(model);
+    const lin = await model.linearize(argv.prompt);  // its vocabulary gives the LM head rows
+    let iv: LensIntervention, tracked: number[], what: string;
+    const layers = parseLayers(argv.layers), names = (ids: number[]) => model.tokenPieces(ids).map((t) => JSON.stringify(t)).join(", ");
+    try {
+      if (argv.steer !== undefined) {
+        tracked = [singleToken(model, argv.steer, "--steer")];
+        iv = await lens.steering(lin.vocabulary, { token: tracked[0], layers, alpha: argv.alpha });
+        what = `steer towards ${names(tracked)}, α ${argv.alpha ?? 4} × the median ‖h‖`;
+      } else if (argv.ablate !== undefined) {
+        tracked = argv.ablate.split(",").map((w) => singleToken(model, w, "--ablate"));
+        iv = await lens.ablation(lin.vocabulary, { tokens: tracked, layers });
+        what = `project out ${names(tracked)}`;
+      } else {
+        const pair = argv.swap!.split(",");
+        if (pair.length !== 2) throw new LljError("--swap takes SOURCE,TARGET", { code: "INVALID_ARGUMENT" });
+        tracked = pair.map((w) => singleToken(model, w, "--swap"));
+        iv = await lens.swap(lin.vocabulary, { source: tracked[0], target: tracked[1], layers, alpha: argv.alpha });
+        what = `swap the coordinates of ${names(tracked)}, α ${argv.alpha ?? 1}`;
+      }
+    } finally {
+      await lin.dispose();
+    }
+    const opts = { maxTokens: argv["max-tokens"], stopAtEog: false, trackTokens: tracked, engine: "graph" as const };
+    const plain = await model.generate(argv.prompt, opts);
+    const edited = await model.generate(argv.prompt, { ...opts, intervention: iv });
+    say(`lens          ${argv.lens} (${lens.estimator}, ${lens.nPrompts} prompts)`);
+    say(`edit          ${what}, after layers ${layers.join(", ")}, at every position`);
+    say(`plain         ${JSON.stringify(plain.text)}`);
+    say(`edited        ${JSON.stringify(edited.text)}`);
+    const lp = (g: typeof plain) => g.steps[0].trackedLogProbs!;
+    const pieces = model.tokenPieces(tracked);
+    for (let i = 0; i < tracked.length; i++) {
+      say(`log p         ${JSON.stringify(pieces[i]).padEnd(12)} at the first step: ${lp(plain)[i].toFixed(3)} → ${lp(edited)[i].toFixed(3)}`);
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
 const fitCommand: CommandModule<GlobalArgs, FitArgs> = {
   command: "fit <model>",
   describe: "fit a Jacobian lens on a corpus and write it (the published torch format, or .safetensors)",
@@ -134,6 +206,23 @@ const fitCommand: CommandModule<GlobalArgs, FitArgs> = {
     .option("dtype", { choices: ["f16", "f32"] as const, default: "f16" as const, describe: "the matrices' storage type" })
     .example("$0 lens fit model.gguf --corpus prompts.txt -o lens.pt", "a J-lens of every layer"),
   handler: fit,
+};
+
+const interveneCommand: CommandModule<GlobalArgs, InterveneArgs> = {
+  command: "intervene <model> <prompt>",
+  describe: "generate with an edit in lens directions (steer, project out, swap) beside the plain continuation",
+  builder: (y: Argv<GlobalArgs>) => y
+    .positional("model", { type: "string", demandOption: true, describe: "a .gguf file or a model URI" })
+    .positional("prompt", { type: "string", demandOption: true })
+    .option("lens", { type: "string", demandOption: true, describe: "a lens file (.pt as published, or .safetensors)" })
+    .option("layers", { type: "string", demandOption: true, describe: "the lens's source layers to edit after, e.g. 4,8-12" })
+    .option("steer", { type: "string", describe: "add TOKEN's unit lens direction × α × the median ‖h‖" })
+    .option("ablate", { type: "string", describe: "project out TOKEN[,TOKEN…]'s lens directions" })
+    .option("swap", { type: "string", describe: "exchange SOURCE,TARGET's lens coordinates" })
+    .option("alpha", { type: "number", describe: "strength (default 4 for --steer, 1 for --swap)" })
+    .option("max-tokens", { type: "number", default: 16, describe: "tokens to generate" })
+    .example('$0 lens intervene model.gguf --lens lens.pt --layers 10-14 --swap " France"," China" "The capital of France is"', "a coordinate swap"),
+  handler: intervene,
 };
 
 const showCommand: CommandModule<GlobalArgs, ShowArgs> = {
@@ -154,6 +243,6 @@ const showCommand: CommandModule<GlobalArgs, ShowArgs> = {
 export const lensCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: "lens <command>",
   describe: "the Jacobian lens: fit one on a corpus, or read a prompt through one",
-  builder: (y: Argv<GlobalArgs>) => y.command(fitCommand).command(showCommand).demandCommand(1, "lens fit or lens show"),
+  builder: (y: Argv<GlobalArgs>) => y.command(fitCommand).command(showCommand).command(interveneCommand).demandCommand(1, "lens fit, lens show or lens intervene"),
   handler: () => undefined,
 };
