@@ -1,13 +1,14 @@
 // The HTML report of an analysis: one self-contained file (inline CSS and SVG, no script, no
 // network request), drawn from the AnalysisSummary alone — the object `analyze --json`
 // writes — so a report made later from a saved summary is the same file. Charts are
-// Vega-Lite specs rendered to SVG in Node (no browser needed).
+// Vega-Lite specs rendered to SVG in Node (no browser needed). The page shell and the chart
+// helpers are exported for the other reports drawn the same way (src/lens-report.ts).
 import * as vega from "vega";
 import { compile, type TopLevelSpec, type Config } from "vega-lite";
 import type { AnalysisSummary } from "./analyses/summary.js";
 
 /** The diverging scheme of every signed quantity (contributions, J entries): red < 0 < blue. */
-const DIVERGING = "redblue";
+export const DIVERGING = "redblue";
 const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif";
 const CHART_CONFIG: Config = {
   font: FONT,
@@ -16,12 +17,12 @@ const CHART_CONFIG: Config = {
   legend: { labelFontSize: 11, titleFontSize: 12, titleFontWeight: 500 },
 };
 
-const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+export const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 /** A token as a label: spaces made visible (leading spaces carry meaning in these vocabularies). */
 export const showToken = (t: string) => (t === "" ? "∅" : t.replace(/ /g, "␣").replace(/\n/g, "⏎").replace(/\t/g, "⇥")
   // other control characters (byte tokens) as escapes: fonts draw them as empty boxes
   .replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`));
-const fmt = (x: number, digits = 3) => (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(digits) : x.toExponential(1));
+export const fmt = (x: number, digits = 3) => (Math.abs(x) >= 1e-3 || x === 0 ? x.toFixed(digits) : x.toExponential(1));
 const signed = (x: number, digits = 3) => (x >= 0 ? "+" : "−") + fmt(Math.abs(x), digits);
 
 /** Vega-Lite warns about specs it had to repair: ours are fixed, so a warning is a bug (tests catch it). */
@@ -40,7 +41,7 @@ const strictLogger = {
  * from aria-label into an SVG <title>, which browsers show on hover and read as its name
  * (and which halves the size of a heat map's cells).
  */
-async function chartSvg(key: string, spec: TopLevelSpec): Promise<string> {
+export async function chartSvg(key: string, spec: TopLevelSpec): Promise<string> {
   const compiled = compile({ ...spec, config: { ...CHART_CONFIG, ...spec.config } } as TopLevelSpec, { logger: strictLogger as never });
   const view = new vega.View(vega.parse(compiled.spec), { renderer: "none", logLevel: vega.Error });
   try {
@@ -56,7 +57,7 @@ async function chartSvg(key: string, spec: TopLevelSpec): Promise<string> {
   }
 }
 
-function figure(key: string, title: string, explanation: string, body: string): string {
+export function figure(key: string, title: string, explanation: string, body: string): string {
   return `<section class="card" id="${key}">
 <h2>${title}</h2>
 <p class="explain">${explanation}</p>
@@ -64,7 +65,7 @@ ${body}
 </section>`;
 }
 
-function chart(key: string, svg: string): string {
+export function chart(key: string, svg: string): string {
   return `<figure class="chart" data-chart="${key}">${svg}</figure>`;
 }
 
@@ -348,21 +349,30 @@ export async function renderHtmlReport(a: AnalysisSummary): Promise<string> {
     await emergence(a),
     await jacobianHeatmap(a),
   ].filter((s) => s !== "");
+  return htmlPage(`llj-gguf: ${esc(JSON.stringify(a.prompt))} → ${esc(showToken(a.predictedTokenText))}`, `${header(a)}
+${stats(a)}
+${sections.join("\n")}
+<footer>Made by llj-gguf from the analysis summary (<code>analyze --json</code>); <code>npx llj-gguf report summary.json -o report.html</code> redraws it. Self-contained: no script, no network request.${a.emergence ? "" : " Run analyze with <code>--layers</code> to add the layer-emergence table."}</footer>`);
+}
+
+/**
+ * The shell of every report page: the shared style and a Content-Security-Policy that
+ * forbids scripts and every network request. `title` is escaped HTML; `content` goes in <main>;
+ * `style` is added after the shared style.
+ */
+export function htmlPage(title: string, content: string, style = ""): string {
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<title>llj-gguf: ${esc(JSON.stringify(a.prompt))} → ${esc(showToken(a.predictedTokenText))}</title>
-<style>${STYLE}</style>
+<title>${title}</title>
+<style>${STYLE}${style}</style>
 </head>
 <body>
 <main>
-${header(a)}
-${stats(a)}
-${sections.join("\n")}
-<footer>Made by llj-gguf from the analysis summary (<code>analyze --json</code>); <code>npx llj-gguf report summary.json -o report.html</code> redraws it. Self-contained: no script, no network request.${a.emergence ? "" : " Run analyze with <code>--layers</code> to add the layer-emergence table."}</footer>
+${content}
 </main>
 </body>
 </html>

@@ -35,8 +35,10 @@ export type { GenerateOptions, SamplingOptions, GeneratedToken, Generation } fro
 export { readControlVector, writeControlVector } from "./cvec.js";
 export type { ControlVectorFile } from "./cvec.js";
 export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
-export type { FitLensOptions, FitLensProgress, LensEstimator } from "./lens.js";
+export type { FitLensOptions, FitLensProgress, LensEstimator, LensToken } from "./lens.js";
 export { LensIntervention } from "./lens-interventions.js";
 export type { InterventionPositions, LensAblationOptions, LensSteeringOptions, LensSwapOptions } from "./lens-interventions.js";
+export { lensReport, LENS_REPORT_TOP } from "./lens-report.js";
+export type { LensReportData, LensReportCell } from "./lens-report.js";
 export { readLensFile, writeLensFile } from "./lens-file.js";
 export type { LensData, LensDtype, LensFormat, ReadLensOptions, WriteLensOptions } from "./lens-file.js";

@@ -34,6 +34,11 @@ import { topTokens, type DecodedToken, type Vocabulary } from "./vocabulary.js";
  */
 export type LensEstimator = "jlens" | "rlens" | "detached";
 
+/** A token the lens reads: its score (logit) and its probability under the softmax of the whole readout. */
+export interface LensToken extends DecodedToken {
+  probability: number;
+}
+
 export interface FitLensProgress {
   /** Prompts averaged so far, and the corpus size. */
   prompts: number;
@@ -149,9 +154,10 @@ export class Lens {
   /**
    * The top tokens the lens reads from layer `layer` at `position` (default the last) of a
    * linearized prompt: W_U norm(J_l h_l), with the model's final softcap where it has one.
-   * The last layer reads through the identity (its lens is the model's own output).
+   * The last layer reads through the identity (its lens is the model's own output). Each
+   * token carries its probability (softmax over the whole vocabulary).
    */
-  async readout(lin: Linearization, options: { layer: number; position?: number; top?: number }): Promise<DecodedToken[]> {
+  async readout(lin: Linearization, options: { layer: number; position?: number; top?: number }): Promise<LensToken[]> {
     const o = check.options("readout options", options);
     const L = lin.layerInputs.length;
     const layer = check.integer("layer", o.layer, 0, L - 1);
@@ -165,7 +171,10 @@ export class Lens {
     const scores = await lin.vocabulary.lmHeadScores(lin.finalNorm(transported), 1);
     const cap = lin.finalSoftcap;
     if (cap > 0) for (let t = 0; t < scores.length; t++) scores[t] = cap * Math.tanh(scores[t] / cap);
-    return topTokens(scores, 1, top, (ids) => lin.vocabulary.pieces(ids))[0];
+    let max = -Infinity, z = 0;
+    for (const v of scores) max = Math.max(max, v);
+    for (const v of scores) z += Math.exp(v - max);
+    return topTokens(scores, 1, top, (ids) => lin.vocabulary.pieces(ids))[0].map((t) => ({ ...t, probability: Math.exp(t.score - max) / z }));
   }
 
   /** J-lens vectors: J_lᵀ W_U[:, t] for each token, [T × d] (layer-l directions of single tokens). */

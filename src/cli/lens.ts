@@ -3,8 +3,11 @@
 import type { Argv, CommandModule } from "yargs";
 import { loadModel } from "../model.js";
 import { LljError } from "../errors.js";
-import { Lens, fitLens, readCorpus, type LensEstimator } from "../lens.js";
+import { writeFileSync } from "node:fs";
+import path from "node:path";
+import { Lens, fitLens, readCorpus, type LensEstimator, type LensToken } from "../lens.js";
 import type { LensIntervention } from "../lens-interventions.js";
+import { LENS_REPORT_TOP, lensReport, type LensReportCell } from "../lens-report.js";
 import type { Model } from "../model.js";
 import { resolveModelPath } from "../model-uri.js";
 import { table } from "../report.js";
@@ -28,9 +31,10 @@ interface ShowArgs extends GlobalArgs {
   lens: string;
   prompt: string;
   layers: string | undefined;
-  positions: number;
+  positions: number | undefined;
   top: number;
   json: boolean | undefined;
+  report: string | undefined;
 }
 
 interface InterveneArgs extends GlobalArgs {
@@ -106,24 +110,47 @@ async function show(argv: ShowArgs): Promise<void> {
           throw new LljError(`layer ${l} is not in the lens (source layers ${lens.sourceLayers.join(", ")}; ${L - 1} reads through the identity)`, { code: "INVALID_ARGUMENT" });
         }
       }
-      const n = lin.nTokens, positions = Array.from({ length: Math.min(argv.positions, n) }, (_, i) => n - Math.min(argv.positions, n) + i);
-      const rows: Array<{ layer: number; position: number; tokens: { text: string; score: number }[] }> = [];
-      for (const layer of layers) {
-        for (const position of positions) rows.push({ layer, position, tokens: await lens.readout(lin, { layer, position, top: argv.top }) });
-      }
-      if (argv.json) {
-        console.log(JSON.stringify({ prompt: argv.prompt, lens: argv.lens, estimator: lens.estimator, nPrompts: lens.nPrompts, readout: rows }, null, 2));
-        return;
+      // the table's last 4 positions by default; the page, every position
+      const n = lin.nTokens, last = (k: number) => Array.from({ length: Math.min(k, n) }, (_, i) => n - Math.min(k, n) + i);
+      const positions = last(argv.positions ?? 4);
+      const pagePositions = last(argv.positions ?? n);
+      // the page shows the model's own prediction as its last row and the top 5 on hover
+      const readLayers = argv.report && !layers.includes(L - 1) ? [...layers, L - 1] : layers;
+      const readPositions = argv.report ? pagePositions : positions;
+      const top = argv.report ? Math.max(argv.top, LENS_REPORT_TOP) : argv.top;
+      const cells: LensReportCell[] = [];
+      for (const layer of readLayers) {
+        for (const position of readPositions) cells.push({ layer, position, tokens: await lens.readout(lin, { layer, position, top }) });
       }
       const pieces = model.tokenPieces(lin.tokens ?? []);
+      let report: string | undefined;
+      if (argv.report) {
+        report = path.resolve(argv.report);
+        writeFileSync(report, await lensReport({
+          prompt: argv.prompt, tokenTexts: pieces,
+          model: { path: model.path, description: model.description, architecture: model.architecture, nLayer: L, nEmbd: model.hparams.nEmbd, nVocab: model.hparams.nVocab },
+          lens: { file: argv.lens, estimator: lens.estimator, nPrompts: lens.nPrompts, sourceLayers: lens.sourceLayers, dModel: lens.dModel, metadata: lens.metadata },
+          readout: cells.filter((c) => c.layer !== L - 1), baseline: cells.filter((c) => c.layer === L - 1),
+        }));
+      }
+      const rows: Array<{ layer: number; position: number; tokens: LensToken[] }> = cells
+        .filter((c) => layers.includes(c.layer) && positions.includes(c.position))
+        .map((c) => ({ ...c, tokens: c.tokens.slice(0, argv.top) }));
+      if (argv.json) {
+        console.log(JSON.stringify({ prompt: argv.prompt, lens: argv.lens, estimator: lens.estimator, nPrompts: lens.nPrompts, readout: rows }, null, 2));
+        // on stderr, so that stdout still parses
+        if (report) wrote("report", report, "", console.error);
+        return;
+      }
       say(`lens          ${argv.lens} (${lens.estimator}, ${lens.nPrompts} prompts)`);
       say(`readout       W_U·norm(J_l·h_l): the top token at each layer (rows) and position (columns); the last layer is the model's own output\n`);
       const head = ["layer", ...positions.map((p) => `${p} ${JSON.stringify(pieces[p])}`)];
       const body = layers.map((layer) => [String(layer), ...positions.map((p) => {
         const r = rows.find((x) => x.layer === layer && x.position === p)!;
-        return r.tokens.slice(0, argv.top).map((t) => JSON.stringify(t.text)).join(" ");
+        return r.tokens.map((t) => JSON.stringify(t.text)).join(" ");
       })]);
       say(table(body, ["right", ...positions.map(() => "left" as const)], head).join("\n"));
+      if (report) wrote("report", report);
     } finally {
       await lin.dispose();
     }
@@ -233,10 +260,12 @@ const showCommand: CommandModule<GlobalArgs, ShowArgs> = {
     .positional("prompt", { type: "string", demandOption: true })
     .option("lens", { type: "string", demandOption: true, describe: "a lens file (.pt as published, or .safetensors)" })
     .option("layers", { type: "string", describe: "layers to read, e.g. 0,4,8-12 (default the lens's and the last)" })
-    .option("positions", { type: "number", default: 4, describe: "the last N positions" })
+    .option("positions", { type: "number", describe: "the last N positions (default 4; with --report, the page shows every position)" })
     .option("top", { type: "number", default: 1, describe: "tokens per cell" })
-    .option("json", { type: "boolean", describe: "print JSON (every cell's top tokens with scores)" })
-    .example('$0 lens show model.gguf --lens lens.pt "The Eiffel Tower is in"', "the layer × position readout"),
+    .option("json", { type: "boolean", describe: "print JSON (every cell's top tokens with scores and probabilities)" })
+    .option("report", { type: "string", describe: "write the self-contained HTML page of the readout grid to FILE" })
+    .example('$0 lens show model.gguf --lens lens.pt "The Eiffel Tower is in"', "the layer × position readout")
+    .example('$0 lens show model.gguf --lens lens.pt "The Eiffel Tower is in" --report lens.html', "and its HTML page"),
   handler: show,
 };
 
