@@ -1,5 +1,13 @@
 #include "runner.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "backends.h"
 #include "llama-ext.h"  // llama_model_n_devices / llama_model_get_device
 
@@ -83,10 +91,61 @@ static bool eval_callback(ggml_tensor * t, bool ask, void * user) {
     return !e->runner->abort_requested();
 }
 
+// LLJ_PROFILE=1 (a development aid): every node computed on its own and timed, the time per
+// op kind (and the slowest nodes) printed to stderr after each graph. Slower than a plain run.
+struct Profile {
+    std::chrono::steady_clock::time_point last;
+    std::map<std::string, std::pair<int, double>> by_op;  // op → (count, ms)
+    std::vector<std::pair<double, std::string>> nodes;
+};
+static bool profile_callback(ggml_tensor * t, bool ask, void * user) {
+    auto * p = static_cast<Profile *>(user);
+    if (ask) return true;
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - p->last).count();
+    p->last = now;
+    std::string op = ggml_op_desc(t);
+    auto & e = p->by_op[op];
+    e.first += 1;
+    e.second += ms;
+    char shape[160];
+    std::snprintf(shape, sizeof shape, "%s %s [%lld %lld %lld %lld]", op.c_str(), ggml_get_name(t), (long long) t->ne[0], (long long) t->ne[1],
+                  (long long) t->ne[2], (long long) t->ne[3]);
+    p->nodes.emplace_back(ms, shape);
+    return true;
+}
+static void print_profile(Profile & p) {
+    std::vector<std::pair<double, std::string>> ops;
+    double total = 0;
+    for (auto & [op, e] : p.by_op) {
+        ops.emplace_back(e.second, op + " ×" + std::to_string(e.first));
+        total += e.second;
+    }
+    std::sort(ops.rbegin(), ops.rend());
+    std::sort(p.nodes.rbegin(), p.nodes.rend());
+    std::fprintf(stderr, "LLJ_PROFILE graph: %.1f ms in %zu nodes\n", total, p.nodes.size());
+    for (auto & [ms, what] : ops) if (ms >= total * 0.005) std::fprintf(stderr, "  %9.1f ms %5.1f%%  %s\n", ms, 100 * ms / total, what.c_str());
+    for (size_t i = 0; i < std::min<size_t>(8, p.nodes.size()); ++i) std::fprintf(stderr, "  slowest %8.1f ms  %s\n", p.nodes[i].first, p.nodes[i].second.c_str());
+}
+
 void GraphRunner::compute(ggml_cgraph * gf, const std::function<void()> & set_inputs, const NodeObserver * observer) {
     if (abort_requested()) throw Aborted();
     ggml_backend_sched_reset(sched_);
     EvalContext eval = {this, observer};
+    static const bool profiling = std::getenv("LLJ_PROFILE") != nullptr;
+    Profile profile;
+    if (profiling && !observer) {
+        ggml_backend_sched_set_eval_callback(sched_, profile_callback, &profile);
+        if (!ggml_backend_sched_alloc_graph(sched_, gf)) throw std::runtime_error("cannot allocate the graph (out of memory?)");
+        set_inputs();
+        profile.last = std::chrono::steady_clock::now();
+        ggml_status st = ggml_backend_sched_graph_compute(sched_, gf);
+        ggml_backend_sched_synchronize(sched_);
+        ggml_backend_sched_set_eval_callback(sched_, nullptr, nullptr);
+        print_profile(profile);
+        if (st != GGML_STATUS_SUCCESS) throw std::runtime_error("graph computation failed (status " + std::to_string((int) st) + ")");
+        return;
+    }
     ggml_backend_sched_set_eval_callback(sched_, observer ? eval_callback : nullptr, observer ? &eval : nullptr);
     if (!ggml_backend_sched_alloc_graph(sched_, gf)) throw std::runtime_error("cannot allocate the graph (out of memory?)");
     set_inputs();
