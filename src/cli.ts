@@ -45,7 +45,7 @@ function hint(e: unknown): string {
   if (!(e instanceof LljError)) return "";
   switch (e.code) {
     case "UNSUPPORTED": return /supported:/.test(e.message) ? "" : " (llj-gguf info <model> shows what the file holds and what is supported)";
-    case "OUT_OF_MEMORY": return " (try a shorter prompt, --gpu false to run on the CPU's memory, or a smaller quantization)";
+    case "OUT_OF_MEMORY": return /memory budget/.test(e.message) ? " (--plan shows every part)" : " (try a shorter prompt, --gpu false to run on the CPU's memory, or a smaller quantization)";
     case "INVALID_MODEL": return /\.gguf|GGUF/.test(e.message) ? "" : " (is it a .gguf file? llj-gguf info <file> checks it)";
     case "NATIVE": return " (--debug prints the native cause)";
     default: return "";

@@ -37,6 +37,8 @@ export type { ControlVectorFile } from "./cvec.js";
 export { Lens, fitLens, readCorpus, promptLens } from "./lens.js";
 export type { FitLensOptions, FitLensProgress, LensEstimator, LensToken } from "./lens.js";
 export { LensIntervention } from "./lens-interventions.js";
+export { planMemory, formatPlan, formatBytes } from "./planner.js";
+export type { MemoryPlan, PlanPart } from "./planner.js";
 export type { InterventionPositions, LensAblationOptions, LensSteeringOptions, LensSwapOptions } from "./lens-interventions.js";
 export { lensReport, LENS_REPORT_TOP } from "./lens-report.js";
 export type { LensReportData, LensReportCell } from "./lens-report.js";

@@ -1,6 +1,7 @@
 // The exact linear system of one prompt (docs/math.md): y = Σ_i J_i x_i (+ c), with the
 // linear operator L given by its two products, jvp (L v) and vjp (Lᵀ u). Every analysis is
 // built on those products.
+import type { MemoryPlan } from "./planner.js";
 import type { NativeLinearization, NativeTap } from "./native.js";
 import { LljError, abortedError, invalid } from "./errors.js";
 import { nativeCall } from "./abort.js";
@@ -31,6 +32,14 @@ export interface LinearizeOptions {
   threads?: number;
   /** Memory the batched linear passes may use for activations (default 512 MiB); sets the batch width. */
   batchMemoryBytes?: number;
+  /**
+   * Bytes the whole job may allocate (model.plan: the frozen record, layer inputs,
+   * dequantized layers, batches, the full Jacobian where an analysis wants it): the batch
+   * width is what it leaves, "auto" analyses go matrix-free when the full Jacobian does not
+   * fit, and a prompt whose fixed parts alone exceed it is refused (OUT_OF_MEMORY) before
+   * anything is allocated. Instead of batchMemoryBytes.
+   */
+  memoryBudget?: number;
   /** Run the large products on ggml's OpenBLAS backend when it was built (default true; exact mode only: it would dequantize a fast-mode weight). */
   blas?: boolean;
   /**
@@ -159,6 +168,8 @@ export class Linearization {
   readonly mode: "detached" | "ordinary" | "relevance";
   /** Columns per native pass, from the memory budget. */
   readonly maxBatch: number;
+  /** The memory plan it was made under (linearize's memoryBudget), or null. */
+  readonly plan: MemoryPlan | null;
   /** Whether the large products run on ggml's OpenBLAS backend. */
   readonly blas: boolean;
   /** Whether products on quantized weights run through the tiled kernel (see LinearizeOptions.tiled). */
@@ -178,8 +189,9 @@ export class Linearization {
 
   /** @internal created by Model.linearize() */
   constructor(native: NativeLinearization, tokens: number[] | null, pieces: (ids: number[]) => string[], onDispose?: () => void,
-    ordinary?: () => Promise<Linearization>) {
+    ordinary?: () => Promise<Linearization>, plan?: MemoryPlan) {
     this.#native = native;
+    this.plan = plan ?? null;
     this.#ordinary = ordinary;
     this.#onDispose = onDispose;
     this.#pieces = pieces;
@@ -352,6 +364,7 @@ export class Linearization {
       jvp: (t, range) => this.#jvp(t, pass(range)),
       vjp: (u, range) => this.#vjp(u, pass(range)),
       jacobian: (range) => this.#jacobianOf(pass(range)),
+      jacobianFits: this.plan ? this.plan.route === "full Jacobian" : undefined,
     };
     return q.tap !== "output" && q.finalNorm ? throughFinalNorm(op, this.#get().outputNorm(), this.mode === "ordinary") : op;
   }
@@ -364,6 +377,7 @@ export class Linearization {
       jvp: (t, range) => this.#jvp(t, pass(range)),
       vjp: (u, range) => this.#vjp(u, pass(range)),
       jacobian: (range) => (this.#jacobian || !range?.firstPosition ? this.#cachedJacobian() : this.#jacobianOf(pass(range))),
+      jacobianFits: this.plan ? this.plan.route === "full Jacobian" : undefined,
     };
   }
 
@@ -487,6 +501,11 @@ export class Linearization {
     return this.#jacobian;
   }
 
+  /** SVD options with the memory plan's batch bytes where the caller gave none. */
+  #planned<T extends { batchMemoryBytes?: number }>(o: T): T {
+    return this.plan && o.batchMemoryBytes === undefined ? { ...o, batchMemoryBytes: this.plan.batchBytes } : o;
+  }
+
   /**
    * Top-k singular triplets of the detached Jacobian of one input position (default the
    * last), of [J_1 … J_n] ("all"), or of every J_i ("each"), with left vectors pointing along y.
@@ -494,7 +513,7 @@ export class Linearization {
   async svd(options: SvdOptions & { token: "each" }): Promise<EachTokenTriplets>;
   async svd(options?: SvdOptions): Promise<SingularTriplets>;
   async svd(options: SvdOptions = {}): Promise<SingularTriplets | EachTokenTriplets> {
-    const o = check.options("svd options", options);
+    const o = this.#planned(check.options("svd options", options));
     check.svdOptions(o as Record<string, unknown>, this.nTokens);  // refused before any work
     const signal = check.optionalSignal("signal", o.signal);
     return this.#lc.run(() => svd(this.#outputOperator(signal), o));
@@ -540,7 +559,7 @@ export class Linearization {
   async layerSvd(q: LayerQuantity, options: SvdOptions = {}): Promise<SingularTriplets> {
     if (q === null || typeof q !== "object") throw invalid("the layer quantity must be { layer, tap }");
     const quantity = this.#operatorOptions({ ...q, tap: check.oneOf("tap", q.tap, ["residual", "attn", "mlp"] as const) });
-    const o = check.options("svd options", options);
+    const o = this.#planned(check.options("svd options", options));
     if (check.svdOptions(o as Record<string, unknown>, this.nTokens).token === "each") throw invalid('layerSvd takes one position or "all", not "each"');
     return this.#lc.run(async () => svd(await this.#operator({ ...quantity, signal: o.signal }), o as SvdOptions & { token?: number | "all" }));
   }

@@ -9,6 +9,7 @@ import { resolveModelPath } from "./model-uri.js";
 import { Lifecycle, type DisposeOptions } from "./lifecycle.js";
 import { Linearization, type LinearizeOptions } from "./linearization.js";
 import * as check from "./validate.js";
+import { planMemory, type MemoryPlan } from "./planner.js";
 import { generate, generateStream, type GenerateOptions, type Generation, type GeneratedToken, type GenerationHost } from "./generate.js";
 import { createSteeringOperator, type SteeringOperator, type SteeringOperatorOptions } from "./steering.js";
 
@@ -239,6 +240,25 @@ export class Model {
   }
 
   /**
+   * The memory plan of linearizing `prompt` (text, token ids, or a token count) and analysing
+   * it, made from the model's shapes before anything is allocated: each part's estimate, the
+   * batch width the budget leaves, the route (the full Jacobian, or matrix-free products when
+   * it does not fit), and why. Refuses (OUT_OF_MEMORY) when the fixed parts alone exceed the
+   * budget (default: 80% of the free memory).
+   */
+  plan(prompt: string | ArrayLike<number> | number, options: { mode?: LinearizeOptions["mode"]; precision?: "exact" | "fast"; memoryBudget?: number;
+    /** false: single products only (no SVD parts). */ analyses?: boolean } = {}): MemoryPlan {
+    const o = check.options("plan options", options);
+    const n = typeof prompt === "number" ? check.integer("prompt length", prompt, 1, this.hparams.contextLength) : this.toTokens(prompt).length;
+    const memoryBudget = o.memoryBudget === undefined ? undefined : check.integer("memoryBudget", o.memoryBudget, 1, 2 ** 53);
+    return planMemory(this, {
+      nTokens: n, mode: check.oneOf("mode", o.mode, ["detached", "ordinary", "relevance"] as const, "detached"),
+      precision: check.oneOf("precision", o.precision, ["exact", "fast"] as const, "exact"), wantsJacobian: true, memoryBudget,
+      analyses: check.optionalBoolean("analyses", o.analyses) ?? true,
+    });
+  }
+
+  /**
    * The exact linear system the model computes for a prompt (text, token ids, or input
    * embeddings [n × d] row-major to linearize around arbitrary inputs).
    */
@@ -252,7 +272,8 @@ export class Model {
     const precision = check.oneOf("precision", o.precision, ["exact", "fast"] as const, "exact");
     const mode = check.oneOf("mode", o.mode, ["detached", "ordinary", "relevance"] as const, "detached");
     const threads = check.threads(o.threads);
-    const batchMemoryBytes = check.batchMemoryBytes(o.batchMemoryBytes);
+    if (o.memoryBudget !== undefined && o.batchMemoryBytes !== undefined) throw invalid("give memoryBudget or batchMemoryBytes, not both");
+    let batchMemoryBytes = check.batchMemoryBytes(o.batchMemoryBytes);
     const blas = check.optionalBoolean("blas", o.blas) ?? true;
     const tiled = check.optionalBoolean("tiled", o.tiled) ?? true;
     const contextSize = check.optionalInteger("contextSize", o.contextSize, 1, 2 ** 31 - 1);
@@ -276,14 +297,24 @@ export class Model {
       }
       tokens = this.toTokens(prompt as string | ArrayLike<number>);
     }
+    // the memory plan, before anything is allocated: it sets the batch, or refuses
+    let plan: MemoryPlan | undefined;
+    if (o.memoryBudget !== undefined) {
+      // (the contrast's inner linearization serves one product: no room for analyses)
+      plan = this.plan(embeddings ? embeddings.length / this.hparams.nEmbd : tokens!.length, { mode, precision, memoryBudget: o.memoryBudget, analyses: !inside });
+      batchMemoryBytes = plan.batchBytes;
+    }
     return (inside ? this.#lc.track.bind(this.#lc) : this.#lc.run.bind(this.#lc))(async () => {
       const signal = this.#lc.signal(userSignal);
       const model = this.#get();
       const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize(model, tokens ? Int32Array.from(tokens) : null, embeddings,
         { threads, exact: precision === "exact", ordinary: mode === "ordinary", relevance: mode === "relevance", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
       // the contrast's ordinary linearization: the same input and options, in ordinary mode
-      const ordinary = () => this.#linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined }, true);
-      const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin), ordinary);
+      // (under a memory plan: in the room this one's plan kept for it)
+      const ordinary = () => this.#linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined,
+        // (the JS heap headroom is shared: counted in both plans)
+        memoryBudget: plan ? plan.budget - plan.peakBytes + ["ordinary contrast", "JS heap headroom"].reduce((a, name) => a + (plan!.fixed.find((p) => p.name === name)?.bytes ?? 0), 0) : undefined }, true);
+      const lin = new Linearization(native, tokens, (ids) => this.#pieces(ids), () => this.#linearizations.delete(lin), ordinary, plan);
       this.#linearizations.add(lin);
       try {
         if (signal.aborted) throw abortedError(signal.reason);

@@ -30,6 +30,8 @@ export interface LinearOperator {
   jacobian(range?: PositionRange): Promise<Jacobian>;
   /** The primal input x [n × d] the operator is linearized at (its reconstruction's x). */
   readonly input: Float32Array;
+  /** false when the memory plan (linearize's memoryBudget) has no room for the full Jacobian: "auto" analyses go matrix-free. */
+  readonly jacobianFits?: boolean;
 }
 
 export interface Jacobian {

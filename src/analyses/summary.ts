@@ -130,6 +130,8 @@ export interface AnalysisArrays {
 
 export interface SummarizeOptions {
   precision?: "exact" | "fast";
+  /** Bytes the analysis may allocate (linearize's memoryBudget; model.plan shows the plan). */
+  memoryBudget?: number;
   /** Add the layer-emergence table (one SVD per layer). */
   layers?: boolean;
   /** Called as each stage starts (name) and with its progress in [0, 1] where it has one. */
@@ -147,7 +149,7 @@ export interface SummarizeOptions {
 export async function summarize(model: Model, prompt: string, options: SummarizeOptions = {}): Promise<AnalysisSummary> {
   const t0 = performance.now();
   const stage = (name: string) => (p?: number) => options.onStage?.(name, p);
-  const lin = await model.linearize(prompt, { precision: options.precision ?? "exact", onProgress: stage("primal pass"), signal: options.signal });
+  const lin = await model.linearize(prompt, { precision: options.precision ?? "exact", memoryBudget: options.memoryBudget, onProgress: stage("primal pass"), signal: options.signal });
   try {
     const rec = await lin.reconstruction({ onProgress: stage("per-token contributions"), signal: options.signal });
     stage("non-detached contrast (the ordinary Jacobian)")();

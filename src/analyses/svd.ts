@@ -23,7 +23,10 @@ export async function svd(op: LinearOperator, options: SvdOptions = {}): Promise
 
 async function svdOne(op: LinearOperator, token: number | "all", choice: SvdChoice): Promise<SingularTriplets> {
   const n = op.nTokens, d = op.nEmbd;
-  if (choice.method === "randomized" || (choice.method === "auto" && d > 256)) return randomizedSvd(op, token, choice);
+  // "auto": exact for d ≤ 256, unless [J_1 … J_n] is asked and the memory plan has no room for it
+  if (choice.method === "randomized" || (choice.method === "auto" && (d > 256 || (token === "all" && op.jacobianFits === false)))) {
+    return randomizedSvd(op, token, choice);
+  }
   let matrix: Float32Array;
   let cols: number;
   if (token === "all") {
@@ -63,7 +66,7 @@ async function svdEachToken(op: LinearOperator, choice: SvdChoice): Promise<Each
   // 2·n·(k + oversampling) vectors per Krylov pass, ~8 passes — or the Jacobian (n·d² floats)
   // would pass 1 GiB. Short prompts therefore take the exact route even at large d.
   const block = choice.k + choice.oversampling;
-  const exactCheaper = d <= 256 || (d <= 16 * n * block && n * d * d * 4 <= 2 ** 30);
+  const exactCheaper = op.jacobianFits !== false && (d <= 256 || (d <= 16 * n * block && n * d * d * 4 <= 2 ** 30));
   let positions: SingularTriplets[];
   if (choice.method === "randomized" || (choice.method === "auto" && !exactCheaper)) {
     positions = await eachTokenRandomizedSvd(op, choice);

@@ -6,6 +6,7 @@ import { loadModel } from "../model.js";
 import { LljError } from "../errors.js";
 import { writeNpy } from "../npy.js";
 import { formatAnalysis } from "../report.js";
+import { formatPlan } from "../planner.js";
 import { summarize, type AnalysisArrays, type AnalysisSummary } from "../analyses/summary.js";
 import { gpuOption, interruption, makeOutputDir, say, statusLine, writeReport, wrote, type GlobalArgs } from "./common.js";
 
@@ -17,6 +18,16 @@ interface AnalyzeArgs extends GlobalArgs {
   npy: string | undefined;
   layers: boolean | undefined;
   report: string | undefined;
+  plan: boolean | undefined;
+  "memory-budget": string | undefined;
+}
+
+/** "512M", "2G", "1.5GiB", "1000000" → bytes. */
+export function parseBytes(spec: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(spec.trim());
+  if (!m) throw new LljError(`--memory-budget: "${spec}" is not a size (e.g. 512M, 2G, 1.5GiB or bytes)`, { code: "INVALID_ARGUMENT" });
+  const scale = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2].toUpperCase() as "" | "K" | "M" | "G" | "T"];
+  return Math.round(Number(m[1]) * scale);
 }
 
 /**
@@ -64,9 +75,15 @@ async function analyze(argv: AnalyzeArgs): Promise<void> {
   // Ctrl-C: stop every running native call (they reject with ABORTED) and free the model
   interrupt.signal.addEventListener("abort", () => void model.dispose({ abort: true }).catch(() => {}), { once: true });
   try {
+    const memoryBudget = argv["memory-budget"] === undefined ? undefined : parseBytes(argv["memory-budget"]);
+    if (argv.plan) {
+      // the plan of what analyze would run, and exit (a refusal is an error line, as the run's would be)
+      say(formatPlan(model.plan(argv.prompt, { precision: argv.precision, memoryBudget })).join("\n"));
+      return;
+    }
     let arrays: Record<string, number[]> | undefined;
     const summary = await summarize(model, argv.prompt, {
-      precision: argv.precision, layers: argv.layers, onStage: status.onStage,
+      precision: argv.precision, layers: argv.layers, onStage: status.onStage, memoryBudget,
       exportArrays: async (a, s) => {
         if (argv.npy) await writeNpyDir(argv.npy, a, s);
         arrays = {
@@ -105,6 +122,8 @@ export const analyzeCommand: CommandModule<GlobalArgs, AnalyzeArgs> = {
     .option("npy", { type: "string", requiresArg: true, describe: "write the arrays (Jacobian, singular vectors, attribution...) as .npy files into DIR" })
     .option("layers", { type: "boolean", describe: "add the layer-by-layer emergence table" })
     .option("report", { type: "string", describe: "write the self-contained HTML report (the paper's figures) to FILE" })
+    .option("memory-budget", { type: "string", requiresArg: true, describe: "what the analysis may allocate, e.g. 2G (default 80% of the free memory): batches chunked to fit, the full Jacobian only where it fits" })
+    .option("plan", { type: "boolean", describe: "print the memory plan (each part, the batch, the route and why) and exit" })
     .example('$0 analyze model.gguf "Once upon a time, there was a little" --layers --report report.html', "the analysis, with the emergence table and the HTML report")
     .example('$0 analyze model.gguf "The capital of France is" --json | jq .predictedTokenText', "the summary as JSON on stdout"),
   handler: analyze,
