@@ -529,6 +529,18 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
     for (size_t l = 0; l < s->layer_inputs.size(); ++l) layers.Set(l, to_float32_array(env, s->layer_inputs[l].data(), s->layer_inputs[l].size()));
     o.Set("layerInputs", layers);
     o.Set("biasTerm", s->bias_term.empty() ? env.Null() : (Napi::Value) to_float32_array(env, s->bias_term.data(), s->bias_term.size()));
+    // the chosen experts of each moe layer, [n, k] (null for a dense model)
+    if (s->spec.n_expert == 0) {
+        o.Set("experts", env.Null());
+    } else {
+        auto experts = Napi::Array::New(env, s->moe_ids.size());
+        for (size_t l = 0; l < s->moe_ids.size(); ++l) {
+            auto a = Napi::Int32Array::New(env, s->moe_ids[l].size());
+            std::copy(s->moe_ids[l].begin(), s->moe_ids[l].end(), a.Data());
+            experts.Set(l, a);
+        }
+        o.Set("experts", experts);
+    }
     return o;
 }
 
