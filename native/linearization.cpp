@@ -153,7 +153,8 @@ static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B,
     if (s.ordinary) set_position_inputs(in, s.spec, s.n);
     const size_t k = (size_t) s.spec.n_expert_used;
     for (size_t l = 0; l < in.moe_ids_batch.size(); ++l) {
-        if (!in.moe_ids_batch[l]) continue;
+        // (a pass from a later layer, or tapping an earlier one, never reads some layers' ids)
+        if (!in.moe_ids_batch[l] || !in.moe_ids_batch[l]->buffer) continue;
         std::vector<int32_t> rep;
         rep.reserve(s.moe_ids[l].size() * (size_t) B);
         for (int b = 0; b < B; ++b) rep.insert(rep.end(), s.moe_ids[l].begin() + (size_t) p0 * k, s.moe_ids[l].end());
