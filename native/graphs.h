@@ -36,14 +36,16 @@ struct FrozenTensors {
     std::vector<ggml_tensor *> att_v;        // [hd·H_kv, n]  V
     std::vector<ggml_tensor *> qn_q, qr_q, qn_k, qr_k;  // qk-norm: normalized Q/K and their 1/rms
     std::vector<ggml_tensor *> att_cap;      // [n, n, H]     the attention softcap's derivative 1 - tanh²
-    std::vector<ggml_tensor *> gate_d;       // [n_ff, n]     gated FFN: up ⊙ act'(gate); plain: act'(z)
+    std::vector<ggml_tensor *> gate_d;       // [n_ff, n]     gated FFN: up ⊙ act'(gate); plain: act'(z); moe: [n_ff_exp, k, n]
+    std::vector<ggml_tensor *> moe_w;        // [1, k, n]     moe: the renormalized routing weights (ordinary, not relevance)
+    std::vector<ggml_tensor *> moe_out;      // [d, k, n]     moe: each chosen expert's output, what its weight multiplies
     ggml_tensor * nh_out = nullptr;          // [d, n]        the final norm's x·r
 
     // The per-layer sets, in a fixed order.
     std::vector<std::vector<ggml_tensor *> *> per_layer() {
         return {&r_attn, &probs, &r_attn_post, &r_ffn, &gate_act, &r_ffn_post, &moe_ids, &moe_coef,
                 &nh_attn, &nh_attn_post, &nh_ffn, &nh_ffn_post, &att_q, &att_k, &att_v, &qn_q, &qr_q, &qn_k, &qr_k,
-                &att_cap, &gate_d};
+                &att_cap, &gate_d, &moe_w, &moe_out};
     }
     // n_layer empty entries in every set.
     void reset(size_t n_layer) {

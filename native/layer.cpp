@@ -123,11 +123,16 @@ static void freeze_block(ggml_context * ctx, const ModelSpec & spec, int il, con
         return;
     }
     case BlockKind::Experts: {
-        if (opt.ordinary) throw std::logic_error("ordinary mode has no routed experts");
-        const Routing r = route(ctx, spec, L, m, opt);
+        RoutingRecord rec;
+        const Routing r = route(ctx, spec, L, m, opt, opt.ordinary ? &rec : nullptr);
         fz.moe_ids[il] = freeze(r.ids, "moe_ids", il, opt);
         fz.gate_act[il] = freeze(r.G, "gate_act", il, opt);
         fz.moe_coef[il] = freeze(r.coef, "moe_coef", il, opt);
+        if (!opt.ordinary) return;
+        fz.gate_d[il] = freeze(rec.gate_d, "gate_d", il, opt);
+        if (opt.relevance) return;  // relevance: the routing weights stay detached
+        fz.moe_w[il] = freeze(rec.w, "moe_w", il, opt);
+        fz.moe_out[il] = freeze(rec.out, "moe_out", il, opt);
         return;
     }
     }
@@ -163,7 +168,12 @@ static ggml_tensor * block_forward(ggml_context * ctx, const ModelSpec & spec, i
     }
     case BlockKind::Experts: {
         ggml_tensor * ids = opt.primal ? fz.moe_ids[il] : in.moe_ids_batch.at((size_t) il);
-        return experts_forward(ctx, spec, L, x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
+        if (!d) return experts_forward(ctx, spec, L, x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact);
+        // each chosen expert's own derivative (the gate's act' term), then the routing
+        // weights' (x is the router's input m); relevance: half rule, routing detached
+        const ExpertsDerivative dv{fz.gate_d[il], opt.relevance ? 0.5f : 1.0f};
+        ggml_tensor * y = experts_forward(ctx, spec, L, x, ids, fz.gate_act[il], fz.moe_coef[il], opt.exact, &dv);
+        return opt.relevance ? y : ggml_add(ctx, y, route_d(ctx, L, x, ids, fz.moe_w[il], fz.moe_out[il]));
     }
     }
     throw std::logic_error("unknown block");
@@ -195,8 +205,13 @@ static ggml_tensor * block_transpose(ggml_context * ctx, const ModelSpec & spec,
         ggml_tensor * up = ggml_mul(ctx, z, (fz.*b.coef)[il]);
         return opt.relevance ? ggml_scale(ctx, up, 0.5f) : up;
     }
-    case BlockKind::Experts:
-        return experts_transpose(ctx, spec, L, z, in.moe_ids_batch.at((size_t) il), fz.gate_act[il], fz.moe_coef[il]);
+    case BlockKind::Experts: {
+        ggml_tensor * ids = in.moe_ids_batch.at((size_t) il);
+        if (!d) return experts_transpose(ctx, spec, L, z, ids, fz.gate_act[il], fz.moe_coef[il]);
+        const ExpertsDerivative dv{fz.gate_d[il], opt.relevance ? 0.5f : 1.0f};
+        if (!opt.relevance) add_side(route_d_t(ctx, L, z, ids, fz.moe_w[il], fz.moe_out[il]));  // the router reads m
+        return experts_transpose(ctx, spec, L, z, ids, fz.gate_act[il], fz.moe_coef[il], &dv);
+    }
     }
     throw std::logic_error("unknown block");
 }

@@ -70,7 +70,9 @@ struct LinState {
     }
 
     size_t graph_size() const {
-        const size_t per_layer = (size_t) ((ordinary ? 400 : 200) + 8 * (spec.n_head / spec.n_head_kv + spec.n_expert_used));
+        // ordinary moe layers sum their k experts three more times (the gate term, the routing term)
+        const size_t per_layer = (size_t) ((ordinary ? 400 : 200) + 8 * (spec.n_head / spec.n_head_kv + spec.n_expert_used) +
+                                           (ordinary ? 8 * spec.n_expert_used : 0));
         return per_layer * (size_t) spec.n_layer + 512;
     }
 };
@@ -151,7 +153,8 @@ static void set_linear_inputs(const GraphInputs & in, const LinState & s, int B,
     if (s.ordinary) set_position_inputs(in, s.spec, s.n);
     const size_t k = (size_t) s.spec.n_expert_used;
     for (size_t l = 0; l < in.moe_ids_batch.size(); ++l) {
-        if (!in.moe_ids_batch[l]) continue;
+        // (a pass from a later layer, or tapping an earlier one, never reads some layers' ids)
+        if (!in.moe_ids_batch[l] || !in.moe_ids_batch[l]->buffer) continue;
         std::vector<int32_t> rep;
         rep.reserve(s.moe_ids[l].size() * (size_t) B);
         for (int b = 0; b < B; ++b) rep.insert(rep.end(), s.moe_ids[l].begin() + (size_t) p0 * k, s.moe_ids[l].end());
@@ -527,6 +530,18 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
     for (size_t l = 0; l < s->layer_inputs.size(); ++l) layers.Set(l, to_float32_array(env, s->layer_inputs[l].data(), s->layer_inputs[l].size()));
     o.Set("layerInputs", layers);
     o.Set("biasTerm", s->bias_term.empty() ? env.Null() : (Napi::Value) to_float32_array(env, s->bias_term.data(), s->bias_term.size()));
+    // the chosen experts of each moe layer, [n, k] (null for a dense model)
+    if (s->spec.n_expert == 0) {
+        o.Set("experts", env.Null());
+    } else {
+        auto experts = Napi::Array::New(env, s->moe_ids.size());
+        for (size_t l = 0; l < s->moe_ids.size(); ++l) {
+            auto a = Napi::Int32Array::New(env, s->moe_ids[l].size());
+            std::copy(s->moe_ids[l].begin(), s->moe_ids[l].end(), a.Data());
+            experts.Set(l, a);
+        }
+        o.Set("experts", experts);
+    }
     return o;
 }
 
@@ -805,16 +820,15 @@ class LinearizeWorker : public ProgressPromiseWorker {
             LinState & s = *s_;
             s.spec = resolve_model(s.model, n_ctx_);
             s.d = s.spec.n_embd;
-            if (s.ordinary && s.spec.n_expert > 0) {
-                throw std::runtime_error("[UNSUPPORTED] the ordinary and relevance modes do not yet cover routed experts (moe layers); use mode \"detached\"");
-            }
             s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas, s.tiled && has_tiled_weights(s.spec));
             AbortScope scope(*s.runner, [this] { return aborted(); });
             // Batch width from the memory budget: a column costs about its activations in
             // one layer (the scheduler reuses buffers across layers), counted generously.
             // Ordinary passes also hold a few [n, n, H] score tangents per column.
             const size_t col_bytes = sizeof(float) * (size_t) s.n *
-                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head + (s.ordinary ? 6 * s.n * s.spec.n_head : 0));
+                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head + (s.ordinary ? 6 * s.n * s.spec.n_head : 0) +
+                          // ordinary moe: the k experts' gate tangents and the router rows, per column
+                          (s.ordinary ? s.spec.n_expert_used * (4 * s.spec.n_ff_exp + 4 * s.d) : 0));
             s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget_ / std::max<size_t>(1, col_bytes)));
             run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden, &report);
             if (!embeddings_.empty()) s.x = embeddings_;

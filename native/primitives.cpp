@@ -343,36 +343,52 @@ static ggml_tensor * sum_experts(ggml_context * ctx, ggml_tensor * t) {
 
 // Σ_k coef_k · down_k(G_k ⊙ up_k(m)) over the k chosen experts of each position, for
 // m [d, n, B]: the routed FFN with routing, weights and gate activations frozen. ids holds
-// the experts of each of the n·B columns.
+// the experts of each of the n·B columns. With dv (ordinary mode) the inner factor also
+// carries the gate's tangent: up_factor·G ⊙ up(m) + gate_d ⊙ gate(m).
 ggml_tensor * experts_forward(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m,
-                                     ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact) {
+                              ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact, const ExpertsDerivative * dv) {
     const int64_t d = m->ne[0], n = m->ne[1], B = m->ne[2], k = spec.n_expert_used, ff = spec.n_ff_exp;
     if (!ggml_is_contiguous(m)) m = ggml_cont(ctx, m);
-    ggml_tensor * up = ggml_mul_mat_id(ctx, weight_f32(ctx, L.up_exps, exact), ggml_reshape_3d(ctx, m, d, 1, n * B), ids);  // [ff, k, n·B]
+    ggml_tensor * m3 = ggml_reshape_3d(ctx, m, d, 1, n * B);
+    ggml_tensor * up = ggml_mul_mat_id(ctx, weight_f32(ctx, L.up_exps, exact), m3, ids);  // [ff, k, n·B]
     ggml_tensor * t = ggml_mul(ctx, ggml_reshape_4d(ctx, up, ff, k, n, B), G);
+    if (dv) {
+        if (dv->up_factor != 1.0f) t = ggml_scale(ctx, t, dv->up_factor);
+        ggml_tensor * g = ggml_mul_mat_id(ctx, weight_f32(ctx, L.gate_exps, exact), m3, ids);  // [ff, k, n·B]
+        t = ggml_add(ctx, t, ggml_mul(ctx, ggml_reshape_4d(ctx, g, ff, k, n, B), dv->gate_d));
+    }
     ggml_tensor * down = ggml_mul_mat_id(ctx, weight_f32(ctx, L.down_exps, exact), ggml_reshape_3d(ctx, t, ff, k, n * B), ids);  // [d, k, n·B]
     return sum_experts(ctx, ggml_mul(ctx, ggml_reshape_4d(ctx, down, d, k, n, B), coef));
 }
 
 // Its transpose, for the cotangent dd [d, n, B].
 ggml_tensor * experts_transpose(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * dd,
-                                       ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef) {
+                                ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, const ExpertsDerivative * dv) {
     const int64_t d = dd->ne[0], n = dd->ne[1], B = dd->ne[2], k = spec.n_expert_used, ff = spec.n_ff_exp;
     ggml_tensor * z = ggml_repeat_4d(ctx, ggml_reshape_4d(ctx, dd, d, 1, n, B), d, k, n, B);
     z = ggml_mul(ctx, z, coef);
     ggml_tensor * down_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.down_exps, true)));  // [d, ff, E]
-    ggml_tensor * t = ggml_mul_mat_id(ctx, down_t, ggml_reshape_3d(ctx, z, d, k, n * B), ids);        // [ff, k, n·B]
-    t = ggml_mul(ctx, ggml_reshape_4d(ctx, t, ff, k, n, B), G);
+    ggml_tensor * t_in = ggml_mul_mat_id(ctx, down_t, ggml_reshape_3d(ctx, z, d, k, n * B), ids);     // [ff, k, n·B]
+    ggml_tensor * t = ggml_mul(ctx, ggml_reshape_4d(ctx, t_in, ff, k, n, B), G);
+    if (dv && dv->up_factor != 1.0f) t = ggml_scale(ctx, t, dv->up_factor);
     ggml_tensor * up_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.up_exps, true)));      // [ff, d, E]
     ggml_tensor * dm = ggml_mul_mat_id(ctx, up_t, ggml_reshape_3d(ctx, t, ff, k, n * B), ids);        // [d, k, n·B]
+    if (dv) {  // the gate's side: gate_kᵀ(gate_d ⊙ t̄)
+        ggml_tensor * g = ggml_mul(ctx, ggml_reshape_4d(ctx, t_in, ff, k, n, B), dv->gate_d);
+        ggml_tensor * gate_t = ggml_cont(ctx, ggml_transpose(ctx, weight_f32(ctx, L.gate_exps, true)));  // [ff, d, E]
+        dm = ggml_add(ctx, dm, ggml_mul_mat_id(ctx, gate_t, ggml_reshape_3d(ctx, g, ff, k, n * B), ids));
+    }
     return sum_experts(ctx, ggml_reshape_4d(ctx, dm, d, k, n, B));
 }
 
 // The router of a moe layer (primal only), as llama.cpp's build_moe_ffn computes it for
-// llama and qwen3moe: softmax over all experts, top-k, weights renormalized (sum clamped at
-// 6.1e-5), optional weight scale. Returns the chosen ids [k, n], the frozen gate
-// activations [ff, k, n] and the coefficients [1, k, n] (weights × up and down scales).
-Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt) {
+// llama, mistral3 and qwen3moe (all: softmax gating, norm_w true): softmax over all
+// experts, top-k, weights renormalized (sum clamped at 6.1e-5), optional weight scale.
+// Returns the chosen ids [k, n], the frozen gate activations [ff, k, n] and the
+// coefficients [1, k, n] (weights × up and down scales); rec (ordinary mode): what the
+// experts' derivative terms read.
+Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt,
+              RoutingRecord * rec) {
     const int64_t d = m->ne[0], n = m->ne[1], E = spec.n_expert, k = spec.n_expert_used;
     ggml_tensor * m2 = ggml_reshape_2d(ctx, m, d, n);
     ggml_tensor * probs = ggml_soft_max(ctx, ggml_mul_mat(ctx, weight_f32(ctx, L.gate_inp, opt.exact), m2));  // [E, n]
@@ -381,7 +397,9 @@ Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L
     ggml_tensor * w2 = ggml_reshape_2d(ctx, w, k, n);
     w2 = ggml_div(ctx, w2, ggml_clamp(ctx, ggml_sum_rows(ctx, w2), 6.103515625e-5f, INFINITY));
     w = ggml_reshape_3d(ctx, w2, 1, k, n);
-    if (spec.expert_weights_scale != 0.0f && spec.expert_weights_scale != 1.0f) w = ggml_scale(ctx, w, spec.expert_weights_scale);
+    ggml_tensor * w_norm = w;  // before the weight scale
+    const bool scales_w = spec.expert_weights_scale != 0.0f && spec.expert_weights_scale != 1.0f;
+    if (scales_w) w = ggml_scale(ctx, w, spec.expert_weights_scale);
     auto expert_scale = [&](ggml_tensor * s) {  // per-expert scalar [E] → [1, k, n] for the chosen experts
         return ggml_get_rows(ctx, ggml_repeat_4d(ctx, ggml_reshape_3d(ctx, s, 1, E, 1), 1, E, n, 1), ids);
     };
@@ -391,7 +409,62 @@ Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L
     ggml_tensor * coef = w;
     if (L.s_up_exps) coef = ggml_mul(ctx, coef, expert_scale(L.s_up_exps));
     if (L.s_down_exps) coef = ggml_mul(ctx, coef, expert_scale(L.s_down_exps));
-    return {ids, ggml_silu(ctx, gate), coef};
+    ggml_tensor * G = ggml_silu(ctx, gate);
+    if (rec) {
+        ggml_tensor * up = ggml_mul_mat_id(ctx, weight_f32(ctx, L.up_exps, opt.exact), m3, ids);  // [ff, k, n], its scale in coef
+        // what gate_k(dm) is multiplied by: up ⊙ silu'(g) (relevance: half of up ⊙ silu(g)/g, the
+        // identity rule inside the half rule, as the dense gated FFN), times the gate's own scale
+        // (g = s·gate_k(m)); the experts' activation is SiLU in every graph we mirror
+        ggml_tensor * gd = opt.relevance ? ggml_scale(ctx, ggml_mul(ctx, up, activation_factor(ctx, spec.arch, gate, nullptr)), 0.5f)
+                                         : ggml_silu_back(ctx, up, gate);
+        if (L.s_gate_exps) gd = ggml_mul(ctx, gd, expert_scale(L.s_gate_exps));
+        // each expert's output as w_k multiplies it: the weight scale, the up and down scales
+        ggml_tensor * out = ggml_mul_mat_id(ctx, weight_f32(ctx, L.down_exps, opt.exact), ggml_mul(ctx, G, up), ids);  // [d, k, n]
+        if (scales_w) out = ggml_scale(ctx, out, spec.expert_weights_scale);
+        if (L.s_up_exps) out = ggml_mul(ctx, out, expert_scale(L.s_up_exps));
+        if (L.s_down_exps) out = ggml_mul(ctx, out, expert_scale(L.s_down_exps));
+        *rec = {w_norm, out, gd};
+    }
+    return {ids, G, coef};
+}
+
+// The router's row of each chosen expert, [d, k, n·B], for ids [k, n·B].
+static ggml_tensor * router_rows(ggml_context * ctx, const LayerWeights & L, ggml_tensor * ids) {
+    ggml_tensor * r = ggml_get_rows(ctx, L.gate_inp, ggml_reshape_1d(ctx, ids, ggml_nelements(ids)));  // [d, k·n·B], dequantized
+    return ggml_reshape_3d(ctx, r, r->ne[0], ids->ne[0], ids->ne[1]);
+}
+
+// The routing weights as a function of the router logits z with the choice held: softmax
+// over all experts then renormalized over the chosen is w_k = exp(z_k) / Σ_chosen exp(z_j),
+// a softmax over the chosen logits alone (the all-experts normalizer cancels; the sum's clamp
+// at 6.1e-5 never binds, the top k of E probabilities summing to at least k/E). Its
+// derivative dz ↦ w ⊙ (dz - Σ_k w_k dz_k) per column is symmetric: its own transpose.
+// dz [k, n, B], w [1, k, n].
+static ggml_tensor * chosen_softmax_d(ggml_context * ctx, ggml_tensor * dz, ggml_tensor * w) {
+    ggml_tensor * w2 = ggml_reshape_2d(ctx, w, w->ne[1], w->ne[2]);
+    ggml_tensor * mean = ggml_sum_rows(ctx, ggml_mul(ctx, dz, w2));  // [1, n, B]
+    return ggml_mul(ctx, ggml_sub(ctx, dz, mean), w2);
+}
+
+// Σ_k dw_k · out_k: dz_k = W_router[ids_k] · dm, then the chosen softmax's derivative.
+ggml_tensor * route_d(ggml_context * ctx, const LayerWeights & L, ggml_tensor * dm, ggml_tensor * ids, ggml_tensor * w, ggml_tensor * out) {
+    const int64_t d = dm->ne[0], n = dm->ne[1], B = dm->ne[2], k = ids->ne[0];
+    if (!ggml_is_contiguous(dm)) dm = ggml_cont(ctx, dm);
+    ggml_tensor * dz = ggml_sum_rows(ctx, ggml_mul(ctx, router_rows(ctx, L, ids), ggml_reshape_3d(ctx, dm, d, 1, n * B)));  // [1, k, n·B]
+    ggml_tensor * dw = chosen_softmax_d(ctx, ggml_reshape_3d(ctx, dz, k, n, B), w);                                        // [k, n, B]
+    ggml_tensor * t = ggml_mul(ctx, ggml_repeat_4d(ctx, out, d, k, n, B), ggml_reshape_4d(ctx, dw, 1, k, n, B));
+    return sum_experts(ctx, t);
+}
+
+// Its transpose: dw̄_k = ⟨out_k, dd⟩, the chosen softmax's derivative (symmetric), then
+// Σ_k dz̄_k · W_router[ids_k].
+ggml_tensor * route_d_t(ggml_context * ctx, const LayerWeights & L, ggml_tensor * dd, ggml_tensor * ids, ggml_tensor * w, ggml_tensor * out) {
+    const int64_t d = dd->ne[0], n = dd->ne[1], B = dd->ne[2], k = ids->ne[0];
+    ggml_tensor * z = ggml_repeat_4d(ctx, ggml_reshape_4d(ctx, ggml_cont(ctx, dd), d, 1, n, B), d, k, n, B);
+    ggml_tensor * dw = ggml_sum_rows(ctx, ggml_mul(ctx, z, out));                          // [1, k, n, B]
+    ggml_tensor * dz = chosen_softmax_d(ctx, ggml_reshape_3d(ctx, dw, k, n, B), w);        // [k, n, B]
+    ggml_tensor * dm = ggml_mul(ctx, router_rows(ctx, L, ids), ggml_reshape_3d(ctx, dz, 1, k, n * B));  // [d, k, n·B]
+    return sum_experts(ctx, ggml_reshape_4d(ctx, dm, d, k, n, B));
 }
 
 ggml_tensor * gate_activation(ggml_context * ctx, const ArchSpec & arch, ggml_tensor * g) {

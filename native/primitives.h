@@ -72,14 +72,34 @@ ggml_tensor * activation_derivative(ggml_context * ctx, const ArchSpec & arch, g
 
 // The routed FFN with routing, weights and gate activations frozen: Σ_k coef_k · down_k(G_k ⊙ up_k(m)),
 // and its transpose. ids: the chosen experts of each of the n·B columns.
+// Ordinary mode (given dv): each chosen expert's own derivative, the inner factor
+// G_k ⊙ up_k(dm) becoming up_factor·G_k ⊙ up_k(dm) + gate_d_k ⊙ gate_k(dm) (the routing
+// weights' term is route_d's).
+struct ExpertsDerivative {
+    ggml_tensor * gate_d;  // [ff, k, n] up_k(m) ⊙ silu'(g_k) × gate scale (relevance: half of up_k(m) ⊙ silu(g_k)/g_k × scale)
+    float up_factor;       // 1, or ½ (relevance's half rule)
+};
 ggml_tensor * experts_forward(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m,
-                              ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact);
+                              ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, bool exact,
+                              const ExpertsDerivative * dv = nullptr);
 ggml_tensor * experts_transpose(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * dd,
-                                ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef);
+                                ggml_tensor * ids, ggml_tensor * G, ggml_tensor * coef, const ExpertsDerivative * dv = nullptr);
 // Primal: the router (ids [k, n], gate activations [ff, k, n], coefficients [1, k, n]).
 struct Routing {
     ggml_tensor * ids, * G, * coef;
 };
-Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt);
+// What ordinary mode's expert terms read (primal, BuildOptions::ordinary).
+struct RoutingRecord {
+    ggml_tensor * w = nullptr;       // [1, k, n]  the renormalized routing weights (before expert_weights_scale)
+    ggml_tensor * out = nullptr;     // [d, k, n]  each chosen expert's output, what w_k multiplies (scales included)
+    ggml_tensor * gate_d = nullptr;  // [ff, k, n] ExpertsDerivative::gate_d
+};
+Routing route(ggml_context * ctx, const ModelSpec & spec, const LayerWeights & L, ggml_tensor * m, const BuildOptions & opt,
+              RoutingRecord * rec = nullptr);
+// Ordinary mode: the routing weights' term Σ_k dw_k · out_k for the tangent dm [d, n, B] of
+// the router's input, the chosen experts held fixed; and its transpose (cotangent dd [d, n, B]
+// → the cotangent on m).
+ggml_tensor * route_d(ggml_context * ctx, const LayerWeights & L, ggml_tensor * dm, ggml_tensor * ids, ggml_tensor * w, ggml_tensor * out);
+ggml_tensor * route_d_t(ggml_context * ctx, const LayerWeights & L, ggml_tensor * dd, ggml_tensor * ids, ggml_tensor * w, ggml_tensor * out);
 
 }  // namespace llj

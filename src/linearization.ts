@@ -25,8 +25,8 @@ export interface LinearizeOptions {
    * network at the prompt, the same record plus each coefficient's own derivative term
    * (docs/math.md §5); its products do not reproduce the output. "relevance": the R-lens's
    * relevance rules (RelP: residual-stream norms and activation factors detached, each gate
-   * product's derivative halved between its factors, attention ordinary). The last two not
-   * yet for moe models.
+   * product's derivative halved between its factors, attention ordinary; routed experts'
+   * routing weights detached).
    */
   mode?: "detached" | "ordinary" | "relevance";
   threads?: number;
@@ -160,6 +160,12 @@ export class Linearization {
   readonly predictedToken: number;
   /** The residual stream entering each layer, row-major [n × d] each, from our primal pass. */
   readonly layerInputs: Float32Array[];
+  /**
+   * Mixture-of-experts models: the experts each layer's router chose at every position,
+   * row-major [n × k] per layer (k = experts used per token), as llama.cpp's top-k returns
+   * them. Every mode holds this choice fixed (a derivative at a point). null for dense models.
+   */
+  readonly experts: Int32Array[] | null;
   /** True when biases make the map affine: y = Σ J_i x_i + c. */
   readonly affine: boolean;
   readonly biasTerm: Float32Array | null;
@@ -184,8 +190,7 @@ export class Linearization {
   #pieces: (ids: number[]) => string[];
   #jacobian: Promise<Jacobian> | undefined;
   #reconstruction: Promise<Reconstruction> | undefined;
-  #ordinary: (() => Promise<Linearization>) | undefined;
-  readonly #hasExperts: boolean;  // the same input linearized in ordinary mode (Model.linearize)
+  #ordinary: (() => Promise<Linearization>) | undefined;  // the same input linearized in ordinary mode (Model.linearize)
 
   /** @internal created by Model.linearize() */
   constructor(native: NativeLinearization, tokens: number[] | null, pieces: (ids: number[]) => string[], onDispose?: () => void,
@@ -211,6 +216,7 @@ export class Linearization {
     for (let i = 1; i < p.logits.length; i++) if (p.logits[i] > p.logits[top]) top = i;
     this.predictedToken = top;
     this.layerInputs = p.layerInputs;
+    this.experts = p.experts;
     this.affine = info.affine;
     this.mode = info.relevance ? "relevance" : info.ordinary ? "ordinary" : "detached";
     this.biasTerm = this.mode !== "detached" ? null : p.biasTerm;  // only the detached map has a constant term
@@ -220,7 +226,6 @@ export class Linearization {
     this.tiled = info.tiled;
     this.ignoredTensors = info.ignoredTensors;
     this.#nLayer = info.nLayer;
-    this.#hasExperts = info.nExpert > 0;
   }
 
   /** True once dispose() has been called. */
@@ -436,19 +441,19 @@ export class Linearization {
 
   /**
    * The contrast: the ordinary (non-detached) Jacobian applied to x, f'(x)·x. Unlike the
-   * detached map it does not give y. Method "ordinary" (default where the model has no routed
-   * experts): the JVP of x through the ordinary linearization (this one, or the same input
-   * linearized in ordinary mode for the call). "difference": a central difference of the
+   * detached map it does not give y. Method "ordinary" (default): the JVP of x through the
+   * ordinary linearization (this one, or the same input linearized in ordinary mode for the
+   * call). "difference": a central difference of the
    * real forward along x, with relative step epsilon (default 1e-3; giving one picks this
    * method), kept as a check.
    */
   async nonlinearReconstruction(options: { method?: "ordinary" | "difference"; epsilon?: number; signal?: AbortSignal } = {}): Promise<NonlinearReconstruction> {
     const o = check.options("nonlinearReconstruction options", options);
-    const canOrdinary = this.mode === "ordinary" || (this.#ordinary !== undefined && !this.#hasExperts);
+    const canOrdinary = this.mode === "ordinary" || this.#ordinary !== undefined;
     // a step given asks for the difference
     const method = check.oneOf("method", o.method, ["ordinary", "difference"] as const, canOrdinary && o.epsilon === undefined ? "ordinary" : "difference");
     if (method === "ordinary" && !canOrdinary) {
-      throw new LljError("the ordinary method needs an ordinary linearization, which routed experts do not have yet: use method \"difference\"", { code: "UNSUPPORTED" });
+      throw new LljError("the ordinary method needs an ordinary linearization of the same input, which this linearization cannot make: use method \"difference\"", { code: "UNSUPPORTED" });
     }
     if (method === "ordinary" && o.epsilon !== undefined) throw invalid("epsilon is the difference method's step; the ordinary method has none");
     // relative step: 0 divides by zero, ≥ 1 flips or zeroes the input

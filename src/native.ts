@@ -96,7 +96,7 @@ export interface NativeTap {
 export interface NativeLinearization {
   info(): NativeLinearizationInfo;
   primal(): { embeddings: Float32Array; hidden: Float32Array; finalResidual: Float32Array; logits: Float32Array; logitsBeforeSoftcap: Float32Array;
-    finalSoftcap: number; layerInputs: Float32Array[]; biasTerm: Float32Array | null };
+    finalSoftcap: number; layerInputs: Float32Array[]; biasTerm: Float32Array | null; experts: Int32Array[] | null };
   jvp(tangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array,
     tap?: NativeTap): Promise<Float32Array>;
   vjp(cotangents: Float32Array, batch: number, allPositions: boolean, onProgress?: (p: number) => void, abortFlag?: Int32Array,

@@ -150,6 +150,18 @@ test("a synthetic llama: the fitted lens equals the explicit average of ordinary
   }
 });
 
+test.each(["jlens", "rlens"] as const)("a mixture-of-experts model (qwen3moe): the %s lens equals the explicit average of Jacobians", async (estimator) => {
+  const model = await loadModel({ modelPath: await syntheticModel({ ...TINY_LLAMA, architecture: "qwen3moe", seed: 73, experts: { count: 8, used: 2 } }, "F32"), gpu: false });
+  try {
+    const corpus = ["Once upon a time, there was a little girl named Lily."];
+    const lens = await fitLens({ model, corpus, sourceLayers: [0], minPosition: 8, estimator, earlyStop: false });
+    const explicit = await explicitLens(model, corpus, [0], 8, estimator === "jlens" ? "ordinary" : "relevance");
+    expect(relErr(lens.matrix(0), explicit.get(0)!)).toBeLessThan(1e-5);
+  } finally {
+    await model.dispose();
+  }
+});
+
 test("corpus files: text lines and JSONL", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "llj-corpus-"));
   writeFileSync(path.join(dir, "c.txt"), "first prompt\n\nsecond prompt\n");
