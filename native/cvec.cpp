@@ -7,6 +7,7 @@
 // files; this reads one with ggml's gguf reader (the one common's loader uses) so that the
 // checks can be made in TypeScript with clear messages.
 #include "common.h"
+#include "gguf_io.h"
 
 #include "ggml.h"
 #include "gguf.h"
@@ -19,61 +20,27 @@
 
 namespace llj {
 
-struct CvecTensor {
-    std::string name, type;
-    std::vector<int64_t> dims;
-    std::vector<float> data;  // F32 tensors only
-};
-
 class ReadCvecWorker : public PromiseWorker {
   public:
     ReadCvecWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
 
     void Execute() override {
         LogCapture log;
-        ggml_context * ctx = nullptr;
-        gguf_init_params p = {/*no_alloc =*/ false, /*ctx =*/ &ctx};
-        gguf_context * g = gguf_init_from_file(path_.c_str(), p);
-        if (!g) throw error_with_log("cannot read '" + path_ + "' as GGUF", log);
-        std::unique_ptr<gguf_context, void (*)(gguf_context *)> gguard(g, gguf_free);
-        std::unique_ptr<ggml_context, void (*)(ggml_context *)> cguard(ctx, ggml_free);
-        auto str = [&](const char * key, std::string & out) {
-            const int64_t k = gguf_find_key(g, key);
-            if (k < 0 || gguf_get_kv_type(g, k) != GGUF_TYPE_STRING) return false;
-            out = gguf_get_val_str(g, k);
-            return true;
-        };
-        has_arch_ = str("general.architecture", arch_);
-        has_hint_ = str("controlvector.model_hint", hint_);
-        const int64_t lc = gguf_find_key(g, "controlvector.layer_count");
-        if (lc >= 0) {
-            const gguf_type t = gguf_get_kv_type(g, lc);
-            if (t == GGUF_TYPE_INT32) layer_count_ = gguf_get_val_i32(g, lc);
-            else if (t == GGUF_TYPE_UINT32) layer_count_ = gguf_get_val_u32(g, lc);
-            has_layer_count_ = t == GGUF_TYPE_INT32 || t == GGUF_TYPE_UINT32;
-        }
-        for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-            CvecTensor c;
-            c.name = gguf_get_tensor_name(g, i);
-            ggml_tensor * t = ggml_get_tensor(ctx, c.name.c_str());
-            c.type = ggml_type_name(t->type);
-            for (int k = 0; k < ggml_n_dims(t); ++k) c.dims.push_back(t->ne[k]);
-            if (t->type == GGML_TYPE_F32) {
-                const float * src = (const float *) t->data;
-                c.data.assign(src, src + ggml_nelements(t));
-            }
-            tensors_.push_back(std::move(c));
+        try {
+            file_ = read_cvec_file(path_);
+        } catch (const GgufError & e) {
+            throw error_with_log(e.what(), log);
         }
     }
 
     Napi::Value Result(Napi::Env env) override {
         auto o = Napi::Object::New(env);
-        o.Set("architecture", has_arch_ ? (Napi::Value) Napi::String::New(env, arch_) : env.Null());
-        o.Set("modelHint", has_hint_ ? (Napi::Value) Napi::String::New(env, hint_) : env.Null());
-        o.Set("layerCount", has_layer_count_ ? (Napi::Value) Napi::Number::New(env, (double) layer_count_) : env.Null());
-        auto arr = Napi::Array::New(env, tensors_.size());
-        for (size_t i = 0; i < tensors_.size(); ++i) {
-            const CvecTensor & c = tensors_[i];
+        o.Set("architecture", file_.has_arch ? (Napi::Value) Napi::String::New(env, file_.arch) : env.Null());
+        o.Set("modelHint", file_.has_hint ? (Napi::Value) Napi::String::New(env, file_.hint) : env.Null());
+        o.Set("layerCount", file_.has_layer_count ? (Napi::Value) Napi::Number::New(env, (double) file_.layer_count) : env.Null());
+        auto arr = Napi::Array::New(env, file_.tensors.size());
+        for (size_t i = 0; i < file_.tensors.size(); ++i) {
+            const CvecTensor & c = file_.tensors[i];
             auto t = Napi::Object::New(env);
             t.Set("name", c.name);
             t.Set("type", c.type);
@@ -88,10 +55,8 @@ class ReadCvecWorker : public PromiseWorker {
     }
 
   private:
-    std::string path_, arch_, hint_;
-    bool has_arch_ = false, has_hint_ = false, has_layer_count_ = false;
-    int64_t layer_count_ = 0;
-    std::vector<CvecTensor> tensors_;
+    std::string path_;
+    CvecFile file_;
 };
 
 // readControlVector(path) -> Promise<{ architecture, modelHint, layerCount, tensors: [{ name, type, dims, data }] }>

@@ -1,12 +1,14 @@
 // Control vectors: the file layout llama.cpp reads, its loading by llama.cpp's own loader,
 // the layer-index convention (checked against our graph's injection), scale 0, refusals.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadModel, LljError, readControlVector, writeControlVector, type Model, type SteeringOperator } from "../src/index.js";
 import { getAddon, getBuildRecord } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
 import { STORIES, relErr, norm, randn, finalNormAt } from "./helpers.js";
+import { runChild } from "./child.js";
+import { readGgufHeader } from "../src/gguf-header.js";
 
 let model: Model;
 let op: SteeringOperator;
@@ -134,6 +136,17 @@ test("a wrong layer count, a wrong width, layer 0 or not a control vector is ref
   const junk = path.join(dir, "junk.gguf");
   writeFileSync(junk, "not a gguf at all");
   await refused(junk, /not a GGUF file/);
+  // a header whose last tensor claims 2^38 values (1 TiB): ggml's reader allocates the data
+  // before reading it and aborts the process when that fails (found by scripts/fuzz.mjs), so
+  // it is refused before that read; run in a child, where the abort would show as a signal
+  const huge = path.join(dir, "huge.gguf");
+  await writeControlVector(huge, { architecture: "llama", hparams: model.hparams, layer: 2, vector: randn(d) });
+  const bytes = readFileSync(huge), header = await readGgufHeader(huge, bytes.length);
+  bytes.writeBigUInt64LE(2n ** 38n, header.tensors[header.tensors.length - 1].typeOffset - 8);
+  writeFileSync(huge, bytes);
+  const child = await runChild(`await outcome("huge", lib.readControlVector(${JSON.stringify(huge)}, { nLayer: 5, nEmbd: 64 }));`);
+  expect([child.signal, child.status]).toEqual([null, 0]);
+  expect(child.reports[0]).toMatchObject({ outcome: "rejected", code: "INVALID_ARGUMENT", message: expect.stringMatching(/tensor direction\.4 ends at byte \d+, beyond the file's \d+ \(is the file truncated\?\)/) });
   // writing: layer 0 and a wrong width are refused too
   await expect(writeControlVector(path.join(dir, "l0.gguf"), { architecture: "llama", hparams: model.hparams, layer: 0, vector: randn(d) })).rejects.toThrow(/layers 1 to 4/);
   await expect(writeControlVector(path.join(dir, "w.gguf"), { architecture: "llama", hparams: model.hparams, layer: 1, vector: randn(d + 1) })).rejects.toThrow(/n_embd = 64/);
