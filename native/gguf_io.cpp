@@ -94,7 +94,11 @@ CvecFile read_cvec_file(const std::string & path) {
         ggml_tensor * t = ggml_get_tensor(ctx, c.name.c_str());
         if (!t) throw GgufError("'" + path + "': tensor " + std::to_string(i) + " is missing from its context");
         c.type = ggml_type_name(t->type);
-        for (int k = 0; k < ggml_n_dims(t); ++k) c.dims.push_back(t->ne[k]);
+        // every dimension up to the last that is not 1: ggml_n_dims also drops trailing zeros,
+        // which would make an empty tensor look like one with values (found by the fuzzer)
+        int nd = GGML_MAX_DIMS;
+        while (nd > 1 && t->ne[nd - 1] == 1) --nd;
+        for (int k = 0; k < nd; ++k) c.dims.push_back(t->ne[k]);
         if (t->type == GGML_TYPE_F32) {
             const float * src = (const float *) t->data;
             c.data.assign(src, src + ggml_nelements(t));
@@ -139,8 +143,12 @@ void write_gguf_file(const std::string & path, const std::string & copy_kv_from,
         gguf_init_params p = {/*no_alloc =*/ true, /*ctx =*/ nullptr};
         gguf_context * src = gguf_init_from_file(copy_kv_from.c_str(), p);
         if (!src) throw GgufError("cannot read GGUF '" + copy_kv_from + "'");
+        std::unique_ptr<gguf_context, void (*)(gguf_context *)> sguard(src, gguf_free);
+        // ggml's reader accepts an empty key that its setters abort on (found by the fuzzer)
+        for (int64_t i = 0; i < gguf_get_n_kv(src); ++i) {
+            if (gguf_get_key(src, i)[0] == '\0') throw GgufError("'" + copy_kv_from + "': metadata key #" + std::to_string(i) + " is empty");
+        }
         gguf_set_kv(gctx, src);
-        gguf_free(src);
     }
     for (const auto & e : kv) set_kv(gctx, e);
 
@@ -154,6 +162,9 @@ void write_gguf_file(const std::string & path, const std::string & copy_kv_from,
         for (size_t d = 0; d < t.shape.size(); ++d) ne[d] = t.shape[d];
         ggml_tensor * gt = ggml_new_tensor(tctx, GGML_TYPE_F32, (int) t.shape.size(), ne);
         ggml_set_name(gt, t.name.c_str());
+        // gguf_add_tensor aborts on a duplicate, ggml_set_name truncates a long name
+        if (t.name.size() >= GGML_MAX_NAME) throw std::runtime_error("tensor name " + t.name + " is longer than ggml's " + std::to_string(GGML_MAX_NAME - 1));
+        if (gguf_find_tensor(gctx, gt->name) >= 0) throw std::runtime_error("tensor " + t.name + " is listed twice");
         if (t.init == "data" && (int64_t) t.data.size() != ggml_nelements(gt)) {
             throw std::runtime_error("tensor " + t.name + ": data length does not match its shape");
         }

@@ -46,6 +46,12 @@ if (argv[0] === "--replay-js") {
   process.exit(0);
 }
 
+for (const a of argv) {
+  if (a.startsWith("--") && !["--seconds", "--jobs", "--keep"].includes(a)) {
+    console.error("usage: node scripts/fuzz.mjs [--seconds 300] [--jobs 1] [--keep]   (--keep: start from the last run's corpus)");
+    process.exit(a === "--help" ? 0 : 2);
+  }
+}
 const opt = (name, dflt) => {
   const i = argv.indexOf(`--${name}`);
   return i < 0 ? dflt : argv[i + 1];
@@ -122,10 +128,17 @@ const log = (run.stderr ?? "") + (run.stdout ?? "");
 writeFileSync(path.join(work, "fuzz.log"), log);
 const stat = (name) => (log.match(new RegExp(`stat::${name}:\\s+(\\d+)`)) ?? [])[1];
 const crashed = run.status !== 0;
-const reason = crashed ? (log.match(/gguf_fuzz: .*|ERROR: \w+Sanitizer: .*|runtime error: .*|==\d+==ERROR: .*/g) ?? ["(see build/fuzz/fuzz.log)"]).slice(0, 3) : [];
+const reason = crashed ? (log.match(/^gguf_fuzz: .*|GGML_ASSERT.*|GGML_ABORT.*|==\d+==ERROR: \w+Sanitizer: .*|ERROR: libFuzzer: .*/m) ?? ["(see build/fuzz/fuzz.log)"])[0] : "";
+// UBSan reports go on (they are not fatal): counted by place, all of them in ggml's reader so far
+const ub = new Map();
+for (const m of log.matchAll(/([\w./-]+:\d+):\d+: runtime error: ([^,\n]*)/g)) {
+  const k = `${path.basename(m[1])}: ${m[2].replace(/-?\d+/g, "N")}`;
+  ub.set(k, (ub.get(k) ?? 0) + 1);
+}
 const inputs = readdirSync(corpus).map((f) => path.join(corpus, f)).concat(readdirSync(seeds).map((f) => path.join(seeds, f)));
 console.log(`libFuzzer: ${stat("number_of_executed_units") ?? "?"} inputs in ${((Date.now() - started) / 1000).toFixed(0)} s, ` +
-  `${inputs.length} kept (coverage-distinct), peak RSS ${stat("peak_rss_mb") ?? "?"} MB, ${crashed ? "FINDING: " + reason.join(" | ") : "no crash, sanitizer report or rewrite difference"}`);
+  `${inputs.length} kept (coverage-distinct), peak RSS ${stat("peak_rss_mb") ?? "?"} MB, ${crashed ? "FINDING: " + reason : "no crash, sanitizer error or rewrite difference"}`);
+for (const [k, n] of ub) console.log(`  UBSan, not fatal ×${n}: ${k}`);
 
 // 4. replay what it kept: ggml's verdict (replay build) against the TypeScript checks (child processes)
 const ggmlVerdict = new Map();

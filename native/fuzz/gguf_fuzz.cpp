@@ -2,9 +2,10 @@
 // ggml's GGUF reader under them, built with AddressSanitizer and UBSan by scripts/fuzz.mjs
 // (not part of the addon). Each input is a candidate GGUF file. What must hold:
 // - reading it as a control vector never crashes; what comes back is self-consistent;
-// - a file ggml's reader accepts can be rewritten by our writer with its metadata copied
-//   (the copyKvFrom path) plus F32 tensors of its shapes, and reading that file back gives
-//   the same metadata, key by key and value by value, and the same tensors.
+// - a file ggml's reader accepts is either refused by our writer by name (GgufError) or
+//   rewritten with its metadata copied (the copyKvFrom path) plus F32 tensors of its shapes,
+//   and reading that file back gives the same metadata, key by key and value by value, and
+//   the same tensors.
 // A violation aborts with the reason on stderr, which libFuzzer records as a finding.
 // Built with -DLLJ_FUZZ_REPLAY it is instead a plain program over files named on the command
 // line, printing one JSON line per file with ggml's verdict (scripts/fuzz.mjs compares it
@@ -120,8 +121,10 @@ static Verdict check(const std::string & path) {
     }
     try {
         llj::write_gguf_file(g_out, path, {}, tensors);
+    } catch (const llj::GgufError &) {
+        return v;  // refused by name (e.g. an empty key, which ggml's setters would abort on)
     } catch (const std::exception & e) {
-        fail(std::string("the writer refused a file ggml's reader accepts: ") + e.what());
+        fail(std::string("the writer failed on a file ggml's reader accepts: ") + e.what());
     }
     Gguf back = open_meta(g_out);
     if (!back) fail("ggml's reader refuses the rewrite of a file it accepts");
