@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <set>
 
 namespace llj {
 
@@ -144,9 +145,16 @@ void write_gguf_file(const std::string & path, const std::string & copy_kv_from,
         gguf_context * src = gguf_init_from_file(copy_kv_from.c_str(), p);
         if (!src) throw GgufError("cannot read GGUF '" + copy_kv_from + "'");
         std::unique_ptr<gguf_context, void (*)(gguf_context *)> sguard(src, gguf_free);
-        // ggml's reader accepts an empty key that its setters abort on (found by the fuzzer)
+        // ggml's reader accepts an empty key, which its setters abort on, and keys that differ
+        // only after a NUL byte, which its setters (taking C strings) would merge into one:
+        // both refused here (found by the fuzzer)
+        std::set<std::string> keys;
         for (int64_t i = 0; i < gguf_get_n_kv(src); ++i) {
-            if (gguf_get_key(src, i)[0] == '\0') throw GgufError("'" + copy_kv_from + "': metadata key #" + std::to_string(i) + " is empty");
+            const char * key = gguf_get_key(src, i);
+            if (key[0] == '\0') throw GgufError("'" + copy_kv_from + "': metadata key #" + std::to_string(i) + " is empty");
+            if (!keys.insert(key).second) {
+                throw GgufError("'" + copy_kv_from + "': metadata key " + key + " appears twice (the keys differ after a NUL byte)");
+            }
         }
         gguf_set_kv(gctx, src);
     }

@@ -90,8 +90,9 @@ static Verdict check(const std::string & path) {
         CvecFile f = llj::read_cvec_file(path);
         for (const auto & t : f.tensors) {
             int64_t n = 1;
-            for (int64_t d : t.dims) n *= d;
-            if (t.type == "f32" && (int64_t) t.data.size() != n) fail("tensor " + t.name + ": data length differs from its shape");
+            bool overflow = false;
+            for (int64_t d : t.dims) overflow |= __builtin_mul_overflow(n, d, &n);
+            if (t.type == "f32" && (overflow || (int64_t) t.data.size() != n)) fail("tensor " + t.name + ": data length differs from its shape");
         }
     } catch (const std::exception &) {
     }
