@@ -89,9 +89,15 @@ CvecFile read_cvec_file(const std::string & path) {
         else if (t == GGUF_TYPE_UINT32) f.layer_count = gguf_get_val_u32(g, lc);
         f.has_layer_count = t == GGUF_TYPE_INT32 || t == GGUF_TYPE_UINT32;
     }
+    std::set<std::string> names;
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
         CvecTensor c;
         c.name = gguf_get_tensor_name(g, i);
+        // the context also holds ggml's unnamed blob of all the data, which a lookup of an
+        // empty name would return instead (found by the fuzzer)
+        if (c.name.empty()) throw GgufError("'" + path + "': tensor #" + std::to_string(i) + " has an empty name");
+        // names that differ only after a NUL byte are one name to ggml's lookup
+        if (!names.insert(c.name).second) throw GgufError("'" + path + "': tensor " + c.name + " appears twice (the names differ after a NUL byte)");
         ggml_tensor * t = ggml_get_tensor(ctx, c.name.c_str());
         if (!t) throw GgufError("'" + path + "': tensor " + std::to_string(i) + " is missing from its context");
         c.type = ggml_type_name(t->type);

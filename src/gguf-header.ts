@@ -120,6 +120,8 @@ export async function readGgufHeader(file: string, size: number): Promise<GgufHe
     const keys: GgufHeader["keys"] = [];
     for (let i = 0; i < nKv; i++) {
       const key = await r.string(`metadata key #${i}`, MAX_NAME);
+      // llama.cpp looks keys and tensors up by C string: a NUL byte makes two names one
+      if (key.includes("\0")) r.fail(`metadata key #${i} (${JSON.stringify(key)}) contains a NUL byte`);
       const type = await r.u32(`the type of ${key}`);
       keys.push({ key, type, valueOffset: r.pos });
       await skipValue(r, type, key, 0);
@@ -127,6 +129,7 @@ export async function readGgufHeader(file: string, size: number): Promise<GgufHe
     const tensors: GgufHeaderTensor[] = [];
     for (let i = 0; i < nTensors; i++) {
       const name = await r.string(`the name of tensor #${i}`, MAX_NAME);
+      if (name.includes("\0")) r.fail(`the name of tensor #${i} (${JSON.stringify(name)}) contains a NUL byte`);
       const label = name === "" ? `tensor #${i} (empty name)` : `tensor ${name}`;
       const nDims = await r.u32(`the dimension count of ${label}`);
       if (nDims < 1 || nDims > MAX_DIMS) r.fail(`${label} has ${nDims} dimensions (ggml allows 1 to ${MAX_DIMS})`);

@@ -96,6 +96,11 @@ async function patchedCopies(): Promise<FileCase[]> {
   make("tensor data beyond the file", /tensor output\.weight starts at byte \d+ of its data, beyond the file/, M,
     (b) => void b.writeBigUInt64LE(BigInt(size) * 4n, tensor("output.weight").typeOffset + 4));
   make("truncated inside the header", /truncated|ends/, M, (b) => b.subarray(0, 100));
+  // names that differ only after a NUL byte are one name to llama.cpp's C-string lookups (found by scripts/fuzz.mjs)
+  make("a NUL byte in a tensor name", /the name of tensor #\d+ \("blk\.0\.ffn_up\\u0000weight"\) contains a NUL byte/, M,
+    (b) => void b.writeUInt8(0, b.indexOf("blk.0.ffn_up.weight") + "blk.0.ffn_up".length));
+  make("a NUL byte in a metadata key", /metadata key #\d+ \("llama\.context\\u0000length"\) contains a NUL byte/, M,
+    (b) => void b.writeUInt8(0, b.indexOf("llama.context_length") + "llama.context".length));
   make("truncated inside the tensor data", /truncated|out of bounds|not within the file bounds|could not load|failed to (load|read)/i, M, (b) => b.subarray(0, Math.floor(size * 0.6)));
   make("an empty file", /shorter than the GGUF magic/, M, () => Buffer.alloc(0));
   // refused by llama.cpp's loader: its error leads the message, before its warnings
