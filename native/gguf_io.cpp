@@ -56,7 +56,13 @@ static void check_data_fits(const std::string & path) {
     std::fclose(f);
     const uint64_t start = gguf_get_data_offset(g);
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        // offsets and sizes come from ggml's reader, which checked each for overflow
+        // ggml's reader skips its element-count overflow check when the (overflowed) count
+        // comes out ≤ 0 (gguf.cpp, "total number of elements"), so it is made here
+        const int64_t * ne = gguf_get_tensor_ne(g, i);
+        int64_t count = 1;
+        bool overflow = false;
+        for (int k = 0; k < GGML_MAX_DIMS; ++k) overflow |= ne[k] < 0 || __builtin_mul_overflow(count, ne[k], &count);
+        if (overflow) throw GgufError("'" + path + "': tensor " + gguf_get_tensor_name(g, i) + " has more elements than ggml can count");
         const uint64_t end = start + gguf_get_tensor_offset(g, i) + gguf_get_tensor_size(g, i);
         if (file_size < 0 || end > (uint64_t) file_size) {
             throw GgufError("'" + path + "': tensor " + gguf_get_tensor_name(g, i) + " ends at byte " + std::to_string(end) +

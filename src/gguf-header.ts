@@ -139,6 +139,9 @@ export async function readGgufHeader(file: string, size: number): Promise<GgufHe
         if (dim < 1n || dim > BigInt(Number.MAX_SAFE_INTEGER)) r.fail(`dimension ${k} of ${label} is ${dim}`);
         dims.push(Number(dim));
       }
+      // ggml's reader skips its own overflow check when the wrapped count comes out ≤ 0 (found by the fuzzer)
+      const count = dims.reduce((a, x) => a * BigInt(x), 1n);
+      if (count >= 2n ** 63n) r.fail(`${label} has ${count} elements (shape [${dims.join(", ")}]), more than ggml can count`);
       const typeOffset = r.pos;
       const type = await r.u32(`the type of ${label}`);
       const dataOffset = await r.u64(`the data offset of ${label}`);

@@ -88,6 +88,11 @@ async function patchedCopies(): Promise<FileCase[]> {
     const at = h.tensors.length ? findTensorInfo(b, "token_embd.weight") : 0;
     b.writeUInt32LE(0xffffffff, at);
   });
+  make("an element count past 2^63 (each dimension in range)", /tensor token_embd\.weight has 9223372036854775808 elements \(shape \[2147483648, 4294967296\]\), more than ggml can count/, M, (b) => {
+    const at = findTensorInfo(b, "token_embd.weight");
+    b.writeBigUInt64LE(2n ** 31n, at + 4);
+    b.writeBigUInt64LE(2n ** 32n, at + 12);
+  });
   make("a zero dimension", /dimension 0 of tensor token_embd\.weight is 0/, M, (b) => void b.writeBigUInt64LE(0n, findTensorInfo(b, "token_embd.weight") + 4));
   make("GGUF version 7", /GGUF version 7/, M, (b) => void b.writeUInt32LE(7, 4));
   make("bad magic", /not a GGUF file/, M, (b) => void b.write("GGUX", 0));

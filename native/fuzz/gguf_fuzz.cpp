@@ -92,7 +92,11 @@ static Verdict check(const std::string & path) {
             int64_t n = 1;
             bool overflow = false;
             for (int64_t d : t.dims) overflow |= __builtin_mul_overflow(n, d, &n);
-            if (t.type == "f32" && (overflow || (int64_t) t.data.size() != n)) fail("tensor " + t.name + ": data length differs from its shape");
+            if (t.type == "f32" && (overflow || (int64_t) t.data.size() != n)) {
+                std::string shape;
+                for (int64_t d : t.dims) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+                fail("tensor " + t.name + ": " + std::to_string(t.data.size()) + " values for shape [" + shape + "]");
+            }
         }
     } catch (const std::exception &) {
     }
