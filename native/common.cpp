@@ -76,49 +76,54 @@ AbortFlag::AbortFlag(const Napi::Value & v) {
     ref_ = Napi::Persistent(arr);
 }
 
-void PromiseWorker::OnOK() {
-    Napi::Env env = Env();
-    try {
-        deferred_.Resolve(Result(env));
-    } catch (const Napi::Error & e) {
-        deferred_.Reject(e.Value());
-    } catch (const std::exception & e) {
-        deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+// The one worker behind queue(): an AsyncProgressWorker whose Execute and Result are lambdas.
+class QueuedWorker : public Napi::AsyncProgressWorker<float> {
+  public:
+    QueuedWorker(Napi::Env env, std::function<void(const Job &)> work, std::function<Napi::Value(Napi::Env)> result,
+                 Napi::Value on_progress, Napi::Value abort)
+        : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)), abort_(abort),
+          work_(std::move(work)), result_(std::move(result)) {
+        if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
     }
-}
+    Napi::Promise Promise() { return deferred_.Promise(); }
 
-ProgressPromiseWorker::ProgressPromiseWorker(Napi::Env env, Napi::Value on_progress, Napi::Value abort)
-    : Napi::AsyncProgressWorker<float>(env), deferred_(Napi::Promise::Deferred::New(env)), abort_(abort) {
-    if (on_progress.IsFunction()) on_progress_ = Napi::Persistent(on_progress.As<Napi::Function>());
-}
-
-void ProgressPromiseWorker::Execute(const ExecutionProgress & progress) {
-    Run([&](float p) {
-        progress.Send(&p, 1);
-        return !abort_.aborted();
-    });
-}
-
-void ProgressPromiseWorker::OnProgress(const float * data, size_t count) {
-    if (!on_progress_.IsEmpty() && count > 0) on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
-}
-
-void ProgressPromiseWorker::OnOK() {
-    Napi::Env env = Env();
-    try {
-        deferred_.Resolve(Result(env));
-    } catch (const Napi::Error & e) {
-        Discard();
-        deferred_.Reject(e.Value());
-    } catch (const std::exception & e) {
-        Discard();
-        deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+  private:
+    void Execute(const ExecutionProgress & progress) override {
+        Job job;
+        job.report = [&](float p) {
+            progress.Send(&p, 1);
+            return !abort_.aborted();
+        };
+        job.aborted = [this] { return abort_.aborted(); };
+        work_(job);
     }
-}
+    void OnProgress(const float * data, size_t count) override {
+        if (!on_progress_.IsEmpty() && count > 0) on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
+    }
+    void OnOK() override {
+        Napi::Env env = Env();
+        try {
+            deferred_.Resolve(result_(env));
+        } catch (const Napi::Error & e) {
+            deferred_.Reject(e.Value());
+        } catch (const std::exception & e) {
+            deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+        }
+    }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
 
-void ProgressPromiseWorker::OnError(const Napi::Error & e) {
-    Discard();
-    deferred_.Reject(e.Value());
+    Napi::Promise::Deferred deferred_;
+    AbortFlag abort_;
+    Napi::FunctionReference on_progress_;
+    std::function<void(const Job &)> work_;
+    std::function<Napi::Value(Napi::Env)> result_;
+};
+
+Napi::Promise queue(Napi::Env env, std::function<void(const Job &)> work, std::function<Napi::Value(Napi::Env)> result,
+                    Napi::Value on_progress, Napi::Value abort) {
+    auto * w = new QueuedWorker(env, std::move(work), std::move(result), on_progress, abort);
+    w->Queue();
+    return w->Promise();
 }
 
 std::string get_string(const Napi::Object & o, const char * key, const std::string & def) {

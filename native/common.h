@@ -54,42 +54,19 @@ class AbortFlag {
     Napi::Reference<Napi::Int32Array> ref_;  // keeps the buffer alive while a worker reads it
 };
 
-// An AsyncWorker that settles a promise: subclasses do Execute() off the JS thread and build
-// the result in Result() on it. Exceptions thrown in Execute() reject the promise.
-class PromiseWorker : public Napi::AsyncWorker {
-  public:
-    explicit PromiseWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
-  protected:
-    virtual Napi::Value Result(Napi::Env env) = 0;
-    void OnOK() override;
-    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
-  private:
-    Napi::Promise::Deferred deferred_;
+// What queued work sees off the JS thread: report(p) sends progress p in [0, 1] to the JS
+// callback (when one was given) and returns false once aborted; aborted() reads the flag.
+struct Job {
+    std::function<bool(float)> report;
+    std::function<bool()> aborted;
 };
 
-// A PromiseWorker that also reports progress in [0, 1] to an optional JS callback and reads
-// an abort flag shared with JS (long operations: loading, linearizing, linear passes).
-class ProgressPromiseWorker : public Napi::AsyncProgressWorker<float> {
-  public:
-    ProgressPromiseWorker(Napi::Env env, Napi::Value on_progress, Napi::Value abort);
-    Napi::Promise Promise() { return deferred_.Promise(); }
-  protected:
-    // Off the JS thread; report(p) sends p to the callback and returns false once aborted.
-    virtual void Run(const std::function<bool(float)> & report) = 0;
-    virtual Napi::Value Result(Napi::Env env) = 0;
-    // On the JS thread after a failure: frees what Run built.
-    virtual void Discard() {}
-    bool aborted() const { return abort_.aborted(); }
-  private:
-    void Execute(const ExecutionProgress & progress) final;
-    void OnProgress(const float * data, size_t count) final;
-    void OnOK() final;
-    void OnError(const Napi::Error & e) final;
-    Napi::Promise::Deferred deferred_;
-    AbortFlag abort_;
-    Napi::FunctionReference on_progress_;
-};
+// Runs work(job) on a worker thread and settles the returned promise on the JS thread: with
+// result(env) when work returned, rejected with the message of what work or result threw.
+// on_progress: an optional JS function; abort: an optional Int32Array flag (AbortFlag).
+// What the lambdas capture is released on the JS thread once the promise is settled.
+Napi::Promise queue(Napi::Env env, std::function<void(const Job &)> work, std::function<Napi::Value(Napi::Env)> result,
+                    Napi::Value on_progress = Napi::Value(), Napi::Value abort = Napi::Value());
 
 inline Napi::Float32Array to_float32_array(Napi::Env env, const float * data, size_t n) {
     auto arr = Napi::Float32Array::New(env, n);

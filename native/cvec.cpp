@@ -20,27 +20,28 @@
 
 namespace llj {
 
-class ReadCvecWorker : public PromiseWorker {
-  public:
-    ReadCvecWorker(Napi::Env env, std::string path) : PromiseWorker(env), path_(std::move(path)) {}
-
-    void Execute() override {
+// readControlVector(path) -> Promise<{ architecture, modelHint, layerCount, tensors: [{ name, type, dims, data }] }>
+Napi::Value ReadControlVector(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "readControlVector(path)");
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto file = std::make_shared<CvecFile>();
+    return queue(env, [path, file](const Job &) {
         LogCapture log;
         try {
-            file_ = read_cvec_file(path_);
+            *file = read_cvec_file(path);
         } catch (const GgufError & e) {
             throw error_with_log(e.what(), log);
         }
-    }
-
-    Napi::Value Result(Napi::Env env) override {
+    }, [file](Napi::Env env) -> Napi::Value {
+        const CvecFile & f = *file;
         auto o = Napi::Object::New(env);
-        o.Set("architecture", file_.has_arch ? (Napi::Value) Napi::String::New(env, file_.arch) : env.Null());
-        o.Set("modelHint", file_.has_hint ? (Napi::Value) Napi::String::New(env, file_.hint) : env.Null());
-        o.Set("layerCount", file_.has_layer_count ? (Napi::Value) Napi::Number::New(env, (double) file_.layer_count) : env.Null());
-        auto arr = Napi::Array::New(env, file_.tensors.size());
-        for (size_t i = 0; i < file_.tensors.size(); ++i) {
-            const CvecTensor & c = file_.tensors[i];
+        o.Set("architecture", f.has_arch ? (Napi::Value) Napi::String::New(env, f.arch) : env.Null());
+        o.Set("modelHint", f.has_hint ? (Napi::Value) Napi::String::New(env, f.hint) : env.Null());
+        o.Set("layerCount", f.has_layer_count ? (Napi::Value) Napi::Number::New(env, (double) f.layer_count) : env.Null());
+        auto arr = Napi::Array::New(env, f.tensors.size());
+        for (size_t i = 0; i < f.tensors.size(); ++i) {
+            const CvecTensor & c = f.tensors[i];
             auto t = Napi::Object::New(env);
             t.Set("name", c.name);
             t.Set("type", c.type);
@@ -52,20 +53,7 @@ class ReadCvecWorker : public PromiseWorker {
         }
         o.Set("tensors", arr);
         return o;
-    }
-
-  private:
-    std::string path_;
-    CvecFile file_;
-};
-
-// readControlVector(path) -> Promise<{ architecture, modelHint, layerCount, tensors: [{ name, type, dims, data }] }>
-Napi::Value ReadControlVector(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "readControlVector(path)");
-    auto * w = new ReadCvecWorker(env, info[0].As<Napi::String>().Utf8Value());
-    w->Queue();
-    return w->Promise();
+    });
 }
 
 // Test support: llama.cpp's own loader, common_control_vector_load from libllama-common

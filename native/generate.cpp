@@ -162,7 +162,7 @@ static void graph_embed(SessionState & s, const std::vector<int32_t> & tokens, s
 }
 
 // llama.cpp's decode of the next tokens (positions n_past on): the last one's logits.
-static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, const AbortFlag * abort, std::vector<float> & logits) {
+static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, const std::function<bool()> & aborted, std::vector<float> & logits) {
     LogCapture log;
     if (!s.lctx) {
         llama_context_params cp = llama_context_default_params();
@@ -183,8 +183,8 @@ static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, co
             throw error_with_log("llama.cpp refused the control vector", log);
         }
     }
-    llama_set_abort_callback(s.lctx, [](void * data) { return static_cast<const AbortFlag *>(data)->aborted(); },
-                             const_cast<AbortFlag *>(abort));
+    llama_set_abort_callback(s.lctx, [](void * data) { return (*static_cast<const std::function<bool()> *>(data))(); },
+                             const_cast<std::function<bool()> *>(&aborted));
     const int32_t m = (int32_t) tokens.size();
     llama_batch batch = llama_batch_init(m, 0, 1);
     struct BatchGuard { llama_batch b; ~BatchGuard() { llama_batch_free(b); } } guard{batch};
@@ -206,37 +206,25 @@ static void llama_step(SessionState & s, const std::vector<int32_t> & tokens, co
     logits.assign(lg, lg + llama_vocab_n_tokens(llama_model_get_vocab(s.model)));
 }
 
-// A call of a session on a worker thread, its result built on the JS thread.
-class SessionWorker : public ProgressPromiseWorker {
-  public:
-    using Fn = std::function<void(SessionState &, const AbortFlag *)>;
-    using Out = std::function<Napi::Value(Napi::Env)>;
-    SessionWorker(Napi::Env env, std::shared_ptr<SessionState> s, const Napi::Object & self, Napi::Value abort, Fn fn, Out out)
-        : ProgressPromiseWorker(env, env.Undefined(), abort), s_(std::move(s)), self_(Napi::Persistent(self)), abort_(abort),
-          fn_(std::move(fn)), out_(std::move(out)) {}
-
-  protected:
-    void Run(const std::function<bool(float)> &) override {
+// A call of a session on a worker thread (serialized by the session's mutex), its result
+// built on the JS thread. fn gets the abort check.
+using SessionFn = std::function<void(SessionState &, const std::function<bool()> &)>;
+static Napi::Promise queue_session(Napi::Env env, std::shared_ptr<SessionState> s, const Napi::Object & self, Napi::Value abort,
+                                   SessionFn fn, std::function<Napi::Value(Napi::Env)> out) {
+    auto keep = std::make_shared<Napi::ObjectReference>(Napi::Persistent(self));  // the session (and its model) stay alive meanwhile
+    return queue(env, [s, keep, fn](const Job & job) {
         LogCapture log;
-        std::lock_guard<std::mutex> lock(s_->mu);
+        std::lock_guard<std::mutex> lock(s->mu);
         try {
-            if (aborted()) throw Aborted();
-            fn_(*s_, &abort_);
+            if (job.aborted()) throw Aborted();
+            fn(*s, job.aborted);
         } catch (const Aborted &) {
             throw;
         } catch (const std::exception & e) {
             throw error_with_log(e.what(), log);
         }
-    }
-    Napi::Value Result(Napi::Env env) override { return out_(env); }
-
-  private:
-    std::shared_ptr<SessionState> s_;
-    Napi::ObjectReference self_;  // keeps the session (and its model) alive meanwhile
-    AbortFlag abort_;
-    Fn fn_;
-    Out out_;
-};
+    }, std::move(out), env.Undefined(), abort);
+}
 
 // new NativeSession(model, { engine: "llama" | "graph", nCtx, threads, exact, tiled, blas })
 class NativeSession : public Napi::ObjectWrap<NativeSession> {
@@ -312,14 +300,12 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
         auto tokens = checked_tokens(env, info[0], llama_model_get_vocab(s->model));
         if (tokens.empty()) throw Napi::RangeError::New(env, "no tokens to decode");
         auto out = std::make_shared<std::vector<float>>();
-        auto * w = new SessionWorker(env, s, Value(), info[1],
-            [tokens, out](SessionState & st, const AbortFlag * abort) {
+        return queue_session(env, s, Value(), info[1],
+            [tokens, out](SessionState & st, const std::function<bool()> & aborted) {
                 if ((size_t) st.n_past + tokens.size() > st.n_ctx) throw std::runtime_error("the sequence outgrew the session's context");
-                llama_step(st, tokens, abort, *out);
+                llama_step(st, tokens, aborted, *out);
             },
             [out](Napi::Env e) -> Napi::Value { return to_float32_array(e, out->data(), out->size()); });
-        w->Queue();
-        return w->Promise();
     }
 
     // forward(tokens: Int32Array, inject: Float32Array [n·d] | null, layer, normScaled, abortFlag?)
@@ -340,10 +326,10 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
         if (!inject.empty() && (layer < 0 || layer >= L)) throw Napi::RangeError::New(env, "the steering layer must lie in [0, " + std::to_string(L) + ")");
         const bool norm_scaled = info[3].ToBoolean();
         auto logits = std::make_shared<std::vector<float>>(), hidden = std::make_shared<std::vector<float>>();
-        auto * w = new SessionWorker(env, s, Value(), info[4],
-            [tokens, inject, layer, norm_scaled, logits, hidden](SessionState & st, const AbortFlag * abort) {
+        return queue_session(env, s, Value(), info[4],
+            [tokens, inject, layer, norm_scaled, logits, hidden](SessionState & st, const std::function<bool()> & aborted) {
                 ensure_graph(st);
-                AbortScope scope(*st.runner, [abort] { return abort->aborted(); });
+                AbortScope scope(*st.runner, aborted);
                 graph_forward(st, tokens, inject, layer, norm_scaled, *logits, *hidden);
             },
             [logits, hidden](Napi::Env e) -> Napi::Value {
@@ -352,8 +338,6 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
                 o.Set("hidden", to_float32_array(e, hidden->data(), hidden->size()));
                 return o;
             });
-        w->Queue();
-        return w->Promise();
     }
 
     // segment(tokens: Int32Array, stream: Float32Array [n·d] | null, fromLayer, toLayer, abortFlag?)
@@ -375,10 +359,10 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
             if (stream.size() != tokens.size() * (size_t) d) throw Napi::RangeError::New(env, "the stream must hold n·d values");
         }
         auto logits = std::make_shared<std::vector<float>>(), hidden = std::make_shared<std::vector<float>>();
-        auto * w = new SessionWorker(env, s, Value(), info[4],
-            [tokens, stream, from, to, logits, hidden](SessionState & st, const AbortFlag * abort) {
+        return queue_session(env, s, Value(), info[4],
+            [tokens, stream, from, to, logits, hidden](SessionState & st, const std::function<bool()> & aborted) {
                 ensure_graph(st);
-                AbortScope scope(*st.runner, [abort] { return abort->aborted(); });
+                AbortScope scope(*st.runner, aborted);
                 graph_forward(st, tokens, {}, -1, false, *logits, *hidden, from, to, &stream);
             },
             [logits, hidden](Napi::Env e) -> Napi::Value {
@@ -387,8 +371,6 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
                 o.Set("hidden", to_float32_array(e, hidden->data(), hidden->size()));
                 return o;
             });
-        w->Queue();
-        return w->Promise();
     }
 
     // embed(tokens: Int32Array) -> Promise<Float32Array [n·d]> (graph engine): the input embeddings.
@@ -399,11 +381,9 @@ class NativeSession : public Napi::ObjectWrap<NativeSession> {
         auto tokens = checked_tokens(env, info[0], llama_model_get_vocab(s->model));
         if (tokens.empty() || tokens.size() > s->n_ctx) throw Napi::RangeError::New(env, "embed needs 1 to nCtx tokens");
         auto out = std::make_shared<std::vector<float>>();
-        auto * w = new SessionWorker(env, s, Value(), env.Undefined(),
-            [tokens, out](SessionState & st, const AbortFlag *) { graph_embed(st, tokens, *out); },
+        return queue_session(env, s, Value(), env.Undefined(),
+            [tokens, out](SessionState & st, const std::function<bool()> &) { graph_embed(st, tokens, *out); },
             [out](Napi::Env e) -> Napi::Value { return to_float32_array(e, out->data(), out->size()); });
-        w->Queue();
-        return w->Promise();
     }
 
     // Frees the session once running calls are done (they hold the state).

@@ -16,30 +16,6 @@
 
 namespace llj {
 
-class WriteGgufWorker : public PromiseWorker {
-  public:
-    WriteGgufWorker(Napi::Env env, std::string path, std::string copy_kv_from, std::vector<KvEntry> kv,
-                    std::vector<TensorSpec> tensors)
-        : PromiseWorker(env), path_(std::move(path)), copy_kv_from_(std::move(copy_kv_from)),
-          kv_(std::move(kv)), tensors_(std::move(tensors)) {}
-
-    void Execute() override {
-        LogCapture log;
-        try {
-            write_gguf_file(path_, copy_kv_from_, kv_, tensors_);
-        } catch (const GgufError & e) {
-            throw error_with_log(e.what(), log);
-        }
-    }
-
-    Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, path_); }
-
-  private:
-    std::string path_, copy_kv_from_;
-    std::vector<KvEntry> kv_;
-    std::vector<TensorSpec> tensors_;
-};
-
 // writeGguf(path, { copyKvFrom?, kv: [{key, type, value}], tensors: [{name, shape, init}] }) -> Promise<path>
 Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -86,10 +62,18 @@ Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
         }
         tensors.push_back(std::move(t));
     }
-    auto * w = new WriteGgufWorker(env, info[0].As<Napi::String>().Utf8Value(), get_string(spec, "copyKvFrom"),
-                                   std::move(kv), std::move(tensors));
-    w->Queue();
-    return w->Promise();
+    const std::string path = info[0].As<Napi::String>().Utf8Value(), copy_kv_from = get_string(spec, "copyKvFrom");
+    // shared: the work lambda is copyable; the tensor data can be large
+    auto kv_all = std::make_shared<std::vector<KvEntry>>(std::move(kv));
+    auto tensors_all = std::make_shared<std::vector<TensorSpec>>(std::move(tensors));
+    return queue(env, [path, copy_kv_from, kv_all, tensors_all](const Job &) {
+        LogCapture log;
+        try {
+            write_gguf_file(path, copy_kv_from, *kv_all, *tensors_all);
+        } catch (const GgufError & e) {
+            throw error_with_log(e.what(), log);
+        }
+    }, [path](Napi::Env e) -> Napi::Value { return Napi::String::New(e, path); });
 }
 
 static const std::map<std::string, llama_ftype> k_ftypes = {
@@ -98,27 +82,6 @@ static const std::map<std::string, llama_ftype> k_ftypes = {
     {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},     {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M},
     {"Q4_K_S", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},
     {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"Q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},
-};
-
-class QuantizeWorker : public PromiseWorker {
-  public:
-    QuantizeWorker(Napi::Env env, std::string in, std::string out, llama_ftype ftype)
-        : PromiseWorker(env), in_(std::move(in)), out_(std::move(out)), ftype_(ftype) {}
-    void Execute() override {
-        LogCapture log;
-        llama_model_quantize_params qp = llama_model_quantize_default_params();
-        qp.ftype = ftype_;
-        // F32 from a quantized file dequantizes it: the exact network of the quantized weights.
-        qp.allow_requantize = ftype_ == LLAMA_FTYPE_ALL_F32;
-        qp.nthread = (int32_t) std::max(1u, std::thread::hardware_concurrency());
-        if (llama_model_quantize(in_.c_str(), out_.c_str(), &qp) != 0) {
-            throw error_with_log("quantizing '" + in_ + "' failed", log);
-        }
-    }
-    Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, out_); }
-  private:
-    std::string in_, out_;
-    llama_ftype ftype_;
 };
 
 // quantize(inPath, outPath, type: "Q8_0" | "Q4_0" | "Q4_K_M" | ...) -> Promise<outPath>
@@ -131,9 +94,19 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
         for (const auto & [k, v] : k_ftypes) names += (names.empty() ? "" : ", ") + k;
         throw Napi::RangeError::New(env, "unknown quantization type; one of: " + names);
     }
-    auto * w = new QuantizeWorker(env, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(), it->second);
-    w->Queue();
-    return w->Promise();
+    const std::string in = info[0].As<Napi::String>().Utf8Value(), out = info[1].As<Napi::String>().Utf8Value();
+    const llama_ftype ftype = it->second;
+    return queue(env, [in, out, ftype](const Job &) {
+        LogCapture log;
+        llama_model_quantize_params qp = llama_model_quantize_default_params();
+        qp.ftype = ftype;
+        // F32 from a quantized file dequantizes it: the exact network of the quantized weights.
+        qp.allow_requantize = ftype == LLAMA_FTYPE_ALL_F32;
+        qp.nthread = (int32_t) std::max(1u, std::thread::hardware_concurrency());
+        if (llama_model_quantize(in.c_str(), out.c_str(), &qp) != 0) {
+            throw error_with_log("quantizing '" + in + "' failed", log);
+        }
+    }, [out](Napi::Env e) -> Napi::Value { return Napi::String::New(e, out); });
 }
 
 }  // namespace llj

@@ -130,58 +130,33 @@ static SvdResult lapack_svd(dgesdd_t dgesdd, std::vector<double> a, int64_t m64,
     return out;
 }
 
-class SvdWorker : public PromiseWorker {
-  public:
-    SvdWorker(Napi::Env env, std::vector<double> a, int64_t m, int64_t n, bool use_lapack)
-        : PromiseWorker(env), a_(std::move(a)), m_(m), n_(n), use_lapack_(use_lapack) {}
-    void Execute() override {
-        dgesdd_t dgesdd = use_lapack_ ? lapack_dgesdd() : nullptr;
-        routine_ = dgesdd ? "dgesdd" : "jacobi";
-        if (dgesdd) {
-            r_ = lapack_svd(dgesdd, std::move(a_), m_, n_);
-        } else if (m_ >= n_) {
-            r_ = jacobi_svd_tall(a_, m_, n_);
-        } else {  // A = U S Vᵀ  ⇔  Aᵀ = V S Uᵀ
-            std::vector<double> at((size_t) (m_ * n_));
-            for (int64_t i = 0; i < m_; ++i)
-                for (int64_t j = 0; j < n_; ++j) at[(size_t) (j * m_ + i)] = a_[(size_t) (i * n_ + j)];
-            SvdResult t = jacobi_svd_tall(at, n_, m_);
-            r_.u = std::move(t.v);
-            r_.v = std::move(t.u);
-            r_.s = std::move(t.s);
-        }
-    }
-    Napi::Value Result(Napi::Env env) override {
-        auto o = Napi::Object::New(env);
-        o.Set("u", to_float32_array(env, r_.u.data(), r_.u.size()));
-        o.Set("s", to_float32_array(env, r_.s.data(), r_.s.size()));
-        o.Set("v", to_float32_array(env, r_.v.data(), r_.v.size()));
-        o.Set("rank", Napi::Number::New(env, (double) r_.s.size()));
-        o.Set("routine", routine_);
-        return o;
-    }
-  private:
-    std::vector<double> a_;
-    int64_t m_, n_;
-    bool use_lapack_;
-    std::string routine_;
-    SvdResult r_;
-};
+// The SVD by dgesdd when asked and available, else by Jacobi sweeps; `routine` names the one used.
+static SvdResult svd(std::vector<double> a, int64_t m, int64_t n, bool use_lapack, std::string & routine) {
+    dgesdd_t dgesdd = use_lapack ? lapack_dgesdd() : nullptr;
+    routine = dgesdd ? "dgesdd" : "jacobi";
+    if (dgesdd) return lapack_svd(dgesdd, std::move(a), m, n);
+    if (m >= n) return jacobi_svd_tall(a, m, n);
+    // A = U S Vᵀ  ⇔  Aᵀ = V S Uᵀ
+    std::vector<double> at((size_t) (m * n));
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) at[(size_t) (j * m + i)] = a[(size_t) (i * n + j)];
+    SvdResult t = jacobi_svd_tall(at, n, m);
+    SvdResult r;
+    r.u = std::move(t.v);
+    r.v = std::move(t.u);
+    r.s = std::move(t.s);
+    return r;
+}
 
 // A small dense job run off the JS thread, resolving with a Float32Array.
-class DenseWorker : public PromiseWorker {
-  public:
-    DenseWorker(Napi::Env env, std::function<std::vector<double>()> fn) : PromiseWorker(env), fn_(std::move(fn)) {}
-    void Execute() override { out_ = fn_(); }
-    Napi::Value Result(Napi::Env env) override {
-        auto a = Napi::Float32Array::New(env, out_.size());
-        for (size_t i = 0; i < out_.size(); ++i) a[i] = (float) out_[i];
+static Napi::Promise queue_dense(Napi::Env env, std::function<std::vector<double>()> fn) {
+    auto out = std::make_shared<std::vector<double>>();
+    return queue(env, [fn, out](const Job &) { *out = fn(); }, [out](Napi::Env e) -> Napi::Value {
+        auto a = Napi::Float32Array::New(e, out->size());
+        for (size_t i = 0; i < out->size(); ++i) a[i] = (float) (*out)[i];
         return a;
-    }
-  private:
-    std::function<std::vector<double>()> fn_;
-    std::vector<double> out_;
-};
+    });
+}
 
 static std::vector<double> float_matrix_arg(Napi::Env env, const Napi::Value & v, size_t rows, size_t cols, const char * what) {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -242,11 +217,10 @@ Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info) {
     std::vector<double> basis = m ? float_matrix_arg(env, info[0], m, (size_t) w, "basis") : std::vector<double>();
     std::vector<double> block = float_matrix_arg(env, info[1], b, (size_t) w, "block");
     if (b == 0) throw Napi::RangeError::New(env, "the block is empty");
-    auto * worker = new DenseWorker(env, [basis = std::move(basis), block = std::move(block), m, b, w]() mutable {
-        return orthonormalize_against(basis, (int64_t) m, std::move(block), (int64_t) b, w);
+    auto args = std::make_shared<std::pair<std::vector<double>, std::vector<double>>>(std::move(basis), std::move(block));
+    return queue_dense(env, [args, m, b, w]() {
+        return orthonormalize_against(args->first, (int64_t) m, std::move(args->second), (int64_t) b, w);
     });
-    worker->Queue();
-    return worker->Promise();
 }
 
 // gemm(a: Float32Array [p·q], b: Float32Array, p, q, w, transposeB) -> Float32Array [p·w]:
@@ -259,7 +233,9 @@ Napi::Value Gemm(const Napi::CallbackInfo & info) {
     if (p < 1 || q < 1 || w < 1) throw Napi::RangeError::New(env, "gemm: dimensions must be positive");
     std::vector<double> a = float_matrix_arg(env, info[0], (size_t) p, (size_t) q, "a");
     std::vector<double> bm = float_matrix_arg(env, info[1], tb ? (size_t) w : (size_t) q, tb ? (size_t) q : (size_t) w, "b");
-    auto * worker = new DenseWorker(env, [a = std::move(a), bm = std::move(bm), p, q, w, tb]() {
+    auto ab = std::make_shared<std::pair<std::vector<double>, std::vector<double>>>(std::move(a), std::move(bm));
+    return queue_dense(env, [ab, p, q, w, tb]() {
+        const std::vector<double> & a = ab->first, & bm = ab->second;
         std::vector<double> c((size_t) (p * w), 0.0);
         for (int64_t i = 0; i < p; ++i) {
             double * ci = &c[(size_t) (i * w)];
@@ -275,8 +251,6 @@ Napi::Value Gemm(const Napi::CallbackInfo & info) {
         }
         return c;
     });
-    worker->Queue();
-    return worker->Promise();
 }
 
 // svd(a: Float32Array [m·n] row-major, m, n, { lapack }?) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n),
@@ -292,9 +266,19 @@ Napi::Value Svd(const Napi::CallbackInfo & info) {
     std::vector<double> a(arr.Data(), arr.Data() + arr.ElementLength());
     for (double x : a) if (!std::isfinite(x)) throw Napi::RangeError::New(env, "svd: the matrix holds a non-finite value");
     const bool use_lapack = !info[3].IsObject() || get_bool(info[3].As<Napi::Object>(), "lapack", true);
-    auto * w = new SvdWorker(env, std::move(a), m, n, use_lapack);
-    w->Queue();
-    return w->Promise();
+    auto in = std::make_shared<std::vector<double>>(std::move(a));
+    auto r = std::make_shared<SvdResult>();
+    auto routine = std::make_shared<std::string>();
+    return queue(env, [in, m, n, use_lapack, r, routine](const Job &) { *r = svd(std::move(*in), m, n, use_lapack, *routine); },
+                 [r, routine](Napi::Env e) -> Napi::Value {
+        auto o = Napi::Object::New(e);
+        o.Set("u", to_float32_array(e, r->u.data(), r->u.size()));
+        o.Set("s", to_float32_array(e, r->s.data(), r->s.size()));
+        o.Set("v", to_float32_array(e, r->v.data(), r->v.size()));
+        o.Set("rank", Napi::Number::New(e, (double) r->s.size()));
+        o.Set("routine", *routine);
+        return o;
+    });
 }
 
 }  // namespace llj

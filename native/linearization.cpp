@@ -453,7 +453,10 @@ class NativeLinearization : public Napi::ObjectWrap<NativeLinearization> {
         if (info.Length() != 2 || !info[0].IsExternal() || !info[1].IsObject()) {
             throw Napi::TypeError::New(info.Env(), "NativeLinearization is created by linearize()");
         }
-        state_.reset(info[0].As<Napi::External<LinState>>().Data());
+        // linearize() hands over a heap copy of its shared pointer to the state: take it
+        auto * handed = info[0].As<Napi::External<std::shared_ptr<LinState>>>().Data();
+        state_ = std::move(*handed);
+        delete handed;
         model_obj_ = Napi::Persistent(info[1].As<Napi::Object>());
         model_ = NativeModel::Unwrap(info[1].As<Napi::Object>());
         model_->acquire();  // the model may not be freed under a live linearization
@@ -547,31 +550,22 @@ Napi::Value NativeLinearization::Primal(const Napi::CallbackInfo & info) {
 
 // Runs fn(state) on a worker thread with the state locked; resolves with a Float32Array.
 // The abort flag also stops a graph mid-computation (GraphRunner's abort check).
-class LinearWorker : public ProgressPromiseWorker {
-  public:
-    using Fn = std::function<void(LinState &, std::vector<float> &, const std::function<bool(float)> &)>;
-    LinearWorker(Napi::Env env, std::shared_ptr<LinState> s, const Napi::Object & self, Fn fn, Napi::Value on_progress, Napi::Value abort)
-        : ProgressPromiseWorker(env, on_progress, abort), s_(std::move(s)), self_(Napi::Persistent(self)), fn_(std::move(fn)) {}
-
-  protected:
-    void Run(const std::function<bool(float)> & report) override {
+using PassFn = std::function<void(LinState &, std::vector<float> &, const std::function<bool(float)> &)>;
+static Napi::Promise queue_pass(Napi::Env env, std::shared_ptr<LinState> s, const Napi::Object & self, PassFn fn,
+                                Napi::Value on_progress, Napi::Value abort) {
+    auto keep = std::make_shared<Napi::ObjectReference>(Napi::Persistent(self));  // the linearization (and its model) stay alive meanwhile
+    auto out = std::make_shared<std::vector<float>>();
+    return queue(env, [s, keep, fn, out](const Job & job) {
         LogCapture log;
-        std::lock_guard<std::mutex> lock(s_->mu);
-        AbortScope scope(*s_->runner, [this] { return aborted(); });
+        std::lock_guard<std::mutex> lock(s->mu);
+        AbortScope scope(*s->runner, job.aborted);
         try {
-            fn_(*s_, out_, report);
+            fn(*s, *out, job.report);
         } catch (const std::exception & e) {
             throw error_with_log(e.what(), log);
         }
-    }
-    Napi::Value Result(Napi::Env env) override { return to_float32_array(env, out_.data(), out_.size()); }
-
-  private:
-    std::shared_ptr<LinState> s_;
-    Napi::ObjectReference self_;  // keeps the linearization (and its model) alive meanwhile
-    Fn fn_;
-    std::vector<float> out_;
-};
+    }, [out](Napi::Env e) -> Napi::Value { return to_float32_array(e, out->data(), out->size()); }, on_progress, abort);
+}
 
 // Runs `pass` over the B columns in chunks of at most max_batch, reporting progress.
 static void chunked(LinState & s, int B, size_t in_stride, size_t out_stride, const float * in, float * out,
@@ -614,9 +608,7 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
         chunked(st, B, in_stride, out_stride, v.data(), out.data(),
                 [&](const float * in, int nb, float * o) { run_jvp(st, in, nb, all, affine, o, opt); }, progress);
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, info[3], info[4]);
 }
 
 // vjp(U: Float32Array [B·d] or [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
@@ -640,9 +632,7 @@ Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
         chunked(st, B, per, out_stride, u.data(), out.data(),
                 [&](const float * in, int nb, float * o) { run_vjp(st, in, nb, all, o, opt); }, progress);
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, info[3], info[4]);
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, info[3], info[4]);
 }
 
 // jacobian(onProgress?, abortFlag?, { fromLayer, tap, tapLayer, firstPosition }?) -> Float32Array
@@ -671,9 +661,7 @@ Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
             if (!progress((float) (k0 + nb) / (float) d)) throw Aborted();
         }
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, info[0], info[1]);
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, info[0], info[1]);
 }
 
 // forward(embeddings [n·d], abortFlag?) -> hidden [n·d]: the real (non-detached) network at
@@ -686,9 +674,7 @@ Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
     auto fn = [e = std::move(e)](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
         run_primal(st, &e, false, out);
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), info[1]);
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, env.Undefined(), info[1]);
 }
 
 // vocabProducts(vectors [B·d], B, kind: "lmHead" | "embedding") -> [B·V]: W_U v for each v, or
@@ -734,9 +720,7 @@ Napi::Value NativeLinearization::VocabProducts(const Napi::CallbackInfo & info) 
             }
         }
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, env.Undefined(), env.Undefined());
 }
 
 // lmHeadRows(tokens: Int32Array) -> Float32Array [k·(d + 1)]: for each token the LM head row
@@ -776,9 +760,7 @@ Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
             out[(size_t) (j * (d + 1) + d)] = b[(size_t) j];
         }
     };
-    auto * w = new LinearWorker(env, s, Value(), fn, env.Undefined(), env.Undefined());
-    w->Queue();
-    return w->Promise();
+    return queue_pass(env, s, Value(), fn, env.Undefined(), env.Undefined());
 }
 
 // outputNorm() -> { weight: Float32Array [d], bias: Float32Array [d] | null, eps, layerNorm }:
@@ -804,56 +786,6 @@ Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
 }
 
 // ---------------------------------------------------------------------------------------
-
-// The primal pass (progress per layer, abortable mid-graph), then the bias term c.
-class LinearizeWorker : public ProgressPromiseWorker {
-  public:
-    LinearizeWorker(Napi::Env env, const Napi::Object & model_obj, std::unique_ptr<LinState> s, std::vector<float> embeddings,
-                    int threads, size_t budget, uint32_t n_ctx, Napi::Value on_progress, Napi::Value abort)
-        : ProgressPromiseWorker(env, on_progress, abort), model_obj_(Napi::Persistent(model_obj)), use_(NativeModel::Unwrap(model_obj), model_obj),
-          s_(std::move(s)), embeddings_(std::move(embeddings)), threads_(threads), budget_(budget), n_ctx_(n_ctx) {}
-
-  protected:
-    void Run(const std::function<bool(float)> & report) override {
-        LogCapture log;
-        try {
-            LinState & s = *s_;
-            s.spec = resolve_model(s.model, n_ctx_);
-            s.d = s.spec.n_embd;
-            s.runner = std::make_unique<GraphRunner>(s.model, threads_, s.use_blas, s.tiled && has_tiled_weights(s.spec));
-            AbortScope scope(*s.runner, [this] { return aborted(); });
-            // Batch width from the memory budget: a column costs about its activations in
-            // one layer (the scheduler reuses buffers across layers), counted generously.
-            // Ordinary passes also hold a few [n, n, H] score tangents per column.
-            const size_t col_bytes = sizeof(float) * (size_t) s.n *
-                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head + (s.ordinary ? 6 * s.n * s.spec.n_head : 0) +
-                          // ordinary moe: the k experts' gate tangents and the router rows, per column
-                          (s.ordinary ? s.spec.n_expert_used * (4 * s.spec.n_ff_exp + 4 * s.d) : 0));
-            s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget_ / std::max<size_t>(1, col_bytes)));
-            run_primal(s, embeddings_.empty() ? nullptr : &embeddings_, true, s.hidden, &report);
-            if (!embeddings_.empty()) s.x = embeddings_;
-            if (s.spec.affine && !s.ordinary) {  // the detached map's constant term (ordinary mode's map is linear)
-                std::vector<float> zeros((size_t) s.n * s.d, 0.0f);
-                s.bias_term.assign((size_t) s.d, 0.0f);
-                run_jvp(s, zeros.data(), 1, false, true, s.bias_term.data());
-            }
-        } catch (const std::exception & e) {
-            throw error_with_log(e.what(), log);
-        }
-    }
-    Napi::Value Result(Napi::Env env) override {
-        return env.GetInstanceData<AddonData>()->linearization_ctor.New({Napi::External<LinState>::New(env, s_.release()), model_obj_.Value()});
-    }
-
-  private:
-    Napi::ObjectReference model_obj_;
-    ModelUse use_;
-    std::unique_ptr<LinState> s_;
-    std::vector<float> embeddings_;
-    int threads_;
-    size_t budget_;
-    uint32_t n_ctx_;
-};
 
 // linearize(model, tokens: Int32Array | null, embeddings: Float32Array | null,
 //           { threads, exact, batchMemoryBytes, blas, contextSize }, onProgress?, abortFlag?) -> Promise<NativeLinearization>
@@ -897,9 +829,42 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     const double ctx_opt = get_number(opts, "contextSize", 0);
     if (ctx_opt != 0 && ctx_opt < s->n) throw Napi::RangeError::New(env, "contextSize is smaller than the prompt");
     const uint32_t n_ctx = ctx_opt > 0 ? (uint32_t) ctx_opt : (uint32_t) s->n;
-    auto * w = new LinearizeWorker(env, model_obj, std::move(s), std::move(embeddings), threads, budget, n_ctx, info[4], info[5]);
-    w->Queue();
-    return w->Promise();
+    // The primal pass (progress per layer, abortable mid-graph), then the bias term c.
+    std::shared_ptr<LinState> state = std::move(s);
+    auto keep = std::make_shared<Napi::ObjectReference>(Napi::Persistent(model_obj));
+    auto use = std::make_shared<ModelUse>(nm, model_obj);
+    auto e = std::make_shared<std::vector<float>>(std::move(embeddings));
+    return queue(env, [state, keep, use, e, threads, budget, n_ctx](const Job & job) {
+        LogCapture log;
+        try {
+            LinState & s = *state;
+            const std::vector<float> & embeddings = *e;
+            s.spec = resolve_model(s.model, n_ctx);
+            s.d = s.spec.n_embd;
+            s.runner = std::make_unique<GraphRunner>(s.model, threads, s.use_blas, s.tiled && has_tiled_weights(s.spec));
+            AbortScope scope(*s.runner, job.aborted);
+            // Batch width from the memory budget: a column costs about its activations in
+            // one layer (the scheduler reuses buffers across layers), counted generously.
+            // Ordinary passes also hold a few [n, n, H] score tangents per column.
+            const size_t col_bytes = sizeof(float) * (size_t) s.n *
+                (size_t) (8 * s.d + 4 * s.spec.n_ff + 4 * s.spec.head_dim * s.spec.n_head + (s.ordinary ? 6 * s.n * s.spec.n_head : 0) +
+                          // ordinary moe: the k experts' gate tangents and the router rows, per column
+                          (s.ordinary ? s.spec.n_expert_used * (4 * s.spec.n_ff_exp + 4 * s.d) : 0));
+            s.max_batch = std::max<size_t>(1, std::min<size_t>((size_t) s.d, budget / std::max<size_t>(1, col_bytes)));
+            run_primal(s, embeddings.empty() ? nullptr : &embeddings, true, s.hidden, &job.report);
+            if (!embeddings.empty()) s.x = embeddings;
+            if (s.spec.affine && !s.ordinary) {  // the detached map's constant term (ordinary mode's map is linear)
+                std::vector<float> zeros((size_t) s.n * s.d, 0.0f);
+                s.bias_term.assign((size_t) s.d, 0.0f);
+                run_jvp(s, zeros.data(), 1, false, true, s.bias_term.data());
+            }
+        } catch (const std::exception & ex) {
+            throw error_with_log(ex.what(), log);
+        }
+    }, [state, keep](Napi::Env env) -> Napi::Value {
+        // the JS object takes a new owner of the state (see NativeLinearization's constructor)
+        return env.GetInstanceData<AddonData>()->linearization_ctor.New({Napi::External<std::shared_ptr<LinState>>::New(env, new std::shared_ptr<LinState>(state)), keep->Value()});
+    }, info[4], info[5]);
 }
 
 Napi::Function DefineLinearization(Napi::Env env) {

@@ -222,52 +222,12 @@ Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
 // ---------------------------------------------------------------------------------------
 // Loading
 
-class LoadModelWorker : public ProgressPromiseWorker {
-  public:
-    LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap, bool cpu_only,
-                    Napi::Value on_progress, Napi::Value abort)
-        : ProgressPromiseWorker(env, on_progress, abort),
-          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), cpu_only_(cpu_only) {}
-
-  protected:
-    void Run(const std::function<bool(float)> & report) override {
-        LogCapture log;
-        llama_model_params mp = llama_model_default_params();
-        mp.n_gpu_layers = gpu_layers_;
-        // An empty device list keeps every weight and op on the CPU even when GPUs are loaded.
-        ggml_backend_dev_t no_devices[1] = {nullptr};
-        if (cpu_only_) mp.devices = no_devices;
-        mp.load_mode = use_mmap_ ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-        // Lazily read tensors are only materialized by llama.cpp's own graphs.
-        mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
-        // Repacked CPU buffers are only readable by llama.cpp's own matmul (docs/llama-cpp.md).
-        mp.use_extra_bufts = false;
-        mp.progress_callback = [](float p, void * report) -> bool {
-            return (*static_cast<const std::function<bool(float)> *>(report))(p);
-        };
-        mp.progress_callback_user_data = const_cast<std::function<bool(float)> *>(&report);
-        model_ = llama_model_load_from_file(path_.c_str(), mp);
-        if (!model_) {
-            if (aborted()) throw std::runtime_error("model loading was aborted");
-            throw error_with_log("llama.cpp could not load '" + path_ + "'", log);
-        }
+// The loaded model until it is wrapped; freed here when the load fails or is aborted.
+struct LoadedModel {
+    llama_model * model = nullptr;
+    ~LoadedModel() {
+        if (model) llama_model_free(model);
     }
-    Napi::Value Result(Napi::Env env) override {
-        llama_model * m = model_;
-        model_ = nullptr;
-        return NativeModel::Wrap(env, m);
-    }
-    void Discard() override {
-        if (model_) llama_model_free(model_);
-        model_ = nullptr;
-    }
-
-  private:
-    std::string path_;
-    int32_t gpu_layers_;
-    bool use_mmap_;
-    bool cpu_only_;
-    llama_model * model_ = nullptr;
 };
 
 Napi::Value LoadModel(const Napi::CallbackInfo & info) {
@@ -275,12 +235,36 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     if (!backends_ready()) throw Napi::Error::New(env, "backends are not initialized (call initBackends first)");
     if (!info[0].IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
     auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-    auto * w = new LoadModelWorker(env, info[0].As<Napi::String>().Utf8Value(),
-                                   (int32_t) get_number(opts, "gpuLayers", 0), get_bool(opts, "useMmap", true),
-                                   get_bool(opts, "cpuOnly", false),
-                                   info[2], info[3]);
-    w->Queue();
-    return w->Promise();
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    const int32_t gpu_layers = (int32_t) get_number(opts, "gpuLayers", 0);
+    const bool use_mmap = get_bool(opts, "useMmap", true), cpu_only = get_bool(opts, "cpuOnly", false);
+    auto loaded = std::make_shared<LoadedModel>();
+    return queue(env, [=](const Job & job) {
+        LogCapture log;
+        llama_model_params mp = llama_model_default_params();
+        mp.n_gpu_layers = gpu_layers;
+        // An empty device list keeps every weight and op on the CPU even when GPUs are loaded.
+        ggml_backend_dev_t no_devices[1] = {nullptr};
+        if (cpu_only) mp.devices = no_devices;
+        mp.load_mode = use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        // Lazily read tensors are only materialized by llama.cpp's own graphs.
+        mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
+        // Repacked CPU buffers are only readable by llama.cpp's own matmul (docs/llama-cpp.md).
+        mp.use_extra_bufts = false;
+        mp.progress_callback = [](float p, void * report) -> bool {
+            return (*static_cast<const std::function<bool(float)> *>(report))(p);
+        };
+        mp.progress_callback_user_data = const_cast<std::function<bool(float)> *>(&job.report);
+        loaded->model = llama_model_load_from_file(path.c_str(), mp);
+        if (!loaded->model) {
+            if (job.aborted()) throw std::runtime_error("model loading was aborted");
+            throw error_with_log("llama.cpp could not load '" + path + "'", log);
+        }
+    }, [loaded](Napi::Env e) -> Napi::Value {
+        llama_model * m = loaded->model;
+        loaded->model = nullptr;
+        return NativeModel::Wrap(e, m);
+    }, info[2], info[3]);
 }
 
 }  // namespace llj

@@ -22,14 +22,14 @@ static const std::set<std::string> k_layer_input_archs = {"llama", "qwen3", "qwe
 
 bool records_layer_inputs(const llama_model * m) { return k_layer_input_archs.count(model_architecture(m)) > 0; }
 
-class ReferenceForwardWorker : public PromiseWorker {
+class ReferenceForwardRun {
   public:
-    ReferenceForwardWorker(Napi::Env env, NativeModel * nm, const Napi::Object & obj, llama_model * model,
-                           std::vector<llama_token> tokens, bool layer_inputs, int threads, uint32_t n_ctx)
-        : PromiseWorker(env), use_(nm, obj), model_(model), tokens_(std::move(tokens)),
+    ReferenceForwardRun(NativeModel * nm, const Napi::Object & obj, llama_model * model,
+                        std::vector<llama_token> tokens, bool layer_inputs, int threads, uint32_t n_ctx)
+        : use_(nm, obj), model_(model), tokens_(std::move(tokens)),
           layer_inputs_(layer_inputs), threads_(threads), n_ctx_(n_ctx) {}
 
-    void Execute() override {
+    void run() {
         LogCapture log;
         const int32_t n = (int32_t) tokens_.size();
         const int32_t n_layer = llama_model_n_layer(model_);
@@ -54,7 +54,7 @@ class ReferenceForwardWorker : public PromiseWorker {
         layers_.assign(layer_inputs_ && !records_layer_inputs(model_) ? (size_t) n_layer : 0, {});
         if (!layers_.empty()) {
             cp.cb_eval = [](ggml_tensor * t, bool ask, void * ud) -> bool {
-                auto * self = static_cast<ReferenceForwardWorker *>(ud);
+                auto * self = static_cast<ReferenceForwardRun *>(ud);
                 int il = self->layer_of(t);
                 if (ask) return il >= 0;
                 if (il >= 0 && ggml_nelements(t) == (int64_t) self->tokens_.size() * self->n_embd_ && t->type == GGML_TYPE_F32) {
@@ -120,7 +120,7 @@ class ReferenceForwardWorker : public PromiseWorker {
         return -1;
     }
 
-    Napi::Value Result(Napi::Env env) override {
+    Napi::Value result(Napi::Env env) const {
         auto o = Napi::Object::New(env);
         o.Set("hidden", to_float32_array(env, hidden_.data(), hidden_.size()));
         o.Set("logits", to_float32_array(env, logits_.data(), logits_.size()));
@@ -166,9 +166,8 @@ Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
     if (ctx_opt != 0 && (ctx_opt < (double) tokens.size() || ctx_opt > n_ctx_train)) {
         throw Napi::RangeError::New(env, "contextSize must lie between the prompt length and the model's context");
     }
-    auto * w = new ReferenceForwardWorker(env, this, Value(), m, std::move(tokens), layer_inputs, threads, (uint32_t) ctx_opt);
-    w->Queue();
-    return w->Promise();
+    auto r = std::make_shared<ReferenceForwardRun>(this, Value(), m, std::move(tokens), layer_inputs, threads, (uint32_t) ctx_opt);
+    return queue(env, [r](const Job &) { r->run(); }, [r](Napi::Env e) { return r->result(e); });
 }
 
 }  // namespace llj

@@ -54,12 +54,11 @@ static bool random_bits_ok(ggml_type t) {
     }
 }
 
-class TiledSelfTestWorker : public PromiseWorker {
+class TiledSelfTestRun {
   public:
-    TiledSelfTestWorker(Napi::Env env, ggml_type type, int64_t m, int64_t n, int threads)
-        : PromiseWorker(env), type_(type), m_(m), n_(n), threads_(threads) {}
+    TiledSelfTestRun(ggml_type type, int64_t m, int64_t n, int threads) : type_(type), m_(m), n_(n), threads_(threads) {}
     // Long: one self-contained test scenario (inputs, both kernels, every comparison) read top to bottom.
-    void Execute() override {
+    void run() {
         const int64_t blck = ggml_blck_size(type_);
         // Two 256-column chunks plus one block: a partial last chunk (and, for F16/BF16,
         // a length that is not a multiple of the vector width).
@@ -163,7 +162,7 @@ class TiledSelfTestWorker : public PromiseWorker {
         ggml_free(ctx);
         ggml_backend_free(cpu);
     }
-    Napi::Value Result(Napi::Env env) override {
+    Napi::Value result(Napi::Env env) const {
         auto o = Napi::Object::New(env);
         o.Set("type", ggml_type_name(type_));
         o.Set("cols", (double) k_);
@@ -210,9 +209,8 @@ Napi::Value TiledSelfTest(const Napi::CallbackInfo & info) {
     if (!quantizable((ggml_type) type)) throw Napi::RangeError::New(env, "ggml_quantize_chunk cannot make " + name);
     const int64_t m = info[1].As<Napi::Number>().Int64Value(), n = info[2].As<Napi::Number>().Int64Value();
     if (m < 1 || n < 1 || m > 4096 || n > 4096) throw Napi::RangeError::New(env, "rows and columns must lie in [1, 4096]");
-    auto * w = new TiledSelfTestWorker(env, (ggml_type) type, m, n, info[3].As<Napi::Number>().Int32Value());
-    w->Queue();
-    return w->Promise();
+    auto t = std::make_shared<TiledSelfTestRun>((ggml_type) type, m, n, info[3].As<Napi::Number>().Int32Value());
+    return queue(env, [t](const Job &) { t->run(); }, [t](Napi::Env e) { return t->result(e); });
 }
 
 }  // namespace llj
