@@ -1,4 +1,4 @@
-// Text generation, token by token, on one of two engines (native/generate.cpp):
+// Text generation, token by token, on one of two engines (native/engine/session.cpp):
 //
 // - "llama": llama.cpp's own decode with its KV cache (F32 cache, flash attention off, as the
 //   reference forward). Unsteered generation and control vectors (llama_set_adapter_cvec)

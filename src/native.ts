@@ -109,7 +109,7 @@ export interface NativeLinearization {
   dispose(): void;
 }
 
-/** One generation's native state (native/generate.cpp): llama.cpp's decode, or our own graph. */
+/** One generation's native state (native/engine/session.cpp): llama.cpp's decode, or our own graph. */
 export interface NativeSession {
   /** llama engine, before the first decode: n_embd·(n_layer − 1) values from layer 1 (llama_set_adapter_cvec's layout). */
   setControlVector(data: Float32Array, ilStart: number, ilEnd: number): void;
@@ -138,7 +138,7 @@ export interface NativeSessionOptions {
   exact?: boolean;
 }
 
-/** A control-vector GGUF as ggml's reader sees it (native/cvec.cpp); checked in src/cvec.ts. */
+/** A control-vector GGUF as ggml's reader sees it (native/gguf_io.cpp); checked in src/cvec.ts. */
 export interface NativeControlVector {
   architecture: string | null;
   modelHint: string | null;

@@ -1,5 +1,5 @@
 // Generation: llama.cpp's own greedy continuation, our graph's, sampling, streaming, abort,
-// and the residual injection hook of our graph (native/generate.cpp).
+// and the residual injection hook of our graph (native/engine/session.cpp).
 import { loadModel, LljError, type Model } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";

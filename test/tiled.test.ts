@@ -1,4 +1,4 @@
-// The tiled dequantize-and-multiply kernel (native/tiled.cpp): exact products on quantized
+// The tiled dequantize-and-multiply kernel (native/engine/tiled.cpp): exact products on quantized
 // weights without an F32 copy of the weight (issue #10, item 1).
 import { loadModel, syntheticModel, TINY_LLAMA, type QuantType, type SyntheticSpec } from "../src/index.js";
 import { getAddon } from "../src/native.js";

@@ -1,8 +1,10 @@
-// Shared helpers of the native addon: promise-returning workers, captured llama.cpp log
-// lines (so that failures carry llama.cpp's own reason), abort flags shared with JS.
+// Shared helpers of the bindings: queue() (work on a worker thread, settling a promise),
+// abort flags shared with JS, array conversions.
 #pragma once
 
 #include <napi.h>
+
+#include "engine/log.h"
 
 #include <atomic>
 #include <cstdint>
@@ -18,30 +20,6 @@ struct AddonData {
     Napi::FunctionReference model_ctor;
     Napi::FunctionReference linearization_ctor;
 };
-
-// Collects llama.cpp/ggml warnings and errors logged on the current thread while alive,
-// so that an operation that fails can say why in its exception.
-class LogCapture {
-  public:
-    LogCapture();
-    ~LogCapture();
-    LogCapture(const LogCapture &) = delete;
-    LogCapture & operator=(const LogCapture &) = delete;
-    // The captured lines, joined: errors first (the reason), then at most a few warnings;
-    // empty when there were none.
-    std::string text() const;
-    void append(const std::string & line, bool continuation, bool error = false);
-  private:
-    std::vector<std::string> lines_;
-    std::vector<bool> is_error_;
-    LogCapture * prev_;
-};
-
-// Installs the log callback (quiet unless LLJ_GGUF_VERBOSE is set). Called once at init.
-void install_log_callback();
-
-// Error that carries llama.cpp's logged reason when there is one.
-std::runtime_error error_with_log(const std::string & what, const LogCapture & log);
 
 // An abort flag shared with JS: an Int32Array over a SharedArrayBuffer that JS sets to 1.
 class AbortFlag {

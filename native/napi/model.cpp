@@ -1,8 +1,9 @@
-#include "model.h"
+#include "napi/model.h"
 #include "arch.h"
-#include "backends.h"
-#include "common.h"
+#include "engine/backends.h"
+#include "engine/reference_forward.h"
 #include "llama_internal.h"
+#include "napi/common.h"
 
 #include "ggml-backend.h"
 #include "ggml.h"
@@ -10,6 +11,7 @@
 
 #include <climits>
 #include <string>
+#include <thread>
 
 namespace llj {
 
@@ -265,6 +267,48 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         loaded->model = nullptr;
         return NativeModel::Wrap(e, m);
     }, info[2], info[3]);
+}
+
+// referenceForward(tokens: Int32Array, { layerInputs?: boolean, threads?: number }) -> Promise
+Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    llama_model * m = get(env);
+    const llama_vocab * vocab = llama_model_get_vocab(m);
+    std::vector<llama_token> tokens = checked_tokens(env, info[0], vocab);
+    if (tokens.empty()) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
+    const int32_t n_ctx_train = llama_model_n_ctx_train(m);
+    if ((int64_t) tokens.size() > n_ctx_train) {
+        throw Napi::RangeError::New(env, "the prompt has " + std::to_string(tokens.size()) +
+                                          " tokens, more than the model's context of " + std::to_string(n_ctx_train));
+    }
+    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    bool layer_inputs = get_bool(opts, "layerInputs", true);
+    int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
+    if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");
+    const double ctx_opt = get_number(opts, "contextSize", 0);
+    if (ctx_opt != 0 && (ctx_opt < (double) tokens.size() || ctx_opt > n_ctx_train)) {
+        throw Napi::RangeError::New(env, "contextSize must lie between the prompt length and the model's context");
+    }
+    auto r = std::make_shared<llj::ReferenceForward>();
+    r->model = m;
+    r->tokens = std::move(tokens);
+    r->layer_inputs = layer_inputs;
+    r->threads = threads;
+    r->n_ctx = (uint32_t) ctx_opt;
+    auto use = std::make_shared<ModelUse>(this, Value());
+    return queue(env, [r, use](const Job &) { r->run(); }, [r](Napi::Env e) -> Napi::Value {
+        auto o = Napi::Object::New(e);
+        o.Set("hidden", to_float32_array(e, r->hidden.data(), r->hidden.size()));
+        o.Set("logits", to_float32_array(e, r->logits.data(), r->logits.size()));
+        if (r->layer_inputs) {
+            auto arr = Napi::Array::New(e, r->layers.size());
+            for (size_t i = 0; i < r->layers.size(); ++i) arr.Set(i, to_float32_array(e, r->layers[i].data(), r->layers[i].size()));
+            o.Set("layerInputs", arr);
+        } else {
+            o.Set("layerInputs", e.Null());
+        }
+        return o;
+    });
 }
 
 }  // namespace llj
