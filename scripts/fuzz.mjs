@@ -104,11 +104,11 @@ const { ggufSpec, TINY_LLAMA } = await import(path.join(packageRoot, "dist/src/s
 const { writeControlVector } = await import(path.join(packageRoot, "dist/src/cvec.js"));
 const addon = getAddon();
 const stories = path.join(packageRoot, "models", "stories260K.gguf");
-await addon.writeGguf(path.join(seeds, "stories260K-meta.gguf"), { copyKvFrom: stories, kv: [], tensors: [] });
+await addon.writeGguf({ path: path.join(seeds, "stories260K-meta.gguf"), copyKvFrom: stories, kv: [], tensors: [] });
 const tiny = ggufSpec({ ...TINY_LLAMA, nEmbd: 8, nFf: 16, nHead: 2, nHeadKv: 1 });
-await addon.writeGguf(path.join(seeds, "tiny-llama.gguf"), { kv: tiny.kv, tensors: tiny.tensors.filter((t) => !/token_embd|output\.weight/.test(t.name)) });
+await addon.writeGguf({ path: path.join(seeds, "tiny-llama.gguf"), kv: tiny.kv, tensors: tiny.tensors.filter((t) => !/token_embd|output\.weight/.test(t.name)) });
 await writeControlVector(path.join(seeds, "control-vector.gguf"), { architecture: "llama", hparams: { nLayer: 3, nEmbd: 4 }, layer: 1, vector: new Float32Array([1, 2, 3, 4]) });
-await addon.writeGguf(path.join(seeds, "every-type.gguf"), {
+await addon.writeGguf({ path: path.join(seeds, "every-type.gguf"),
   kv: [
     { key: "general.architecture", type: "str", value: "llama" }, { key: "a.u32", type: "u32", value: 7 },
     { key: "a.i32", type: "i32", value: -7 }, { key: "a.f32", type: "f32", value: 0.5 }, { key: "a.bool", type: "bool", value: true },

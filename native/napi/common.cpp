@@ -64,6 +64,11 @@ Napi::Promise queue(Napi::Env env, std::function<void(const Job &)> work, std::f
     return w->Promise();
 }
 
+Napi::Object options_arg(const Napi::CallbackInfo & info, const char * method) {
+    if (info.Length() != 1 || !info[0].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(method) + " takes one options object");
+    return info[0].As<Napi::Object>();
+}
+
 std::string get_string(const Napi::Object & o, const char * key, const std::string & def) {
     auto v = o.Get(key);
     return v.IsString() ? v.As<Napi::String>().Utf8Value() : def;

@@ -52,6 +52,9 @@ inline Napi::Float32Array to_float32_array(Napi::Env env, const float * data, si
     return arr;
 }
 
+// The one options object every method takes (src/native.ts types it; src/validate.ts and the
+// classes check its fields; here only asserted).
+Napi::Object options_arg(const Napi::CallbackInfo & info, const char * method);
 std::string get_string(const Napi::Object & o, const char * key, const std::string & def = "");
 double get_number(const Napi::Object & o, const char * key, double def);
 bool get_bool(const Napi::Object & o, const char * key, bool def);

@@ -190,18 +190,19 @@ static int first_position_arg(Napi::Env env, const Napi::Value & v, int n) {
     return (int) p;
 }
 
-// jvp(V: Float32Array [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
-//     { fromLayer, tap, tapLayer, firstPosition, affine }?) -> [B·d], or [B·(n - firstPosition)·d] with allPositions
+// jvp({ tangents: Float32Array [B·(n - firstPosition)·d], batch: B, allPositions, onProgress?, abortFlag?,
+//       fromLayer, tap, tapLayer, firstPosition, affine }) -> [B·d], or [B·(n - firstPosition)·d] with allPositions
 Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "jvp");
     auto s = state(env);
-    std::vector<float> v = float_array_arg(env, info[0], "tangents");
-    int B = info[1].As<Napi::Number>().Int32Value();
-    bool all = info[2].ToBoolean();
-    BuildOptions opt = tap_options(env, info[5], *s);
-    opt.first_position = first_position_arg(env, info[5], s->n);
+    std::vector<float> v = float_array_arg(env, o.Get("tangents"), "tangents");
+    const int B = (int) get_number(o, "batch", 0);
+    const bool all = get_bool(o, "allPositions", false);
+    BuildOptions opt = tap_options(env, o, *s);
+    opt.first_position = first_position_arg(env, o, s->n);
     // The affine map L(v) + c (biases included): the quantity itself at the primal input.
-    const bool affine = info[5].IsObject() && get_bool(info[5].As<Napi::Object>(), "affine", false);
+    const bool affine = get_bool(o, "affine", false);
     if (affine && opt.first_position != 0) throw Napi::RangeError::New(env, "the affine map covers every position (no firstPosition)");
     const int nv = s->n - opt.first_position;
     if (B < 1 || v.size() != (size_t) B * nv * s->d) {
@@ -212,19 +213,20 @@ Napi::Value NativeLinearization::Jvp(const Napi::CallbackInfo & info) {
     auto fn = [vs, B, all, affine, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         jvp(st, *vs, B, all, affine, opt, out, progress);
     };
-    return queue_pass(env, s, Value(), fn, info[3], info[4]);
+    return queue_pass(env, s, Value(), fn, o.Get("onProgress"), o.Get("abortFlag"));
 }
 
-// vjp(U: Float32Array [B·d] or [B·(n - firstPosition)·d], B, allPositions, onProgress?, abortFlag?,
-//     { fromLayer, tap, tapLayer, firstPosition }?) -> Float32Array [B·(n - firstPosition)·d]
+// vjp({ cotangents: Float32Array [B·d] or [B·(n - firstPosition)·d], batch: B, allPositions, onProgress?, abortFlag?,
+//       fromLayer, tap, tapLayer, firstPosition }) -> Float32Array [B·(n - firstPosition)·d]
 Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "vjp");
     auto s = state(env);
-    std::vector<float> u = float_array_arg(env, info[0], "cotangents");
-    int B = info[1].As<Napi::Number>().Int32Value();
-    bool all = info[2].ToBoolean();
-    BuildOptions opt = tap_options(env, info[5], *s);
-    opt.first_position = first_position_arg(env, info[5], s->n);
+    std::vector<float> u = float_array_arg(env, o.Get("cotangents"), "cotangents");
+    const int B = (int) get_number(o, "batch", 0);
+    const bool all = get_bool(o, "allPositions", false);
+    BuildOptions opt = tap_options(env, o, *s);
+    opt.first_position = first_position_arg(env, o, s->n);
     const size_t per = (size_t) (all ? s->n - opt.first_position : 1) * s->d;
     if (B < 1 || u.size() != (size_t) B * per) {
         throw Napi::RangeError::New(env, "cotangents must hold " + std::string(all ? "B·(n − firstPosition)·d" : "B·d") + " = " +
@@ -234,42 +236,45 @@ Napi::Value NativeLinearization::Vjp(const Napi::CallbackInfo & info) {
     auto fn = [us, B, all, opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) {
         vjp(st, *us, B, all, opt, out, progress);
     };
-    return queue_pass(env, s, Value(), fn, info[3], info[4]);
+    return queue_pass(env, s, Value(), fn, o.Get("onProgress"), o.Get("abortFlag"));
 }
 
-// jacobian(onProgress?, abortFlag?, { fromLayer, tap, tapLayer, firstPosition }?) -> Float32Array
+// jacobian({ onProgress?, abortFlag?, fromLayer, tap, tapLayer, firstPosition }) -> Float32Array
 // [(n - p)·d·d], p = firstPosition: block J_i (row-major [d × d], J_i[k][c] = ∂y_k/∂x_{i,c}) at
 // offset (i - p)·d·d for i in [p, n). Reverse mode: d VJPs of the unit vectors, each over
 // positions [p, n) only (exact by causality; J_last costs one position per VJP).
 Napi::Value NativeLinearization::Jacobian(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "jacobian");
     auto s = state(env);
-    BuildOptions opt = tap_options(env, info[2], *s);
-    opt.first_position = first_position_arg(env, info[2], s->n);
+    BuildOptions opt = tap_options(env, o, *s);
+    opt.first_position = first_position_arg(env, o, s->n);
     auto fn = [opt](LinState & st, std::vector<float> & out, const std::function<bool(float)> & progress) { jacobian(st, opt, out, progress); };
-    return queue_pass(env, s, Value(), fn, info[0], info[1]);
+    return queue_pass(env, s, Value(), fn, o.Get("onProgress"), o.Get("abortFlag"));
 }
 
-// forward(embeddings [n·d], abortFlag?) -> hidden [n·d]: the real (non-detached) network at
+// forward({ embeddings [n·d], abortFlag? }) -> hidden [n·d]: the real (non-detached) network at
 // other input embeddings, with the same positions; the linearization is unchanged.
 Napi::Value NativeLinearization::Forward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "forward");
     auto s = state(env);
-    std::vector<float> e = float_array_arg(env, info[0], "embeddings");
+    std::vector<float> e = float_array_arg(env, o.Get("embeddings"), "embeddings");
     if (e.size() != (size_t) s->n * s->d) throw Napi::RangeError::New(env, "embeddings must hold n·d values");
     auto es = std::make_shared<std::vector<float>>(std::move(e));
     auto fn = [es](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) { run_primal(st, es.get(), false, out); };
-    return queue_pass(env, s, Value(), fn, env.Undefined(), info[1]);
+    return queue_pass(env, s, Value(), fn, env.Undefined(), o.Get("abortFlag"));
 }
 
-// vocabProducts(vectors [B·d], B, kind: "lmHead" | "embedding") -> [B·V]: W_U v for each v, or
+// vocabProducts({ vectors [B·d], batch: B, kind: "lmHead" | "embedding" }) -> [B·V]: W_U v for each v, or
 // the cosine between v and every token's input embedding (for decoding singular vectors).
 Napi::Value NativeLinearization::VocabProducts(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "vocabProducts");
     auto s = state(env);
-    std::vector<float> v = float_array_arg(env, info[0], "vectors");
-    const int B = info[1].As<Napi::Number>().Int32Value();
-    const bool embedding = info[2].As<Napi::String>().Utf8Value() == "embedding";
+    std::vector<float> v = float_array_arg(env, o.Get("vectors"), "vectors");
+    const int B = (int) get_number(o, "batch", 0);
+    const bool embedding = get_string(o, "kind") == "embedding";
     if (B < 1 || v.size() != (size_t) B * s->d) throw Napi::RangeError::New(env, "vectors must hold B·d values");
     auto vs = std::make_shared<std::vector<float>>(std::move(v));
     auto fn = [vs, B, embedding](LinState & st, std::vector<float> & out, const std::function<bool(float)> &) {
@@ -278,15 +283,17 @@ Napi::Value NativeLinearization::VocabProducts(const Napi::CallbackInfo & info) 
     return queue_pass(env, s, Value(), fn, env.Undefined(), env.Undefined());
 }
 
-// lmHeadRows(tokens: Int32Array) -> Float32Array [k·(d + 1)]: for each token the LM head row
+// lmHeadRows({ tokens: Int32Array }) -> Float32Array [k·(d + 1)]: for each token the LM head row
 // (times output.scale) and, last, its output bias (0 without one): logit_t = row·y + bias.
 Napi::Value NativeLinearization::LmHeadRows(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "lmHeadRows");
     auto s = state(env);
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    const Napi::Value t = o.Get("tokens");
+    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
         throw Napi::TypeError::New(env, "tokens must be an Int32Array");
     }
-    auto ta = info[0].As<Napi::Int32Array>();
+    auto ta = t.As<Napi::Int32Array>();
     std::vector<int32_t> tokens(ta.Data(), ta.Data() + ta.ElementLength());
     for (int32_t t : tokens) {
         if (t < 0 || t >= s->spec.output->ne[1]) throw Napi::RangeError::New(env, "token id " + std::to_string(t) + " is outside the vocabulary");
@@ -322,15 +329,15 @@ Napi::Value NativeLinearization::OutputNorm(const Napi::CallbackInfo & info) {
 
 // ---------------------------------------------------------------------------------------
 
-// linearize(model, tokens: Int32Array | null, embeddings: Float32Array | null,
-//           { threads, exact, batchMemoryBytes, blas, contextSize }, onProgress?, abortFlag?) -> Promise<NativeLinearization>
+// linearize({ model, tokens: Int32Array | null, embeddings: Float32Array | null, threads, exact, ordinary,
+//             relevance, batchMemoryBytes, blas, tiled, contextSize, onProgress?, abortFlag? }) -> Promise<NativeLinearization>
 Napi::Value Linearize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "linearize(model, tokens, embeddings, options)");
-    auto model_obj = info[0].As<Napi::Object>();
+    auto opts = options_arg(info, "linearize");
+    if (!opts.Get("model").IsObject()) throw Napi::TypeError::New(env, "linearize({ model, tokens, embeddings, ... })");
+    auto model_obj = opts.Get("model").As<Napi::Object>();
     NativeModel * nm = NativeModel::Unwrap(model_obj);
     llama_model * model = nm->get(env);
-    auto opts = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
     auto s = std::make_unique<LinState>();
     s->use = std::make_unique<ModelUse>(nm, model_obj);
     s->model = model;
@@ -343,11 +350,11 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     s->ordinary = get_bool(opts, "ordinary", false) || s->relevance;
     const int n_embd = llama_model_n_embd(model);
     std::vector<float> embeddings;
-    if (info[1].IsTypedArray()) {
-        s->tokens = checked_tokens(env, info[1], llama_model_get_vocab(model));
+    if (opts.Get("tokens").IsTypedArray()) {
+        s->tokens = checked_tokens(env, opts.Get("tokens"), llama_model_get_vocab(model));
         s->n = (int) s->tokens.size();
     } else {
-        embeddings = float_array_arg(env, info[2], "embeddings");
+        embeddings = float_array_arg(env, opts.Get("embeddings"), "embeddings");
         if (embeddings.empty() || embeddings.size() % (size_t) n_embd != 0) {
             throw Napi::RangeError::New(env, "embeddings must hold n·d values with d = " + std::to_string(n_embd));
         }
@@ -379,7 +386,7 @@ Napi::Value Linearize(const Napi::CallbackInfo & info) {
     }, [state, keep](Napi::Env env) -> Napi::Value {
         // the JS object takes a new owner of the state (see NativeLinearization's constructor)
         return env.GetInstanceData<AddonData>()->linearization_ctor.New({Napi::External<std::shared_ptr<LinState>>::New(env, new std::shared_ptr<LinState>(state)), keep->Value()});
-    }, info[4], info[5]);
+    }, opts.Get("onProgress"), opts.Get("abortFlag"));
 }
 
 Napi::Function DefineLinearization(Napi::Env env) {

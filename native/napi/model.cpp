@@ -146,15 +146,17 @@ Napi::Value NativeModel::Tensors(const Napi::CallbackInfo & info) {
     return out;
 }
 
+// tokenize({ text, addSpecial, parseSpecial }) -> Int32Array
 Napi::Value NativeModel::Tokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "tokenize");
     llama_model * m = get(env);
     const llama_vocab * vocab = llama_model_get_vocab(m);
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "tokenize expects a string");
+    if (!o.Get("text").IsString()) throw Napi::TypeError::New(env, "tokenize expects a string");
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary (tokenizer.ggml.model is no_vocab): pass token ids or embeddings instead of text");
-    std::string text = info[0].As<Napi::String>().Utf8Value();
-    bool add_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
-    bool parse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    std::string text = o.Get("text").As<Napi::String>().Utf8Value();
+    bool add_special = get_bool(o, "addSpecial", true);
+    bool parse_special = get_bool(o, "parseSpecial", false);
     if (text.size() > (size_t) INT32_MAX / 2) throw Napi::RangeError::New(env, "text too long to tokenize");
     std::vector<llama_token> tokens(text.size() + 8);
     int32_t n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), (int32_t) tokens.size(), add_special, parse_special);
@@ -184,13 +186,15 @@ std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, co
     return tokens;
 }
 
+// detokenize({ tokens, removeSpecial, unparseSpecial }) -> string
 Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "detokenize");
     const llama_vocab * vocab = llama_model_get_vocab(get(env));
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
-    auto tokens = checked_tokens(env, info[0], vocab);
-    bool remove_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : false;
-    bool unparse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
+    bool remove_special = get_bool(o, "removeSpecial", false);
+    bool unparse_special = get_bool(o, "unparseSpecial", false);
     std::string text(tokens.size() * 8 + 16, '\0');
     int32_t n = llama_detokenize(vocab, tokens.data(), (int32_t) tokens.size(), text.data(), (int32_t) text.size(), remove_special, unparse_special);
     if (n < 0) {
@@ -202,12 +206,14 @@ Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
     return Napi::String::New(env, text);
 }
 
-// The text of each token on its own (special tokens rendered), for tables of decoded tokens.
+// tokenPieces({ tokens }) -> string[]: the text of each token on its own (special tokens
+// rendered), for tables of decoded tokens.
 Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "tokenPieces");
     const llama_vocab * vocab = llama_model_get_vocab(get(env));
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
-    auto tokens = checked_tokens(env, info[0], vocab);
+    auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
     auto out = Napi::Array::New(env, tokens.size());
     std::string buf(64, '\0');
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -232,12 +238,13 @@ struct LoadedModel {
     }
 };
 
+// loadModel({ path, gpuLayers, useMmap, cpuOnly, onProgress?, abortFlag? }) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto opts = options_arg(info, "loadModel");
     if (!backends_ready()) throw Napi::Error::New(env, "backends are not initialized (call initBackends first)");
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
-    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    if (!opts.Get("path").IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
+    const std::string path = opts.Get("path").As<Napi::String>().Utf8Value();
     const int32_t gpu_layers = (int32_t) get_number(opts, "gpuLayers", 0);
     const bool use_mmap = get_bool(opts, "useMmap", true), cpu_only = get_bool(opts, "cpuOnly", false);
     auto loaded = std::make_shared<LoadedModel>();
@@ -266,22 +273,22 @@ Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         llama_model * m = loaded->model;
         loaded->model = nullptr;
         return NativeModel::Wrap(e, m);
-    }, info[2], info[3]);
+    }, opts.Get("onProgress"), opts.Get("abortFlag"));
 }
 
-// referenceForward(tokens: Int32Array, { layerInputs?: boolean, threads?: number }) -> Promise
+// referenceForward({ tokens: Int32Array, layerInputs?, threads?, contextSize? }) -> Promise
 Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto opts = options_arg(info, "referenceForward");
     llama_model * m = get(env);
     const llama_vocab * vocab = llama_model_get_vocab(m);
-    std::vector<llama_token> tokens = checked_tokens(env, info[0], vocab);
+    std::vector<llama_token> tokens = checked_tokens(env, opts.Get("tokens"), vocab);
     if (tokens.empty()) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
     const int32_t n_ctx_train = llama_model_n_ctx_train(m);
     if ((int64_t) tokens.size() > n_ctx_train) {
         throw Napi::RangeError::New(env, "the prompt has " + std::to_string(tokens.size()) +
                                           " tokens, more than the model's context of " + std::to_string(n_ctx_train));
     }
-    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
     bool layer_inputs = get_bool(opts, "layerInputs", true);
     int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
     if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");

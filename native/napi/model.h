@@ -51,7 +51,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 // llama.cpp's asserts); throws a JS RangeError naming the first bad one.
 std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab);
 
-// loadModel(path, { gpuLayers, useMmap }, onProgress?: (p) => void, abortFlag?: Int32Array) -> Promise<NativeModel>
+// loadModel({ path, gpuLayers, useMmap, cpuOnly, onProgress?, abortFlag? }) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo & info);
 
 // Holds the model in use for the lifetime of a worker.

@@ -161,15 +161,19 @@ static std::vector<double> float_matrix_arg(Napi::Env env, const Napi::Value & v
 }
 
 
-// orthonormalizeAgainst(basis: Float32Array [m·w] | null, block: Float32Array [b·w], w) -> Float32Array [r·w]
+// orthonormalizeAgainst({ basis: Float32Array [m·w] | null, block: Float32Array [b·w], width: w }) -> Float32Array [r·w]
 Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    const int64_t w = info[2].As<Napi::Number>().Int64Value();
+    auto o = options_arg(info, "orthonormalizeAgainst");
+    const Napi::Value basis_v = o.Get("basis");
+    const Napi::Value block_v = o.Get("block");
+    const Napi::Value width_v = o.Get("width");
+    const int64_t w = width_v.As<Napi::Number>().Int64Value();
     if (w < 1) throw Napi::RangeError::New(env, "width must be positive");
-    const size_t m = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
-    const size_t b = info[1].IsTypedArray() ? info[1].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
-    std::vector<double> basis = m ? float_matrix_arg(env, info[0], m, (size_t) w, "basis") : std::vector<double>();
-    std::vector<double> block = float_matrix_arg(env, info[1], b, (size_t) w, "block");
+    const size_t m = basis_v.IsTypedArray() ? basis_v.As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
+    const size_t b = block_v.IsTypedArray() ? block_v.As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
+    std::vector<double> basis = m ? float_matrix_arg(env, basis_v, m, (size_t) w, "basis") : std::vector<double>();
+    std::vector<double> block = float_matrix_arg(env, block_v, b, (size_t) w, "block");
     if (b == 0) throw Napi::RangeError::New(env, "the block is empty");
     auto args = std::make_shared<std::pair<std::vector<double>, std::vector<double>>>(std::move(basis), std::move(block));
     return queue_dense(env, [args, m, b, w]() {
@@ -177,33 +181,44 @@ Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info) {
     });
 }
 
-// gemm(a: Float32Array [p·q], b: Float32Array, p, q, w, transposeB) -> Float32Array [p·w]:
+// gemm({ a: Float32Array [p·q], b: Float32Array, p, q, w, transposeB }) -> Float32Array [p·w]:
 // A B with B [q × w], or A Bᵀ with B [w × q] when transposeB; accumulated in double.
 Napi::Value Gemm(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    const int64_t p = info[2].As<Napi::Number>().Int64Value(), q = info[3].As<Napi::Number>().Int64Value(),
-                  w = info[4].As<Napi::Number>().Int64Value();
-    const bool tb = info[5].ToBoolean();
+    auto o = options_arg(info, "gemm");
+    const Napi::Value a_v = o.Get("a");
+    const Napi::Value b_v = o.Get("b");
+    const Napi::Value p_v = o.Get("p");
+    const Napi::Value q_v = o.Get("q");
+    const Napi::Value w_v = o.Get("w");
+    const Napi::Value transposeB_v = o.Get("transposeB");
+    const int64_t p = p_v.As<Napi::Number>().Int64Value(), q = q_v.As<Napi::Number>().Int64Value(),
+                  w = w_v.As<Napi::Number>().Int64Value();
+    const bool tb = transposeB_v.ToBoolean();
     if (p < 1 || q < 1 || w < 1) throw Napi::RangeError::New(env, "gemm: dimensions must be positive");
-    std::vector<double> a = float_matrix_arg(env, info[0], (size_t) p, (size_t) q, "a");
-    std::vector<double> bm = float_matrix_arg(env, info[1], tb ? (size_t) w : (size_t) q, tb ? (size_t) q : (size_t) w, "b");
+    std::vector<double> a = float_matrix_arg(env, a_v, (size_t) p, (size_t) q, "a");
+    std::vector<double> bm = float_matrix_arg(env, b_v, tb ? (size_t) w : (size_t) q, tb ? (size_t) q : (size_t) w, "b");
     auto ab = std::make_shared<std::pair<std::vector<double>, std::vector<double>>>(std::move(a), std::move(bm));
     return queue_dense(env, [ab, p, q, w, tb]() { return gemm(ab->first, ab->second, p, q, w, tb); });
 }
 
-// svd(a: Float32Array [m·n] row-major, m, n, { lapack }?) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n),
+// svd({ a: Float32Array [m·n] row-major, m, n, lapack? }) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n),
 //     routine: "dgesdd" | "jacobi" }>; lapack: false forces the Jacobi route.
 Napi::Value Svd(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    auto o = options_arg(info, "svd");
+    const Napi::Value a_v = o.Get("a");
+    const Napi::Value m_v = o.Get("m");
+    const Napi::Value n_v = o.Get("n");
+    if (!a_v.IsTypedArray() || a_v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
         throw Napi::TypeError::New(env, "svd expects a Float32Array");
     }
-    auto arr = info[0].As<Napi::Float32Array>();
-    const int64_t m = info[1].As<Napi::Number>().Int64Value(), n = info[2].As<Napi::Number>().Int64Value();
+    auto arr = a_v.As<Napi::Float32Array>();
+    const int64_t m = m_v.As<Napi::Number>().Int64Value(), n = n_v.As<Napi::Number>().Int64Value();
     if (m < 1 || n < 1 || (size_t) (m * n) != arr.ElementLength()) throw Napi::RangeError::New(env, "svd: the array must hold m·n values");
     std::vector<double> a(arr.Data(), arr.Data() + arr.ElementLength());
     for (double x : a) if (!std::isfinite(x)) throw Napi::RangeError::New(env, "svd: the matrix holds a non-finite value");
-    const bool use_lapack = !info[3].IsObject() || get_bool(info[3].As<Napi::Object>(), "lapack", true);
+    const bool use_lapack = get_bool(o, "lapack", true);
     auto in = std::make_shared<std::vector<double>>(std::move(a));
     auto r = std::make_shared<SvdResult>();
     auto routine = std::make_shared<std::string>();
@@ -230,11 +245,13 @@ Napi::Value Svd(const Napi::CallbackInfo & info) {
 // files; this reads one with ggml's gguf reader (the one common's loader uses) so that the
 // checks can be made in TypeScript with clear messages.
 
-// readControlVector(path) -> Promise<{ architecture, modelHint, layerCount, tensors: [{ name, type, dims, data }] }>
+// readControlVector({ path }) -> Promise<{ architecture, modelHint, layerCount, tensors: [{ name, type, dims, data }] }>
 Napi::Value ReadControlVector(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "readControlVector(path)");
-    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    auto o = options_arg(info, "readControlVector");
+    const Napi::Value path_v = o.Get("path");
+    if (!path_v.IsString()) throw Napi::TypeError::New(env, "readControlVector(path)");
+    const std::string path = path_v.As<Napi::String>().Utf8Value();
     auto file = std::make_shared<CvecFile>();
     return queue(env, [path, file](const Job &) {
         LogCapture log;
@@ -279,13 +296,17 @@ struct common_control_vector_data {
 };
 using CommonCvecLoad = common_control_vector_data (*)(const std::vector<common_control_vector_load_info> &);
 
-// commonControlVectorLoad(libraryPath, path, strength) -> { nEmbd, data } | null when the library is missing
+// commonControlVectorLoad({ libraryPath, path, strength }) -> { nEmbd, data, log } | null when the library is missing
 Napi::Value CommonControlVectorLoad(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsString() || !info[1].IsString() || !info[2].IsNumber()) {
-        throw Napi::TypeError::New(env, "commonControlVectorLoad(libraryPath, path, strength)");
+    auto o = options_arg(info, "commonControlVectorLoad");
+    const Napi::Value libraryPath_v = o.Get("libraryPath");
+    const Napi::Value path_v = o.Get("path");
+    const Napi::Value strength_v = o.Get("strength");
+    if (!libraryPath_v.IsString() || !path_v.IsString() || !strength_v.IsNumber()) {
+        throw Napi::TypeError::New(env, "commonControlVectorLoad({ libraryPath, path, strength })");
     }
-    void * lib = dlopen(info[0].As<Napi::String>().Utf8Value().c_str(), RTLD_NOW | RTLD_LOCAL);
+    void * lib = dlopen(libraryPath_v.As<Napi::String>().Utf8Value().c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) return env.Null();
     auto load = reinterpret_cast<CommonCvecLoad>(dlsym(lib, "_Z26common_control_vector_loadRKSt6vectorI31common_control_vector_load_infoSaIS0_EE"));
     if (!load) {
@@ -293,13 +314,13 @@ Napi::Value CommonControlVectorLoad(const Napi::CallbackInfo & info) {
         return env.Null();
     }
     LogCapture log;
-    common_control_vector_data r = load({{(float) info[2].As<Napi::Number>().DoubleValue(), info[1].As<Napi::String>().Utf8Value()}});
+    common_control_vector_data r = load({{(float) strength_v.As<Napi::Number>().DoubleValue(), path_v.As<Napi::String>().Utf8Value()}});
     // the library stays loaded: its static state may be referenced by what it logged
-    auto o = Napi::Object::New(env);
-    o.Set("nEmbd", r.n_embd);
-    o.Set("data", to_float32_array(env, r.data.data(), r.data.size()));
-    o.Set("log", log.text());
-    return o;
+    auto out = Napi::Object::New(env);
+    out.Set("nEmbd", r.n_embd);
+    out.Set("data", to_float32_array(env, r.data.data(), r.data.size()));
+    out.Set("log", log.text());
+    return out;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -309,11 +330,13 @@ Napi::Value CommonControlVectorLoad(const Napi::CallbackInfo & info) {
 // generated and written one tensor at a time, so large benchmark models need no more
 // memory than their largest tensor.
 
-// writeGguf(path, { copyKvFrom?, kv: [{key, type, value}], tensors: [{name, shape, init}] }) -> Promise<path>
+// writeGguf({ path, copyKvFrom?, kv: [{key, type, value}], tensors: [{name, shape, init}] }) -> Promise<path>
 Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsString() || !info[1].IsObject()) throw Napi::TypeError::New(env, "writeGguf(path, spec)");
-    auto spec = info[1].As<Napi::Object>();
+    auto o = options_arg(info, "writeGguf");
+    const Napi::Value path_v = o.Get("path");
+    if (!path_v.IsString()) throw Napi::TypeError::New(env, "writeGguf({ path, copyKvFrom?, kv, tensors })");
+    const Napi::Object & spec = o;
     std::vector<KvEntry> kv;
     if (spec.Get("kv").IsArray()) {
         auto arr = spec.Get("kv").As<Napi::Array>();
@@ -355,7 +378,7 @@ Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
         }
         tensors.push_back(std::move(t));
     }
-    const std::string path = info[0].As<Napi::String>().Utf8Value(), copy_kv_from = get_string(spec, "copyKvFrom");
+    const std::string path = path_v.As<Napi::String>().Utf8Value(), copy_kv_from = get_string(spec, "copyKvFrom");
     // shared: the work lambda is copyable; the tensor data can be large
     auto kv_all = std::make_shared<std::vector<KvEntry>>(std::move(kv));
     auto tensors_all = std::make_shared<std::vector<TensorSpec>>(std::move(tensors));
@@ -369,18 +392,22 @@ Napi::Value WriteGguf(const Napi::CallbackInfo & info) {
     }, [path](Napi::Env e) -> Napi::Value { return Napi::String::New(e, path); });
 }
 
-// quantize(inPath, outPath, type: "Q8_0" | "Q4_0" | "Q4_K_M" | ...) -> Promise<outPath>
+// quantize({ input, output, type: "Q8_0" | "Q4_0" | "Q4_K_M" | ... }) -> Promise<output>
 Napi::Value Quantize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsString() || !info[1].IsString() || !info[2].IsString()) throw Napi::TypeError::New(env, "quantize(in, out, type)");
+    auto o = options_arg(info, "quantize");
+    const Napi::Value input_v = o.Get("input");
+    const Napi::Value output_v = o.Get("output");
+    const Napi::Value type_v = o.Get("type");
+    if (!input_v.IsString() || !output_v.IsString() || !type_v.IsString()) throw Napi::TypeError::New(env, "quantize({ input, output, type })");
     const auto & types = quantization_types();
-    auto it = types.find(info[2].As<Napi::String>().Utf8Value());
+    auto it = types.find(type_v.As<Napi::String>().Utf8Value());
     if (it == types.end()) {
         std::string names;
         for (const auto & [k, v] : types) names += (names.empty() ? "" : ", ") + k;
         throw Napi::RangeError::New(env, "unknown quantization type; one of: " + names);
     }
-    const std::string in = info[0].As<Napi::String>().Utf8Value(), out = info[1].As<Napi::String>().Utf8Value();
+    const std::string in = input_v.As<Napi::String>().Utf8Value(), out = output_v.As<Napi::String>().Utf8Value();
     const llama_ftype ftype = it->second;
     return queue(env, [in, out, ftype](const Job &) { quantize_model(in, out, ftype); }, [out](Napi::Env e) -> Napi::Value { return Napi::String::New(e, out); });
 }
@@ -388,12 +415,13 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
 // ---------------------------------------------------------------------------------------
 // Probes (native/engine/probes.h)
 
-// benchGemm(m, k, n, threads, reps) -> Promise<{ seconds, gflops }>: Y[m×n] = W[m×k] X[k×n] in F32.
+// benchGemm({ m, k, n, threads, reps }) -> Promise<{ seconds, gflops }>: Y[m×n] = W[m×k] X[k×n] in F32.
 Napi::Value BenchGemm(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    auto num = [&](int i) { return info[i].As<Napi::Number>().Int64Value(); };
-    const int64_t m = num(0), k = num(1), n = num(2);
-    const int threads = (int) num(3), reps = (int) num(4);
+    auto o = options_arg(info, "benchGemm");
+    auto num = [&](const char * key) { return o.Get(key).As<Napi::Number>().Int64Value(); };
+    const int64_t m = num("m"), k = num("k"), n = num("n");
+    const int threads = (int) num("threads"), reps = (int) num("reps");
     auto seconds = std::make_shared<double>(0);
     return queue(env, [=](const Job &) { *seconds = bench_gemm(m, k, n, threads, reps); }, [=](Napi::Env e) -> Napi::Value {
         auto o = Napi::Object::New(e);
@@ -403,16 +431,21 @@ Napi::Value BenchGemm(const Napi::CallbackInfo & info) {
     });
 }
 
-// benchForward(model, tokens: Int32Array, threads, reps) -> Promise<seconds per llama.cpp forward>
+// benchForward({ model, tokens: Int32Array, threads, reps }) -> Promise<seconds per llama.cpp forward>
 Napi::Value BenchForward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    auto t = info[1].As<Napi::Int32Array>();
+    auto o = options_arg(info, "benchForward");
+    const Napi::Value model_v = o.Get("model");
+    const Napi::Value tokens_v = o.Get("tokens");
+    const Napi::Value threads_v = o.Get("threads");
+    const Napi::Value reps_v = o.Get("reps");
+    auto t = tokens_v.As<Napi::Int32Array>();
     std::vector<llama_token> tokens(t.Data(), t.Data() + t.ElementLength());
     if (tokens.empty()) throw Napi::RangeError::New(env, "no tokens");
-    auto obj = info[0].As<Napi::Object>();
+    auto obj = model_v.As<Napi::Object>();
     auto use = std::make_shared<ModelUse>(NativeModel::Unwrap(obj), obj);
     llama_model * model = NativeModel::Unwrap(obj)->get(env);
-    const int threads = info[2].As<Napi::Number>().Int32Value(), reps = info[3].As<Napi::Number>().Int32Value();
+    const int threads = threads_v.As<Napi::Number>().Int32Value(), reps = reps_v.As<Napi::Number>().Int32Value();
     auto seconds = std::make_shared<double>(0);
     return queue(env, [use, model, tokens, threads, reps, seconds](const Job &) { *seconds = bench_forward(model, tokens, threads, reps); },
                  [seconds](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *seconds); });
@@ -431,22 +464,28 @@ Napi::Value TiledTypes(const Napi::CallbackInfo & info) {
     return a;
 }
 
+// tiledSelfTest({ type, rows, n, threads }) -> Promise<{ type, cols, eligible, ...mismatch counts, relative errors }>
 Napi::Value TiledSelfTest(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    auto o = options_arg(info, "tiledSelfTest");
+    const Napi::Value type_v = o.Get("type");
+    const Napi::Value rows_v = o.Get("rows");
+    const Napi::Value n_v = o.Get("n");
+    const Napi::Value threads_v = o.Get("threads");
+    const std::string name = type_v.As<Napi::String>().Utf8Value();
     int type = -1;
     for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
         if (tiled_type((ggml_type) t) && name == ggml_type_name((ggml_type) t)) type = t;
     }
     if (type < 0) throw Napi::RangeError::New(env, "not a type of the tiled kernel: " + name);
     if (!quantizable((ggml_type) type)) throw Napi::RangeError::New(env, "ggml_quantize_chunk cannot make " + name);
-    const int64_t m = info[1].As<Napi::Number>().Int64Value(), n = info[2].As<Napi::Number>().Int64Value();
+    const int64_t m = rows_v.As<Napi::Number>().Int64Value(), n = n_v.As<Napi::Number>().Int64Value();
     if (m < 1 || n < 1 || m > 4096 || n > 4096) throw Napi::RangeError::New(env, "rows and columns must lie in [1, 4096]");
     auto t = std::make_shared<TiledKernelCheck>();
     t->type = (ggml_type) type;
     t->m = m;
     t->n = n;
-    t->threads = info[3].As<Napi::Number>().Int32Value();
+    t->threads = threads_v.As<Napi::Number>().Int32Value();
     return queue(env, [t](const Job &) { t->run(); }, [t](Napi::Env e) -> Napi::Value {
         auto o = Napi::Object::New(e);
         o.Set("type", ggml_type_name(t->type));
