@@ -210,7 +210,7 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
   for (let i = 0; i < shapes.length; i++) {
     const [m, k, n] = shapes[i];
     const f = 2 * m * k * n;
-    const g = await addon.benchGemm(m, k, n, threads, 5);
+    const g = await addon.benchGemm({ m, k, n, threads, reps: 5 });
     shapeFlops += f;
     ggmlTime += f / (g.gflops * 1e9);
     if (blas[i]) blasTime += f / (blas[i].gflops * 1e9);
@@ -227,7 +227,7 @@ async function smallModelSections(addon: ReturnType<typeof getAddon>) {
 
   // 3. Naive route: one llama.cpp forward per Jacobian column (finite differences)
   const model = await loadModel({ modelPath, gpu: false });
-  const perForward = await addon.benchForward(nativeModelOf(model), Int32Array.from(tokens), threads, 5);
+  const perForward = await addon.benchForward({ model: nativeModelOf(model), tokens: Int32Array.from(tokens), threads, reps: 5 });
   const naive = perForward * (N_TOKENS * s.nEmbd + 1);
   console.log(`\n3. Naive route with llama.cpp alone: ${N_TOKENS * s.nEmbd + 1} forwards × ${fmt(perForward * 1000, 2)} ms = ${fmt(naive, 1)} s`);
   console.log(`   speed-up of llj-gguf       ${fmt(naive / (jac.linearizeSeconds + jac.passSeconds), 0)}×`);
@@ -473,7 +473,7 @@ async function quantizedShapesSection(s: SyntheticSpec, label: string) {
   let agree = { hidden: 0, vjp: 0, jvp: 0 };
   console.log(`\n7. Exact products on Q4_K_M weights, ${label}-shaped layers (d=${d}, ff=${s.nFf}, ${s.nHead}/${s.nHeadKv} heads), ${s.nLayer} layer(s), ${n} tokens, ${threads} threads`);
   for (let rep = 0; rep < 3; rep++) {
-    keep("forward", await addon.benchForward(nativeModelOf(model), Int32Array.from(tokens), threads, 1));
+    keep("forward", await addon.benchForward({ model: nativeModelOf(model), tokens: Int32Array.from(tokens), threads, reps: 1 }));
     const outs: Record<string, { hidden: Float32Array; vjp: Float32Array; jvp: Float32Array }> = {};
     for (const [name, opts] of [["tiled", { tiled: true }], ["cast", { tiled: false }], ["fast", { precision: "fast" as const }]] as const) {
       let t = performance.now();

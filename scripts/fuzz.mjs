@@ -113,21 +113,21 @@ const { ggufSpec, TINY_LLAMA } = await import(path.join(packageRoot, "dist/src/s
 const { writeControlVector } = await import(path.join(packageRoot, "dist/src/cvec.js"));
 const addon = getAddon();
 const stories = path.join(packageRoot, "models", "stories260K.gguf");
-await addon.writeGguf(path.join(seeds, "stories260K-meta.gguf"), { copyKvFrom: stories, kv: [], tensors: [] });
+await addon.writeGguf({ path: path.join(seeds, "stories260K-meta.gguf"), copyKvFrom: stories, kv: [], tensors: [] });
 // a whole model that passes every check: stories260K cut to one layer, embeddings tied (~330 KB)
 {
   const { readGgufHeader } = await import(path.join(packageRoot, "dist/src/gguf-header.js"));
   const h = await readGgufHeader(stories, statSync(stories).size);
   const keep = h.tensors.filter((t) => /^(token_embd|output_norm)\.weight$|^blk\.0\./.test(t.name));
-  await addon.writeGguf(path.join(seeds, "stories260K-1-layer.gguf"), {
-    copyKvFrom: stories, kv: [{ key: "llama.block_count", type: "u32", value: 1 }],
+  await addon.writeGguf({
+    path: path.join(seeds, "stories260K-1-layer.gguf"), copyKvFrom: stories, kv: [{ key: "llama.block_count", type: "u32", value: 1 }],
     tensors: keep.map((t, i) => ({ name: t.name, shape: t.dims, init: { kind: "uniform", a: -0.1, b: 0.1, seed: i } })),
   });
 }
 const tiny = ggufSpec({ ...TINY_LLAMA, nEmbd: 8, nFf: 16, nHead: 2, nHeadKv: 1 });
-await addon.writeGguf(path.join(seeds, "tiny-llama.gguf"), { kv: tiny.kv, tensors: tiny.tensors.filter((t) => !/token_embd|output\.weight/.test(t.name)) });
+await addon.writeGguf({ path: path.join(seeds, "tiny-llama.gguf"), kv: tiny.kv, tensors: tiny.tensors.filter((t) => !/token_embd|output\.weight/.test(t.name)) });
 await writeControlVector(path.join(seeds, "control-vector.gguf"), { architecture: "llama", hparams: { nLayer: 3, nEmbd: 4 }, layer: 1, vector: new Float32Array([1, 2, 3, 4]) });
-await addon.writeGguf(path.join(seeds, "every-type.gguf"), {
+await addon.writeGguf({ path: path.join(seeds, "every-type.gguf"),
   kv: [
     { key: "general.architecture", type: "str", value: "llama" }, { key: "a.u32", type: "u32", value: 7 },
     { key: "a.i32", type: "i32", value: -7 }, { key: "a.f32", type: "f32", value: 0.5 }, { key: "a.bool", type: "bool", value: true },

@@ -41,7 +41,7 @@ export async function writeControlVector(path: string, options: { architecture: 
     { key: "controlvector.layer_count", type: "i32" as const, value: nLayer - 1 },
   ];
   try {
-    return await getAddon().writeGguf(path, { kv, tensors });
+    return await getAddon().writeGguf({ path, kv, tensors });
   } catch (e) {
     throw fromNative(e);
   }
@@ -69,7 +69,7 @@ export async function readControlVector(path: string, hparams: HyperParameters):
   } catch (e) {
     throw bad(e instanceof Error ? e.message : String(e));
   }
-  const v = await getAddon().readControlVector(path).catch((e: unknown) => {
+  const v = await getAddon().readControlVector({ path }).catch((e: unknown) => {
     throw bad(fromNative(e).message);
   });
   const { nLayer, nEmbd } = hparams;

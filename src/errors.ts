@@ -33,7 +33,7 @@ export function invalid(message: string): LljError {
 
 /**
  * An LljError from whatever a native call or dependency threw. Native messages may start with
- * "[CODE] " (native/common.h: coded errors); otherwise the code is inferred: N-API's
+ * "[CODE] " (native/napi/common.h: coded errors); otherwise the code is inferred: N-API's
  * Range/TypeErrors are argument checks, allocation failures are OUT_OF_MEMORY.
  */
 export function fromNative(e: unknown, fallback: LljErrorCode = "NATIVE"): LljError {

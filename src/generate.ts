@@ -1,4 +1,4 @@
-// Text generation, token by token, on one of two engines (native/generate.cpp):
+// Text generation, token by token, on one of two engines (native/engine/session.cpp):
 //
 // - "llama": llama.cpp's own decode with its KV cache (F32 cache, flash attention off, as the
 //   reference forward). Unsteered generation and control vectors (llama_set_adapter_cvec)
@@ -247,7 +247,7 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
   if (signal.aborted) throw abortedError(signal.reason);
   const { flag, done } = abortFlagFor(signal);
   const addon = getAddon();
-  const eog = new Set(Array.from(addon.eogTokens(host.native())));
+  const eog = new Set(Array.from(addon.eogTokens({ model: host.native() })));
   const tokens = promptTokens.slice();
   const nCtx = promptTokens.length + plan.maxTokens;
   let session: NativeSession | undefined;
@@ -260,27 +260,27 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
     }
   };
   try {
-    session = new addon.NativeSession(host.native(), { engine: plan.engine, nCtx, threads: plan.threads });
+    session = new addon.NativeSession({ model: host.native(), engine: plan.engine, nCtx, threads: plan.threads });
     const s = session;
     if (plan.controlVector) {
       const data = await controlVectorData(host, plan.controlVector);
-      s.setControlVector(data, 1, host.hparams.nLayer - 1);
+      s.setControlVector({ data, ilStart: 1, ilEnd: host.hparams.nLayer - 1 });
     }
     // graph engine: the steering sequence follows the tokens (its vectors need their embeddings)
     const steer = plan.operator ? plan.operator.sequence(plan.lambda ?? plan.operator.lambda) : null;
-    if (steer) await steer.extend(await native(() => s.embed(Int32Array.from(tokens))), signal);
+    if (steer) await steer.extend(await native(() => s.embed({ tokens: Int32Array.from(tokens) })), signal);
     // lens interventions: the graph in segments, the stream edited after each edited layer
     const istate = plan.intervention?.newState();
     const intervened = async (iv: LensIntervention, state: NonNullable<typeof istate>): Promise<Float32Array> => {
       const ids = Int32Array.from(tokens);
       let stream: Float32Array | null = null, from = 0;
       for (const l of iv.layers) {
-        const h = (await native(() => s.segment(ids, stream, from, l, flag))).hidden;
+        const h = (await native(() => s.segment({ tokens: ids, stream, fromLayer: from, toLayer: l, abortFlag: flag }))).hidden;
         iv.apply(l, h, promptTokens.length, state);
         stream = h;
         from = l + 1;
       }
-      return (await native(() => s.segment(ids, stream, from, host.hparams.nLayer - 1, flag))).logits;
+      return (await native(() => s.segment({ tokens: ids, stream, fromLayer: from, toLayer: host.hparams.nLayer - 1, abortFlag: flag }))).logits;
     };
     const uniform = plan.sampling.greedy ? () => 0 : uniformStream01(plan.sampling.seed);
     const steps: GeneratedToken[] = [];
@@ -291,11 +291,11 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
       if (signal.aborted) throw abortedError(signal.reason);
       let logits: Float32Array;
       if (plan.engine === "llama") {
-        logits = await native(() => s.decode(Int32Array.from(pending), flag));
+        logits = await native(() => s.decode({ tokens: Int32Array.from(pending), abortFlag: flag }));
       } else if (plan.intervention) {
         logits = await intervened(plan.intervention, istate!);
       } else {
-        logits = (await native(() => s.forward(Int32Array.from(tokens), steer ? steer.injection() : null, plan.operator?.injectLayer ?? -1, true, flag))).logits;
+        logits = (await native(() => s.forward({ tokens: Int32Array.from(tokens), inject: steer ? steer.injection() : null, layer: plan.operator?.injectLayer ?? -1, normScaled: true, abortFlag: flag }))).logits;
       }
       const token = sampleToken(logits, plan.sampling, uniform);
       if (plan.stopAtEog && eog.has(token)) {
@@ -319,7 +319,7 @@ export async function* generationSteps(host: GenerationHost, promptTokens: numbe
       }
       yield step;
       // the new token's embedding (the last row) extends the steering sums for the next step
-      if (steer && index + 1 < plan.maxTokens) await steer.extend((await native(() => s.embed(Int32Array.from(tokens)))).slice((tokens.length - 1) * host.hparams.nEmbd), signal);
+      if (steer && index + 1 < plan.maxTokens) await steer.extend((await native(() => s.embed({ tokens: Int32Array.from(tokens) }))).slice((tokens.length - 1) * host.hparams.nEmbd), signal);
     }
     return {
       promptTokens, tokens: generated, text: generated.length ? host.detokenize(generated) : "", steps, stopReason,

@@ -291,7 +291,7 @@ export class Linearization {
     if (tangents.length === 0 || tangents.length % per !== 0) {
       throw invalid(`tangents must be a Float32Array of B·n·d values (n·d = ${m}·${this.nEmbd} = ${per}), got ${tangents.length}`);
     }
-    const out = await this.#call(pass.signal, (n, flag, progress) => n.jvp(tangents, tangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.jvp({ ...pass.tap, tangents, batch: tangents.length / per, allPositions: pass.allPositions, onProgress: progress, abortFlag: flag }), pass.onProgress);
     return Linearization.#finite("jvp", out);
   }
 
@@ -312,7 +312,7 @@ export class Linearization {
     if (cotangents.length === 0 || cotangents.length % per !== 0) {
       throw invalid(`cotangents must be a Float32Array of ${pass.allPositions ? "B·n·d" : "B·d"} values (${per} per item), got ${cotangents.length}`);
     }
-    const out = await this.#call(pass.signal, (n, flag, progress) => n.vjp(cotangents, cotangents.length / per, pass.allPositions, progress, flag, pass.tap), pass.onProgress);
+    const out = await this.#call(pass.signal, (n, flag, progress) => n.vjp({ ...pass.tap, cotangents, batch: cotangents.length / per, allPositions: pass.allPositions, onProgress: progress, abortFlag: flag }), pass.onProgress);
     return Linearization.#finite("vjp", out);
   }
 
@@ -326,7 +326,7 @@ export class Linearization {
   }
 
   async #jacobianOf(pass: Pass): Promise<Jacobian> {
-    const data = await this.#call(pass.signal, (n, flag, progress) => n.jacobian(progress, flag, pass.tap), pass.onProgress);
+    const data = await this.#call(pass.signal, (n, flag, progress) => n.jacobian({ ...pass.tap, onProgress: progress, abortFlag: flag }), pass.onProgress);
     return jacobianOf(Linearization.#finite("jacobian", data), this.nTokens, this.nEmbd, pass.tap.firstPosition ?? 0);
   }
 
@@ -411,9 +411,9 @@ export class Linearization {
     return {
       size: this.logits.length,
       pieces: (ids) => this.#pieces(ids),
-      lmHeadScores: (v, b) => this.#call(undefined, (n) => n.vocabProducts(v, b, "lmHead")),
-      embeddingCosines: (v, b) => this.#call(undefined, (n) => n.vocabProducts(v, b, "embedding")),
-      lmHeadRows: (t) => this.#call(undefined, (n) => n.lmHeadRows(t)),
+      lmHeadScores: (v, b) => this.#call(undefined, (n) => n.vocabProducts({ vectors: v, batch: b, kind: "lmHead" })),
+      embeddingCosines: (v, b) => this.#call(undefined, (n) => n.vocabProducts({ vectors: v, batch: b, kind: "embedding" })),
+      lmHeadRows: (t) => this.#call(undefined, (n) => n.lmHeadRows({ tokens: t })),
     };
   }
 
@@ -485,7 +485,7 @@ export class Linearization {
       plus[i] = x[i] * (1 + eps);
       minus[i] = x[i] * (1 - eps);
     }
-    const hp = await this.#call(signal, (n, flag) => n.forward(plus, flag)), hm = await this.#call(signal, (n, flag) => n.forward(minus, flag));
+    const hp = await this.#call(signal, (n, flag) => n.forward({ embeddings: plus, abortFlag: flag })), hm = await this.#call(signal, (n, flag) => n.forward({ embeddings: minus, abortFlag: flag }));
     const d = this.nEmbd, off = (this.nTokens - 1) * d;
     const reconstructed = new Float32Array(d);
     for (let k = 0; k < d; k++) reconstructed[k] = (hp[off + k] - hm[off + k]) / (2 * eps);

@@ -168,25 +168,25 @@ export class Model {
     if (typeof text !== "string") throw invalid(`tokenize expects a string, not ${text === null ? "null" : typeof text}`);
     const o = check.options("tokenize options", options);
     const add = check.optionalBoolean("addSpecial", o.addSpecial) ?? true, parse = check.optionalBoolean("parseSpecial", o.parseSpecial) ?? false;
-    return Array.from(this.#sync((n) => n.tokenize(text, add, parse)));
+    return Array.from(this.#sync((n) => n.tokenize({ text, addSpecial: add, parseSpecial: parse })));
   }
 
   detokenize(tokens: ArrayLike<number>, options: { removeSpecial?: boolean; unparseSpecial?: boolean } = {}): string {
     const o = check.options("detokenize options", options);
     const ids = this.#ids(tokens);
-    return this.#sync((n) => n.detokenize(ids, check.optionalBoolean("removeSpecial", o.removeSpecial) ?? false,
-      check.optionalBoolean("unparseSpecial", o.unparseSpecial) ?? false));
+    return this.#sync((n) => n.detokenize({ tokens: ids, removeSpecial: check.optionalBoolean("removeSpecial", o.removeSpecial) ?? false,
+      unparseSpecial: check.optionalBoolean("unparseSpecial", o.unparseSpecial) ?? false }));
   }
 
   /** Token texts for running operations: allowed while dispose() waits for them. */
   #pieces(ids: number[]): string[] {
-    return this.#get().tokenPieces(Int32Array.from(ids));
+    return this.#get().tokenPieces({ tokens: Int32Array.from(ids) });
   }
 
   /** The text of each token on its own. */
   tokenPieces(tokens: ArrayLike<number>): string[] {
     const ids = this.#ids(tokens);
-    return this.#sync((n) => n.tokenPieces(ids));
+    return this.#sync((n) => n.tokenPieces({ tokens: ids }));
   }
 
   /** Tokens of a prompt given as text (tokenized with BOS) or as token ids (each checked against the vocabulary). */
@@ -209,7 +209,7 @@ export class Model {
       const signal = this.#lc.signal(userSignal);
       const native = this.#get();
       // llama.cpp's decode polls no flag: the signal is checked before and after it
-      const out = await nativeCall(signal, undefined, () => native.referenceForward(Int32Array.from(tokens), { layerInputs, threads, contextSize }));
+      const out = await nativeCall(signal, undefined, () => native.referenceForward({ tokens: Int32Array.from(tokens), layerInputs, threads, contextSize }));
       if (signal.aborted) throw abortedError(signal.reason);
       // llama.cpp's own forward on a broken file: refused like ours, never returned as NaN
       const where = [...(out.layerInputs ?? []).map((h, l) => [`the input of layer ${l}`, h] as const),
@@ -307,8 +307,9 @@ export class Model {
     return (inside ? this.#lc.track.bind(this.#lc) : this.#lc.run.bind(this.#lc))(async () => {
       const signal = this.#lc.signal(userSignal);
       const model = this.#get();
-      const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize(model, tokens ? Int32Array.from(tokens) : null, embeddings,
-        { threads, exact: precision === "exact", ordinary: mode === "ordinary", relevance: mode === "relevance", batchMemoryBytes, blas, tiled, contextSize }, progress, flag), { discard: (n) => n.dispose() });
+      const native = await nativeCall(signal, onProgress, (flag, progress) => getAddon().linearize({ model,
+        tokens: tokens ? Int32Array.from(tokens) : null, embeddings, threads, exact: precision === "exact", ordinary: mode === "ordinary",
+        relevance: mode === "relevance", batchMemoryBytes, blas, tiled, contextSize, onProgress: progress, abortFlag: flag }), { discard: (n) => n.dispose() });
       // the contrast's ordinary linearization: the same input and options, in ordinary mode
       // (under a memory plan: in the room this one's plan kept for it)
       const ordinary = () => this.#linearize(embeddings ? { embeddings } : tokens!, { ...options, mode: "ordinary", signal: undefined, onProgress: undefined,
@@ -378,7 +379,7 @@ export class Model {
       native: () => this.#get(),
       toTokens: (p) => this.toTokens(p),
       pieces: (ids) => this.#pieces(ids),
-      detokenize: (ids) => this.#get().detokenize(Int32Array.from(ids), false, false),
+      detokenize: (ids) => this.#get().detokenize({ tokens: Int32Array.from(ids), removeSpecial: false, unparseSpecial: false }),
       signal: (user) => this.#lc.signal(user),
     };
   }
@@ -460,8 +461,8 @@ export async function loadModel(options: LoadModelOptions): Promise<Model> {
   else if (Number.isInteger(gl) && (gl as number) > 999999) gpuLayers = 999999;
   else throw new LljError(`gpuLayers must be a non-negative integer, "max" or "auto", not ${JSON.stringify(gl)}`);
 
-  const native = await nativeCall(signal, onLoadProgress, (flag, progress) => getAddon().loadModel(gguf.path, { gpuLayers, useMmap: options.useMmap ?? true, cpuOnly },
-    progress, flag), { fallback: "INVALID_MODEL", discard: (n) => n.dispose() });
+  const native = await nativeCall(signal, onLoadProgress, (flag, progress) => getAddon().loadModel({ path: gguf.path, gpuLayers, useMmap: options.useMmap ?? true, cpuOnly,
+    onProgress: progress, abortFlag: flag }), { fallback: "INVALID_MODEL", discard: (n) => n.dispose() });
   try {
     if (signal?.aborted) throw abortedError(signal.reason);
     return new Model(native, gguf, backends);

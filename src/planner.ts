@@ -1,6 +1,6 @@
 // The memory plan of a linearization and its analyses, made before anything is allocated
 // (issue #10 item 3). Each part is an estimate from the model's shapes, counted the way the
-// engine allocates it (native/linearization.cpp, native/runner.cpp); the batch width is what
+// engine allocates it (native/engine/linearization.cpp, native/engine/runner.cpp); the batch width is what
 // the budget leaves after the fixed parts, and a job whose fixed parts alone exceed the
 // budget is refused with the numbers. Time estimates are not made yet.
 import { freemem } from "node:os";
@@ -69,7 +69,7 @@ function layerF32Bytes(model: PlanModel): { bytes: number; quantized: boolean } 
   return { bytes: Math.max(0, ...per.values()), quantized };
 }
 
-/** Bytes of one batch column, as native/linearization.cpp sizes it. */
+/** Bytes of one batch column, as native/engine/linearization.cpp sizes it. */
 export function columnBytes(h: HyperParameters, n: number, ordinary: boolean): number {
   return F32 * n * (8 * h.nEmbd + 4 * h.nFf + 4 * h.headDim * h.nHead + (ordinary ? 6 * n * h.nHead : 0));
 }

@@ -16,7 +16,7 @@
 //           value at position k, so the insertion has norm λ‖h_k‖/2.
 //
 // Applied at every position of the text (prompt and generated tokens) in our own primal
-// graph (native/generate.cpp); the reference re-runs the whole text each step, and so do we.
+// graph (native/engine/session.cpp); the reference re-runs the whole text each step, and so do we.
 // The default layer is the reference's: lsplit = ⌊2L/3⌋ blocks, i.e. l = ⌊2L/3⌋ − 1 (its
 // Qwen 3 8B run: 24 of 36). λ defaults to 1 (the reference's signature default is 1.028;
 // its notebooks use 0.17–0.8 on 8B–12B models). A fixed-direction approximation (one vector

@@ -347,7 +347,7 @@ export async function writeSyntheticModel(outPath: string, spec: SyntheticSpec):
   for (const t of tensors) t.shape = t.shape.map((n) => (n === -1 ? nVocab : n));
   const tmp = `${outPath}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
-    await addon.writeGguf(tmp, { copyKvFrom: vocabPath, kv, tensors });
+    await addon.writeGguf({ path: tmp, copyKvFrom: vocabPath, kv, tensors });
     renameSync(tmp, outPath);
   } finally {
     rmSync(tmp, { force: true });
@@ -360,7 +360,7 @@ export async function quantizeModel(input: string, output: string, type: QuantTy
   getBackendInfo();
   const tmp = `${output}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
-    await getAddon().quantize(input, tmp, type);
+    await getAddon().quantize({ input, output: tmp, type });
     renameSync(tmp, output);
   } finally {
     rmSync(tmp, { force: true });

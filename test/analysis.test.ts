@@ -60,7 +60,7 @@ test("the LAPACK (dgesdd) and Jacobi routes of the exact SVD agree; dgesdd is us
   const stacked = new Float32Array(d * n * d);
   for (let i = 0; i < n; i++) for (let r = 0; r < d; r++) stacked.set(J.block(i).subarray(r * d, (r + 1) * d), r * n * d + i * d);
   for (const [a, cols] of [[J.block(n - 1).slice(), d], [stacked, n * d]] as const) {
-    const [fast, jacobi] = [await getAddon().svd(a, d, cols), await getAddon().svd(a, d, cols, { lapack: false })];
+    const [fast, jacobi] = [await getAddon().svd({ a, m: d, n: cols }), await getAddon().svd({ a, m: d, n: cols, lapack: false })];
     expect(jacobi.routine).toBe("jacobi");
     if (initBackends(false).blas) expect(fast.routine).toBe("dgesdd");
     expect(relErr(fast.s, jacobi.s)).toBeLessThan(1e-6);

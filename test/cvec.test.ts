@@ -29,7 +29,7 @@ afterAll(async () => {
 const PROMPTS = ["Once upon a time,", "One day, a little boy"];
 
 test("the exported file has llama.cpp's control-vector layout", async () => {
-  const raw = await getAddon().readControlVector(file);
+  const raw = await getAddon().readControlVector({ path: file });
   const L = model.hparams.nLayer, d = model.hparams.nEmbd;
   expect(raw.architecture).toBe("controlvector");
   expect(raw.modelHint).toBe("llama");
@@ -54,7 +54,7 @@ test("the exported file has llama.cpp's control-vector layout", async () => {
 
 test("llama.cpp's own loader (common_control_vector_load) reads it", async () => {
   const lib = path.join(getBuildRecord().libDir, "libllama-common.so");
-  const r = getAddon().commonControlVectorLoad(lib, file, 2);
+  const r = getAddon().commonControlVectorLoad({ libraryPath: lib, path: file, strength: 2 });
   if (getBuildRecord().custom && r === null) return;  // a user's build without common/: nothing to compare with
   expect(r).not.toBeNull();
   const ours = await readControlVector(file, model.hparams);
@@ -84,17 +84,17 @@ test("llama.cpp adds direction.<l> where our graph adds a vector after layer l",
     const v = randn(d).map((x) => x * 0.5);
     const f = path.join(dir, `random-${layer}.gguf`);
     await writeControlVector(f, { architecture: model.architecture, hparams: model.hparams, layer, vector: v });
-    const llama = new (getAddon().NativeSession)(nativeModelOf(model), { engine: "llama", nCtx: n, threads: 2 });
-    const graph = new (getAddon().NativeSession)(nativeModelOf(model), { engine: "graph", nCtx: n, threads: 2 });
+    const llama = new (getAddon().NativeSession)({ model: nativeModelOf(model), engine: "llama", nCtx: n, threads: 2 });
+    const graph = new (getAddon().NativeSession)({ model: nativeModelOf(model), engine: "graph", nCtx: n, threads: 2 });
     try {
-      llama.setControlVector((await readControlVector(f, model.hparams)).data, 1, L - 1);
-      const withCvec = await llama.decode(tokens);
+      llama.setControlVector({ data: (await readControlVector(f, model.hparams)).data, ilStart: 1, ilEnd: L - 1 });
+      const withCvec = await llama.decode({ tokens });
       const inject = new Float32Array(n * d);
       for (let k = 0; k < n; k++) inject.set(v, k * d);
-      const ours = await graph.forward(tokens, inject, layer, false);
+      const ours = await graph.forward({ tokens, inject, layer, normScaled: false });
       expect(relErr(withCvec, ours.logits)).toBeLessThan(1e-5);
       // and not after a neighbouring layer
-      const off = await graph.forward(tokens, inject, layer === 1 ? 2 : layer - 1, false);
+      const off = await graph.forward({ tokens, inject, layer: layer === 1 ? 2 : layer - 1, normScaled: false });
       expect(relErr(withCvec, off.logits)).toBeGreaterThan(1e-3);
     } finally {
       llama.dispose();
@@ -120,15 +120,15 @@ test("a wrong layer count, a wrong width, layer 0 or not a control vector is ref
   await writeControlVector(wide, { architecture: "llama", hparams: { ...model.hparams, nEmbd: 128 }, layer: 2, vector: randn(128) });
   await refused(wide, /direction.1 has 128 values, but the model's n_embd is 64/);
   const beyond = path.join(dir, "beyond.gguf");
-  await getAddon().writeGguf(beyond, { kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
+  await getAddon().writeGguf({ path: beyond, kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
     tensors: [{ name: "direction.5", shape: [d], init: { kind: "constant", a: 1 } }] });
   await refused(beyond, /direction.5: a direction acts on layers 1 to 4/);
   const zero = path.join(dir, "zero.gguf");
-  await getAddon().writeGguf(zero, { kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
+  await getAddon().writeGguf({ path: zero, kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
     tensors: [{ name: "direction.0", shape: [d], init: { kind: "constant", a: 1 } }] });
   await refused(zero, /never steers layer 0/);
   const matrix = path.join(dir, "matrix.gguf");
-  await getAddon().writeGguf(matrix, { kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
+  await getAddon().writeGguf({ path: matrix, kv: [{ key: "general.architecture", type: "str", value: "controlvector" }, { key: "controlvector.layer_count", type: "i32", value: 4 }],
     tensors: [{ name: "direction.1", shape: [d, 2], init: { kind: "constant", a: 1 } }] });
   await refused(matrix, /shape \[64, 2\], not \[n_embd\]/);
   await refused(STORIES, /general.architecture is "llama", not "controlvector"/);

@@ -1,5 +1,5 @@
 // Generation: llama.cpp's own greedy continuation, our graph's, sampling, streaming, abort,
-// and the residual injection hook of our graph (native/generate.cpp).
+// and the residual injection hook of our graph (native/engine/session.cpp).
 import { loadModel, LljError, type Model } from "../src/index.js";
 import { getAddon } from "../src/native.js";
 import { nativeModelOf } from "../src/model.js";
@@ -166,13 +166,13 @@ describe("the residual injection of our graph", () => {
   test("after the last layer, h_k + v_k‖h_k‖ goes through the final norm: checked against the linearization's residual", async () => {
     const lin = await model.linearize(PROMPT);
     const n = lin.nTokens, d = lin.nEmbd, L = model.hparams.nLayer;
-    const session = new (getAddon().NativeSession)(nativeModelOf(model), { engine: "graph", nCtx: n, threads: 2 });
+    const session = new (getAddon().NativeSession)({ model: nativeModelOf(model), engine: "graph", nCtx: n, threads: 2 });
     try {
       const tokens = Int32Array.from(lin.tokens ?? []);
       // the embeddings are the primal pass's own
-      expect(relErr(await session.embed(tokens), lin.inputEmbeddings)).toBe(0);
+      expect(relErr(await session.embed({ tokens }), lin.inputEmbeddings)).toBe(0);
       const v = randn(n * d).map((x) => x * 0.05);
-      const out = await session.forward(tokens, v, L - 1, true);
+      const out = await session.forward({ tokens, inject: v, layer: L - 1, normScaled: true });
       const h = lin.finalResidual.slice((n - 1) * d), vl = v.slice((n - 1) * d);
       const hn = norm(h);
       const steered = h.map((x, c) => x + vl[c] * hn);
@@ -180,13 +180,13 @@ describe("the residual injection of our graph", () => {
       const r = 1 / Math.sqrt(steered.reduce((a, x) => a + x * x, 0) / d + model.hparams.normEps);
       expect(relErr(out.hidden, steered.map((x, c) => x * r * w[c]))).toBeLessThan(1e-6);
       // no injection: the primal pass itself (our linearization's output and logits)
-      const plain = await session.forward(tokens, null, -1, false);
+      const plain = await session.forward({ tokens, inject: null, layer: -1, normScaled: false });
       expect(relErr(plain.hidden, lin.output)).toBeLessThan(1e-6);
       expect(relErr(plain.logits, lin.logits)).toBeLessThan(1e-6);
       // an injection at an earlier position reaches the last one through attention
       const early = new Float32Array(n * d);
       early.set(randn(d), 2 * d);
-      expect(relErr((await session.forward(tokens, early, 1, true)).hidden, lin.output)).toBeGreaterThan(1e-3);
+      expect(relErr((await session.forward({ tokens, inject: early, layer: 1, normScaled: true })).hidden, lin.output)).toBeGreaterThan(1e-3);
     } finally {
       session.dispose();
       await lin.dispose();

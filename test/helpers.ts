@@ -110,7 +110,7 @@ export async function truncatedPassError(lin: Linearization, allPositions: boole
  */
 export async function writeArchitectureStub(file: string, architecture: string, layers: number): Promise<string> {
   initBackends(false);
-  await getAddon().writeGguf(file, {
+  await getAddon().writeGguf({ path: file,
     kv: [
       { key: "general.architecture", type: "str", value: architecture },
       { key: `${architecture}.embedding_length`, type: "u32", value: 16 },

@@ -154,7 +154,7 @@ async function syntheticCases(): Promise<FileCase[]> {
     file: await syntheticModel({ ...SMALL, architecture: "gemma3", seed: 902, slidingWindow: 8, kvOverrides: [{ key: "gemma3.rope.freq_base_swa", type: "f32", value: 0 }] }) });
   initBackends(false);
   const stub = path.join(tmp, "unknown-arch.gguf");
-  await getAddon().writeGguf(stub, {
+  await getAddon().writeGguf({ path: stub,
     kv: [{ key: "general.architecture", type: "str", value: "frobnicator" }, { key: "frobnicator.block_count", type: "u32", value: 2 }],
     tensors: [{ name: "token_embd.weight", shape: [16, 8], init: { kind: "normal", a: 0, b: 1, seed: 1 } }],
   });

@@ -78,9 +78,9 @@ test("each step against the explicit Jacobian: s_k = N J_{k mod n_c} e_k, S_k = 
   expect(seq.length).toBe(n);
   expect(relErr(seq.injection(), v.injection)).toBeLessThan(1e-6);
   // and generation adds exactly these, scaled by ‖h_k‖, after injectLayer: its first step is that forward's argmax
-  const session = new (getAddon().NativeSession)(nativeModelOf(model), { engine: "graph", nCtx: n, threads: 2 });
+  const session = new (getAddon().NativeSession)({ model: nativeModelOf(model), engine: "graph", nCtx: n, threads: 2 });
   try {
-    const out = await session.forward(Int32Array.from(text.tokens ?? []), v.injection, op.injectLayer, true);
+    const out = await session.forward({ tokens: Int32Array.from(text.tokens ?? []), inject: v.injection, layer: op.injectLayer, normScaled: true });
     let top = 0;
     for (let i = 1; i < out.logits.length; i++) if (out.logits[i] > out.logits[top]) top = i;
     const g = await model.generate(text.tokens ?? [], { maxTokens: 1, steering: { operator: op, lambda }, stopAtEog: false });

@@ -38,7 +38,7 @@ describe("synthetic models: every architecture, weight type and optional tensor"
         // llama.cpp's by rounding lands, now and then, in the next fp16 bucket, a 5e-4 jump on
         // that element. The LayerNorm family applies it to every FFN element (gemma only to its gate): measured
         // 1.5–5e-5 on 64 tokens. On a one-token prompt a single flip weighs more: phi2 Q4_K_M,
-        // 1 token, 1.2e-4 through the tiled kernel (native/tiled.cpp: F32 sums in another order
+        // 1 token, 1.2e-4 through the tiled kernel (native/engine/tiled.cpp: F32 sums in another order
         // than ggml's mul_mat, ~1e-7 apart) against 1.3e-7 through cast + mul_mat (the same
         // kernel as llama.cpp's), hence 3e-4 there. Reconstruction and adjoint stay at 1e-5: the
         // linear system is that of our primal pass, table GELU included.

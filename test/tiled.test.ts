@@ -1,4 +1,4 @@
-// The tiled dequantize-and-multiply kernel (native/tiled.cpp): exact products on quantized
+// The tiled dequantize-and-multiply kernel (native/engine/tiled.cpp): exact products on quantized
 // weights without an F32 copy of the weight (issue #10, item 1).
 import { loadModel, syntheticModel, TINY_LLAMA, type QuantType, type SyntheticSpec } from "../src/index.js";
 import { getAddon } from "../src/native.js";
@@ -24,7 +24,7 @@ describe("tiled kernel on every ggml weight type", () => {
   const types = (() => { initBackends(false); return getAddon().tiledTypes().map((t) => t.name); })();
   test.each(types)("%s: tiles equal ggml's to_float bit for bit; products equal cast + mul_mat to F32 rounding", async (type) => {
     for (const [n, threads] of [[7, 2], [131, 1]]) {
-      const r = await getAddon().tiledSelfTest(type, 70, n, threads);
+      const r = await getAddon().tiledSelfTest({ type, rows: 70, n, threads });
       expect(r.eligible).toBe(true);
       expect(r.tileMismatchRows).toBe(0);
       expect(r.randomBitsMismatchRows).toBe(0);
@@ -37,7 +37,7 @@ describe("tiled kernel on every ggml weight type", () => {
   });
 
   test("refuses a type without to_float or that the self-test cannot make", async () => {
-    expect(() => getAddon().tiledSelfTest("f32", 4, 4, 1)).toThrow(/not a type of the tiled kernel/);
+    expect(() => getAddon().tiledSelfTest({ type: "f32", rows: 4, n: 4, threads: 1 })).toThrow(/not a type of the tiled kernel/);
   });
 });
 

@@ -156,7 +156,7 @@ async function blockLanczos(op: LinearOperator, runs: number[], cols: number, op
   const l = Math.min(kk + oversampling, d, cols);
   const state: KrylovRun[] = [];
   for (const t of runs) {
-    state.push({ block: await addon.orthonormalizeAgainst(null, seededGaussian(l * d, (seed + t) >>> 0), d),
+    state.push({ block: await addon.orthonormalizeAgainst({ basis: null, block: seededGaussian(l * d, (seed + t) >>> 0), width: d }),
       Q: new Float32Array(0), Z: new Float32Array(0), H: new Float64Array(0), m: 0, iterations: 0,
       lambda: new Float32Array(0), rank: 0, U: new Float32Array(0), residuals: new Float32Array(0), converged: false });
   }
@@ -172,7 +172,7 @@ async function blockLanczos(op: LinearOperator, runs: number[], cols: number, op
       const m0 = s.m, m = (s.m += b);
       s.iterations++;
       // H grows by the new block's columns Qᵀ Z_b (and rows, by symmetry)
-      const cNew = await addon.gemm(s.Q, Zb, m, d, b, true);  // [m × b]
+      const cNew = await addon.gemm({ a: s.Q, b: Zb, p: m, q: d, w: b, transposeB: true });  // [m × b]
       const grown = new Float64Array(m * m);
       for (let i = 0; i < m0; i++) grown.set(s.H.subarray(i * m0, (i + 1) * m0), i * m);
       for (let i = 0; i < m; i++) {
@@ -183,14 +183,14 @@ async function blockLanczos(op: LinearOperator, runs: number[], cols: number, op
         }
       }
       s.H = grown;
-      const eig = await addon.svd(Float32Array.from(s.H), m, m);  // H is symmetric positive semidefinite: its SVD is its eigendecomposition
+      const eig = await addon.svd({ a: Float32Array.from(s.H), m, n: m });  // H is symmetric positive semidefinite: its SVD is its eigendecomposition
       s.rank = eig.rank;
       s.lambda = eig.s;
       const kNow = Math.min(kk, s.rank);
       const S = new Float32Array(kNow * m);  // top eigenvectors as rows [kNow × m]
       for (let j = 0; j < kNow; j++) for (let i = 0; i < m; i++) S[j * m + i] = eig.u[i * s.rank + j];
-      s.U = await addon.gemm(S, s.Q, kNow, m, d, false);
-      const AU = await addon.gemm(S, s.Z, kNow, m, d, false);
+      s.U = await addon.gemm({ a: S, b: s.Q, p: kNow, q: m, w: d, transposeB: false });
+      const AU = await addon.gemm({ a: S, b: s.Z, p: kNow, q: m, w: d, transposeB: false });
       s.residuals = new Float32Array(kNow);
       for (let j = 0; j < kNow; j++) {
         let r2 = 0;
@@ -202,7 +202,7 @@ async function blockLanczos(op: LinearOperator, runs: number[], cols: number, op
       s.block = null;
       if (s.converged || s.iterations >= maxIterations || m >= d) continue;
       // the next Krylov block: J Jᵀ q_b, orthogonalized against the whole basis
-      const next = await addon.orthonormalizeAgainst(s.Q, Zb, d);
+      const next = await addon.orthonormalizeAgainst({ basis: s.Q, block: Zb, width: d });
       if (next.length === 0) s.converged = true;  // an invariant subspace: the Ritz pairs are exact
       else s.block = next.subarray(0, Math.min(next.length, (d - m) * d));
     }

@@ -41,7 +41,7 @@ async function svdOne(op: LinearOperator, token: number | "all", choice: SvdChoi
     cols = d;
     matrix = (await jacobianBlock(op, token)).slice();
   }
-  const r = await getAddon().svd(matrix, d, cols);
+  const r = await getAddon().svd({ a: matrix, m: d, n: cols });
   const rank = r.rank;
   const kk = Math.min(choice.k, rank);
   const u = new Float32Array(kk * d), v = new Float32Array(kk * cols);

@@ -272,20 +272,20 @@ describe("Gemma 3 270M Q4_K_M (real weights)", () => {
     const file = path.join(dir, "sea.gguf");
     const cv = await op.exportControlVector(file);
     expect(cv.layer).toBe(10);
-    const loaded = getAddon().commonControlVectorLoad(path.join(getBuildRecord().libDir, "libllama-common.so"), file, 1);
+    const loaded = getAddon().commonControlVectorLoad({ libraryPath: path.join(getBuildRecord().libDir, "libllama-common.so"), path: file, strength: 1 });
     if (!getBuildRecord().custom) expect(loaded?.nEmbd).toBe(d);
     const tokens = Int32Array.from(model.tokenize("I went for a walk and saw"));
     const n = tokens.length, L = model.hparams.nLayer;
-    const session = (engine: "llama" | "graph") => new (getAddon().NativeSession)(nativeModelOf(dequantized), { engine, nCtx: n, threads: 2 });
+    const session = (engine: "llama" | "graph") => new (getAddon().NativeSession)({ model: nativeModelOf(dequantized), engine, nCtx: n, threads: 2 });
     const graph = session("graph"), plainLlama = session("llama"), llama = session("llama");
     try {
       const inject = new Float32Array(n * d);
       const { vector } = await op.controlVector();
       for (let k = 0; k < n; k++) inject.set(vector, k * d);
-      const floor = relErr(await plainLlama.decode(tokens), (await graph.forward(tokens, null, -1, false)).logits);
-      llama.setControlVector((await readControlVector(file, model.hparams)).data, 1, L - 1);
-      const withCvec = await llama.decode(tokens);
-      const at = (layer: number) => graph.forward(tokens, inject, layer, false).then((r: { logits: Float32Array }) => relErr(withCvec, r.logits));
+      const floor = relErr(await plainLlama.decode({ tokens }), (await graph.forward({ tokens, inject: null, layer: -1, normScaled: false })).logits);
+      llama.setControlVector({ data: (await readControlVector(file, model.hparams)).data, ilStart: 1, ilEnd: L - 1 });
+      const withCvec = await llama.decode({ tokens });
+      const at = (layer: number) => graph.forward({ tokens, inject, layer, normScaled: false }).then((r: { logits: Float32Array }) => relErr(withCvec, r.logits));
       const [a9, a10, a11] = [await at(9), await at(10), await at(11)];
       console.log(`gemma3 control vector: llama.cpp vs our graph ${floor.toExponential(2)} unsteered; with direction.10 against our vector after layer 9/10/11: ${[a9, a10, a11].map((x) => x.toExponential(2)).join(" ")}`);
       expect(a10).toBeLessThan(Math.max(3 * floor, 1e-4));

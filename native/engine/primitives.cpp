@@ -1,5 +1,5 @@
 // The paired primitives of the linear passes: each linear op next to its transpose (and, for
-// the frozen coefficients, the primal computation that records them). native/layer.cpp wires
+// the frozen coefficients, the primal computation that records them). native/engine/layer.cpp wires
 // them into a layer; ordinary mode (the true derivative) adds each coefficient's derivative
 // term beside the same pair (norm_d, attend_dp, activation_derivative).
 #include "primitives.h"
@@ -24,7 +24,7 @@ static ggml_tensor * product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * 
 }
 
 // Exact products on a quantized (or F16/BF16) weight in host memory go through the tiled
-// dequantize-and-multiply kernel (native/tiled.cpp): same values as ggml_cast, no F32 copy.
+// dequantize-and-multiply kernel (native/engine/tiled.cpp): same values as ggml_cast, no F32 copy.
 // Only for narrow products (≤ 64 columns: the primal pass of a short prompt, one-position
 // and small-batch passes), where reading the weight dominates. Wide batches (the Jacobian:
 // n·B columns) are compute-bound, and there the F32 copy + OpenBLAS sgemm of the older route

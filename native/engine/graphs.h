@@ -3,7 +3,7 @@
 //                     pass, which records them) or read back frozen (the linear map L, JVP),
 //                     over a batch of B input sequences at once;
 //   build_transpose — the transpose Lᵀ (VJP), the same frozen structure walked backwards.
-// Each layer is one program of paired blocks (native/layer.h) that both walk.
+// Each layer is one program of paired blocks (native/engine/layer.h) that both walk.
 // Both share the layout [d, n, B] (ggml order): B sequences of n positions of width d.
 #pragma once
 
@@ -71,7 +71,7 @@ struct GraphInputs {
     ggml_tensor * mask_swa = nullptr;    // [n, n] causal sliding-window mask (primal, SWA models)
     ggml_tensor * ones = nullptr;        // [1, n] of 1 (primal only, for 1/rms)
     ggml_tensor * attn_temp = nullptr;   // [1, 1, n] per-position Q temperature (primal and ordinary passes, when used)
-    // Steering (primal, native/generate.cpp): [d, n] added to the residual stream after layer
+    // Steering (primal, native/engine/session.cpp): [d, n] added to the residual stream after layer
     // BuildOptions::inject_layer, each column times that position's ‖h‖ when inject_norm_scaled.
     ggml_tensor * inject = nullptr;
     // linear passes of moe models: each layer's chosen experts repeated for the B sequences, [k, n·B] i32
@@ -98,7 +98,7 @@ struct BuildOptions {
     bool relevance = false;
     bool bias = false;    // include the bias terms (primal, and the constant term c)
     bool exact = true;    // dequantize weights to F32 for every product (docs/precision.md)
-    bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/tiled.h)
+    bool tiled = true;    // exact products on quantized CPU weights through the tiled kernel (native/engine/tiled.h)
     int from_layer = 0;   // linear passes: x is the residual stream entering this layer
     Tap tap = Tap::Output;
     int tap_layer = -1;   // the layer of a Residual/Attn/Mlp tap

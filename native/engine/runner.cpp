@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "backends.h"
+#include "engine/backends.h"
 #include "llama-ext.h"  // llama_model_n_devices / llama_model_get_device
 
 #include <algorithm>

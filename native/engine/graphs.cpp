@@ -1,4 +1,4 @@
-// The model-level passes: the layers' programs (native/layer.cpp) from the input to the tap,
+// The model-level passes: the layers' programs (native/engine/layer.cpp) from the input to the tap,
 // forwards or transposed, between the input embeddings and the final norm.
 #include "graphs.h"
 
@@ -53,7 +53,7 @@ ggml_tensor * build_forward(ggml_context * ctx, const ModelSpec & spec, FrozenTe
                             ggml_tensor * x, const BuildOptions & opt, std::vector<ggml_tensor *> * layer_inputs,
                             ggml_tensor ** final_residual) {
     // A recording primal pass runs the whole network; generation's unrecorded one may run a
-    // segment of its layers (native/generate.cpp).
+    // segment of its layers (native/engine/session.cpp).
     if (opt.primal && (x->ne[2] != 1 || (opt.keep_frozen && (opt.from_layer != 0 || opt.tap != Tap::Output)) ||
                        (opt.tap != Tap::Output && opt.tap != Tap::Residual))) {
         throw std::logic_error("the primal pass runs one whole sequence");

@@ -1,6 +1,6 @@
 // The primitives of the linear passes, each linear op paired with its transpose (x ↦ A x and
 // z ↦ Aᵀ z with the same frozen coefficients), and the primal computations that record those
-// coefficients. native/layer.cpp describes a layer as a sequence of them.
+// coefficients. native/engine/layer.cpp describes a layer as a sequence of them.
 // Layout [d, n, B] (ggml order) throughout: B sequences of n positions of width d.
 #pragma once
 

@@ -1,9 +1,9 @@
-// Dense linear algebra for the analyses, on worker threads: the SVD of a Jacobian block by
-// one-sided Jacobi rotations (Hestenes), accumulated in double. Exact to working precision,
+// Dense linear algebra for the analyses (the bindings run it on worker threads): the SVD of a
+// Jacobian block by one-sided Jacobi rotations (Hestenes), accumulated in double. Exact to working precision,
 // O(sweeps · m · n²): the route for blocks up to a few thousand columns; larger problems go
 // through the matrix-free top-k route built on jvp/vjp, whose basis work (orthonormalizing
 // a block against a basis, small products) is here too.
-#include "common.h"
+#include "engine/linalg.h"
 
 #include <dlfcn.h>
 
@@ -12,14 +12,9 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
+#include <stdexcept>
 
 namespace llj {
-
-struct SvdResult {
-    std::vector<float> u;  // [m × r] row-major
-    std::vector<float> s;  // [r], descending
-    std::vector<float> v;  // [n × r] row-major
-};
 
 // SVD of A [m × n] row-major with m >= n: A = U diag(s) Vᵀ, r = n.
 static SvdResult jacobi_svd_tall(const std::vector<double> & a_in, int64_t m, int64_t n, int max_sweeps = 60) {
@@ -130,78 +125,31 @@ static SvdResult lapack_svd(dgesdd_t dgesdd, std::vector<double> a, int64_t m64,
     return out;
 }
 
-class SvdWorker : public PromiseWorker {
-  public:
-    SvdWorker(Napi::Env env, std::vector<double> a, int64_t m, int64_t n, bool use_lapack)
-        : PromiseWorker(env), a_(std::move(a)), m_(m), n_(n), use_lapack_(use_lapack) {}
-    void Execute() override {
-        dgesdd_t dgesdd = use_lapack_ ? lapack_dgesdd() : nullptr;
-        routine_ = dgesdd ? "dgesdd" : "jacobi";
-        if (dgesdd) {
-            r_ = lapack_svd(dgesdd, std::move(a_), m_, n_);
-        } else if (m_ >= n_) {
-            r_ = jacobi_svd_tall(a_, m_, n_);
-        } else {  // A = U S Vᵀ  ⇔  Aᵀ = V S Uᵀ
-            std::vector<double> at((size_t) (m_ * n_));
-            for (int64_t i = 0; i < m_; ++i)
-                for (int64_t j = 0; j < n_; ++j) at[(size_t) (j * m_ + i)] = a_[(size_t) (i * n_ + j)];
-            SvdResult t = jacobi_svd_tall(at, n_, m_);
-            r_.u = std::move(t.v);
-            r_.v = std::move(t.u);
-            r_.s = std::move(t.s);
-        }
-    }
-    Napi::Value Result(Napi::Env env) override {
-        auto o = Napi::Object::New(env);
-        o.Set("u", to_float32_array(env, r_.u.data(), r_.u.size()));
-        o.Set("s", to_float32_array(env, r_.s.data(), r_.s.size()));
-        o.Set("v", to_float32_array(env, r_.v.data(), r_.v.size()));
-        o.Set("rank", Napi::Number::New(env, (double) r_.s.size()));
-        o.Set("routine", routine_);
-        return o;
-    }
-  private:
-    std::vector<double> a_;
-    int64_t m_, n_;
-    bool use_lapack_;
-    std::string routine_;
-    SvdResult r_;
-};
-
-// A small dense job run off the JS thread, resolving with a Float32Array.
-class DenseWorker : public PromiseWorker {
-  public:
-    DenseWorker(Napi::Env env, std::function<std::vector<double>()> fn) : PromiseWorker(env), fn_(std::move(fn)) {}
-    void Execute() override { out_ = fn_(); }
-    Napi::Value Result(Napi::Env env) override {
-        auto a = Napi::Float32Array::New(env, out_.size());
-        for (size_t i = 0; i < out_.size(); ++i) a[i] = (float) out_[i];
-        return a;
-    }
-  private:
-    std::function<std::vector<double>()> fn_;
-    std::vector<double> out_;
-};
-
-static std::vector<double> float_matrix_arg(Napi::Env env, const Napi::Value & v, size_t rows, size_t cols, const char * what) {
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        throw Napi::TypeError::New(env, std::string(what) + " must be a Float32Array");
-    }
-    auto a = v.As<Napi::Float32Array>();
-    if (a.ElementLength() != rows * cols) {
-        throw Napi::RangeError::New(env, std::string(what) + " must hold " + std::to_string(rows) + "·" + std::to_string(cols) + " values");
-    }
-    std::vector<double> out(a.Data(), a.Data() + a.ElementLength());
-    for (double x : out) if (!std::isfinite(x)) throw Napi::RangeError::New(env, std::string(what) + " holds a non-finite value");
-    return out;
+// The SVD by dgesdd when asked and available, else by Jacobi sweeps; `routine` names the one used.
+SvdResult svd(std::vector<double> a, int64_t m, int64_t n, bool use_lapack, std::string & routine) {
+    dgesdd_t dgesdd = use_lapack ? lapack_dgesdd() : nullptr;
+    routine = dgesdd ? "dgesdd" : "jacobi";
+    if (dgesdd) return lapack_svd(dgesdd, std::move(a), m, n);
+    if (m >= n) return jacobi_svd_tall(a, m, n);
+    // A = U S Vᵀ  ⇔  Aᵀ = V S Uᵀ
+    std::vector<double> at((size_t) (m * n));
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) at[(size_t) (j * m + i)] = a[(size_t) (i * n + j)];
+    SvdResult t = jacobi_svd_tall(at, n, m);
+    SvdResult r;
+    r.u = std::move(t.v);
+    r.v = std::move(t.u);
+    r.s = std::move(t.s);
+    return r;
 }
+
 
 // The rows of `block` [b × w] made orthonormal and orthogonal to the orthonormal rows of
 // `basis` [m × w]: two rounds of classical Gram–Schmidt against the basis (in double), then
 // the left singular vectors of what remains. Directions whose remaining norm falls below
 // 1e-6 of the block's largest row norm are dropped (the Krylov space is exhausted there), so
 // the result has r ≤ b rows.
-static std::vector<double> orthonormalize_against(const std::vector<double> & basis, int64_t m, std::vector<double> block, int64_t b, int64_t w) {
+std::vector<double> orthonormalize_against(const std::vector<double> & basis, int64_t m, std::vector<double> block, int64_t b, int64_t w) {
     double scale = 0;
     for (int64_t i = 0; i < b; ++i) {
         double s2 = 0;
@@ -232,69 +180,23 @@ static std::vector<double> orthonormalize_against(const std::vector<double> & ba
     return out;
 }
 
-// orthonormalizeAgainst(basis: Float32Array [m·w] | null, block: Float32Array [b·w], w) -> Float32Array [r·w]
-Napi::Value OrthonormalizeAgainst(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    const int64_t w = info[2].As<Napi::Number>().Int64Value();
-    if (w < 1) throw Napi::RangeError::New(env, "width must be positive");
-    const size_t m = info[0].IsTypedArray() ? info[0].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
-    const size_t b = info[1].IsTypedArray() ? info[1].As<Napi::TypedArray>().ElementLength() / (size_t) w : 0;
-    std::vector<double> basis = m ? float_matrix_arg(env, info[0], m, (size_t) w, "basis") : std::vector<double>();
-    std::vector<double> block = float_matrix_arg(env, info[1], b, (size_t) w, "block");
-    if (b == 0) throw Napi::RangeError::New(env, "the block is empty");
-    auto * worker = new DenseWorker(env, [basis = std::move(basis), block = std::move(block), m, b, w]() mutable {
-        return orthonormalize_against(basis, (int64_t) m, std::move(block), (int64_t) b, w);
-    });
-    worker->Queue();
-    return worker->Promise();
-}
 
-// gemm(a: Float32Array [p·q], b: Float32Array, p, q, w, transposeB) -> Float32Array [p·w]:
-// A B with B [q × w], or A Bᵀ with B [w × q] when transposeB; accumulated in double.
-Napi::Value Gemm(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    const int64_t p = info[2].As<Napi::Number>().Int64Value(), q = info[3].As<Napi::Number>().Int64Value(),
-                  w = info[4].As<Napi::Number>().Int64Value();
-    const bool tb = info[5].ToBoolean();
-    if (p < 1 || q < 1 || w < 1) throw Napi::RangeError::New(env, "gemm: dimensions must be positive");
-    std::vector<double> a = float_matrix_arg(env, info[0], (size_t) p, (size_t) q, "a");
-    std::vector<double> bm = float_matrix_arg(env, info[1], tb ? (size_t) w : (size_t) q, tb ? (size_t) q : (size_t) w, "b");
-    auto * worker = new DenseWorker(env, [a = std::move(a), bm = std::move(bm), p, q, w, tb]() {
-        std::vector<double> c((size_t) (p * w), 0.0);
-        for (int64_t i = 0; i < p; ++i) {
-            double * ci = &c[(size_t) (i * w)];
-            for (int64_t k = 0; k < q; ++k) {
-                const double aik = a[(size_t) (i * q + k)];
-                if (tb) {
-                    for (int64_t j = 0; j < w; ++j) ci[j] += aik * bm[(size_t) (j * q + k)];
-                } else {
-                    const double * bk = &bm[(size_t) (k * w)];
-                    for (int64_t j = 0; j < w; ++j) ci[j] += aik * bk[j];
-                }
+// A B with B [q × w], or A Bᵀ with B [w × q] when tb; row-major, accumulated in double.
+std::vector<double> gemm(const std::vector<double> & a, const std::vector<double> & bm, int64_t p, int64_t q, int64_t w, bool tb) {
+    std::vector<double> c((size_t) (p * w), 0.0);
+    for (int64_t i = 0; i < p; ++i) {
+        double * ci = &c[(size_t) (i * w)];
+        for (int64_t k = 0; k < q; ++k) {
+            const double aik = a[(size_t) (i * q + k)];
+            if (tb) {
+                for (int64_t j = 0; j < w; ++j) ci[j] += aik * bm[(size_t) (j * q + k)];
+            } else {
+                const double * bk = &bm[(size_t) (k * w)];
+                for (int64_t j = 0; j < w; ++j) ci[j] += aik * bk[j];
             }
         }
-        return c;
-    });
-    worker->Queue();
-    return worker->Promise();
-}
-
-// svd(a: Float32Array [m·n] row-major, m, n, { lapack }?) -> Promise<{ u [m·r], s [r], v [n·r], rank r = min(m, n),
-//     routine: "dgesdd" | "jacobi" }>; lapack: false forces the Jacobi route.
-Napi::Value Svd(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        throw Napi::TypeError::New(env, "svd expects a Float32Array");
     }
-    auto arr = info[0].As<Napi::Float32Array>();
-    const int64_t m = info[1].As<Napi::Number>().Int64Value(), n = info[2].As<Napi::Number>().Int64Value();
-    if (m < 1 || n < 1 || (size_t) (m * n) != arr.ElementLength()) throw Napi::RangeError::New(env, "svd: the array must hold m·n values");
-    std::vector<double> a(arr.Data(), arr.Data() + arr.ElementLength());
-    for (double x : a) if (!std::isfinite(x)) throw Napi::RangeError::New(env, "svd: the matrix holds a non-finite value");
-    const bool use_lapack = !info[3].IsObject() || get_bool(info[3].As<Napi::Object>(), "lapack", true);
-    auto * w = new SvdWorker(env, std::move(a), m, n, use_lapack);
-    w->Queue();
-    return w->Promise();
+    return c;
 }
 
 }  // namespace llj

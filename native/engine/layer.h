@@ -1,4 +1,4 @@
-// A layer as a program of linear blocks, each a primitive of native/primitives.h paired with
+// A layer as a program of linear blocks, each a primitive of native/engine/primitives.h paired with
 // its transpose. The forward (JVP) and transpose (VJP) passes walk the same description, one
 // forwards and one backwards, as JAX derives a transpose from per-primitive rules: the two
 // cannot drift apart. In the primal pass the same walk records each block's frozen

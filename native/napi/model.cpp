@@ -1,8 +1,9 @@
-#include "model.h"
+#include "napi/model.h"
 #include "arch.h"
-#include "backends.h"
-#include "common.h"
+#include "engine/backends.h"
+#include "engine/reference_forward.h"
 #include "llama_internal.h"
+#include "napi/common.h"
 
 #include "ggml-backend.h"
 #include "ggml.h"
@@ -10,6 +11,7 @@
 
 #include <climits>
 #include <string>
+#include <thread>
 
 namespace llj {
 
@@ -144,15 +146,17 @@ Napi::Value NativeModel::Tensors(const Napi::CallbackInfo & info) {
     return out;
 }
 
+// tokenize({ text, addSpecial, parseSpecial }) -> Int32Array
 Napi::Value NativeModel::Tokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "tokenize");
     llama_model * m = get(env);
     const llama_vocab * vocab = llama_model_get_vocab(m);
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "tokenize expects a string");
+    if (!o.Get("text").IsString()) throw Napi::TypeError::New(env, "tokenize expects a string");
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary (tokenizer.ggml.model is no_vocab): pass token ids or embeddings instead of text");
-    std::string text = info[0].As<Napi::String>().Utf8Value();
-    bool add_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
-    bool parse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    std::string text = o.Get("text").As<Napi::String>().Utf8Value();
+    bool add_special = get_bool(o, "addSpecial", true);
+    bool parse_special = get_bool(o, "parseSpecial", false);
     if (text.size() > (size_t) INT32_MAX / 2) throw Napi::RangeError::New(env, "text too long to tokenize");
     std::vector<llama_token> tokens(text.size() + 8);
     int32_t n = llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), (int32_t) tokens.size(), add_special, parse_special);
@@ -182,13 +186,15 @@ std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, co
     return tokens;
 }
 
+// detokenize({ tokens, removeSpecial, unparseSpecial }) -> string
 Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "detokenize");
     const llama_vocab * vocab = llama_model_get_vocab(get(env));
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
-    auto tokens = checked_tokens(env, info[0], vocab);
-    bool remove_special = info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : false;
-    bool unparse_special = info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+    auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
+    bool remove_special = get_bool(o, "removeSpecial", false);
+    bool unparse_special = get_bool(o, "unparseSpecial", false);
     std::string text(tokens.size() * 8 + 16, '\0');
     int32_t n = llama_detokenize(vocab, tokens.data(), (int32_t) tokens.size(), text.data(), (int32_t) text.size(), remove_special, unparse_special);
     if (n < 0) {
@@ -200,12 +206,14 @@ Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
     return Napi::String::New(env, text);
 }
 
-// The text of each token on its own (special tokens rendered), for tables of decoded tokens.
+// tokenPieces({ tokens }) -> string[]: the text of each token on its own (special tokens
+// rendered), for tables of decoded tokens.
 Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    auto o = options_arg(info, "tokenPieces");
     const llama_vocab * vocab = llama_model_get_vocab(get(env));
     if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
-    auto tokens = checked_tokens(env, info[0], vocab);
+    auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
     auto out = Napi::Array::New(env, tokens.size());
     std::string buf(64, '\0');
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -222,22 +230,32 @@ Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
 // ---------------------------------------------------------------------------------------
 // Loading
 
-class LoadModelWorker : public ProgressPromiseWorker {
-  public:
-    LoadModelWorker(Napi::Env env, std::string path, int32_t gpu_layers, bool use_mmap, bool cpu_only,
-                    Napi::Value on_progress, Napi::Value abort)
-        : ProgressPromiseWorker(env, on_progress, abort),
-          path_(std::move(path)), gpu_layers_(gpu_layers), use_mmap_(use_mmap), cpu_only_(cpu_only) {}
+// The loaded model until it is wrapped; freed here when the load fails or is aborted.
+struct LoadedModel {
+    llama_model * model = nullptr;
+    ~LoadedModel() {
+        if (model) llama_model_free(model);
+    }
+};
 
-  protected:
-    void Run(const std::function<bool(float)> & report) override {
+// loadModel({ path, gpuLayers, useMmap, cpuOnly, onProgress?, abortFlag? }) -> Promise<NativeModel>
+Napi::Value LoadModel(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto opts = options_arg(info, "loadModel");
+    if (!backends_ready()) throw Napi::Error::New(env, "backends are not initialized (call initBackends first)");
+    if (!opts.Get("path").IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
+    const std::string path = opts.Get("path").As<Napi::String>().Utf8Value();
+    const int32_t gpu_layers = (int32_t) get_number(opts, "gpuLayers", 0);
+    const bool use_mmap = get_bool(opts, "useMmap", true), cpu_only = get_bool(opts, "cpuOnly", false);
+    auto loaded = std::make_shared<LoadedModel>();
+    return queue(env, [=](const Job & job) {
         LogCapture log;
         llama_model_params mp = llama_model_default_params();
-        mp.n_gpu_layers = gpu_layers_;
+        mp.n_gpu_layers = gpu_layers;
         // An empty device list keeps every weight and op on the CPU even when GPUs are loaded.
         ggml_backend_dev_t no_devices[1] = {nullptr};
-        if (cpu_only_) mp.devices = no_devices;
-        mp.load_mode = use_mmap_ ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        if (cpu_only) mp.devices = no_devices;
+        mp.load_mode = use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
         // Lazily read tensors are only materialized by llama.cpp's own graphs.
         mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
         // Repacked CPU buffers are only readable by llama.cpp's own matmul (docs/llama-cpp.md).
@@ -245,42 +263,59 @@ class LoadModelWorker : public ProgressPromiseWorker {
         mp.progress_callback = [](float p, void * report) -> bool {
             return (*static_cast<const std::function<bool(float)> *>(report))(p);
         };
-        mp.progress_callback_user_data = const_cast<std::function<bool(float)> *>(&report);
-        model_ = llama_model_load_from_file(path_.c_str(), mp);
-        if (!model_) {
-            if (aborted()) throw std::runtime_error("model loading was aborted");
-            throw error_with_log("llama.cpp could not load '" + path_ + "'", log);
+        mp.progress_callback_user_data = const_cast<std::function<bool(float)> *>(&job.report);
+        loaded->model = llama_model_load_from_file(path.c_str(), mp);
+        if (!loaded->model) {
+            if (job.aborted()) throw std::runtime_error("model loading was aborted");
+            throw error_with_log("llama.cpp could not load '" + path + "'", log);
         }
-    }
-    Napi::Value Result(Napi::Env env) override {
-        llama_model * m = model_;
-        model_ = nullptr;
-        return NativeModel::Wrap(env, m);
-    }
-    void Discard() override {
-        if (model_) llama_model_free(model_);
-        model_ = nullptr;
-    }
+    }, [loaded](Napi::Env e) -> Napi::Value {
+        llama_model * m = loaded->model;
+        loaded->model = nullptr;
+        return NativeModel::Wrap(e, m);
+    }, opts.Get("onProgress"), opts.Get("abortFlag"));
+}
 
-  private:
-    std::string path_;
-    int32_t gpu_layers_;
-    bool use_mmap_;
-    bool cpu_only_;
-    llama_model * model_ = nullptr;
-};
-
-Napi::Value LoadModel(const Napi::CallbackInfo & info) {
+// referenceForward({ tokens: Int32Array, layerInputs?, threads?, contextSize? }) -> Promise
+Napi::Value NativeModel::ReferenceForward(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (!backends_ready()) throw Napi::Error::New(env, "backends are not initialized (call initBackends first)");
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "loadModel expects a path");
-    auto opts = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-    auto * w = new LoadModelWorker(env, info[0].As<Napi::String>().Utf8Value(),
-                                   (int32_t) get_number(opts, "gpuLayers", 0), get_bool(opts, "useMmap", true),
-                                   get_bool(opts, "cpuOnly", false),
-                                   info[2], info[3]);
-    w->Queue();
-    return w->Promise();
+    auto opts = options_arg(info, "referenceForward");
+    llama_model * m = get(env);
+    const llama_vocab * vocab = llama_model_get_vocab(m);
+    std::vector<llama_token> tokens = checked_tokens(env, opts.Get("tokens"), vocab);
+    if (tokens.empty()) throw Napi::RangeError::New(env, "the prompt is empty: at least one token is needed");
+    const int32_t n_ctx_train = llama_model_n_ctx_train(m);
+    if ((int64_t) tokens.size() > n_ctx_train) {
+        throw Napi::RangeError::New(env, "the prompt has " + std::to_string(tokens.size()) +
+                                          " tokens, more than the model's context of " + std::to_string(n_ctx_train));
+    }
+    bool layer_inputs = get_bool(opts, "layerInputs", true);
+    int threads = (int) get_number(opts, "threads", (double) std::max(1u, std::thread::hardware_concurrency()));
+    if (threads < 1) throw Napi::RangeError::New(env, "threads must be at least 1");
+    const double ctx_opt = get_number(opts, "contextSize", 0);
+    if (ctx_opt != 0 && (ctx_opt < (double) tokens.size() || ctx_opt > n_ctx_train)) {
+        throw Napi::RangeError::New(env, "contextSize must lie between the prompt length and the model's context");
+    }
+    auto r = std::make_shared<llj::ReferenceForward>();
+    r->model = m;
+    r->tokens = std::move(tokens);
+    r->layer_inputs = layer_inputs;
+    r->threads = threads;
+    r->n_ctx = (uint32_t) ctx_opt;
+    auto use = std::make_shared<ModelUse>(this, Value());
+    return queue(env, [r, use](const Job &) { r->run(); }, [r](Napi::Env e) -> Napi::Value {
+        auto o = Napi::Object::New(e);
+        o.Set("hidden", to_float32_array(e, r->hidden.data(), r->hidden.size()));
+        o.Set("logits", to_float32_array(e, r->logits.data(), r->logits.size()));
+        if (r->layer_inputs) {
+            auto arr = Napi::Array::New(e, r->layers.size());
+            for (size_t i = 0; i < r->layers.size(); ++i) arr.Set(i, to_float32_array(e, r->layers[i].data(), r->layers[i].size()));
+            o.Set("layerInputs", arr);
+        } else {
+            o.Set("layerInputs", e.Null());
+        }
+        return o;
+    });
 }
 
 }  // namespace llj

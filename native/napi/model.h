@@ -1,13 +1,14 @@
-// The native model handle: a llama.cpp model loaded with llama.cpp's loader (mmap, device
-// placement), plus the operations that read it. Heavy operations run in workers (model.cpp,
-// reference_forward.cpp); they hold a reference to the JS object and count as "in use", so
-// that dispose() frees the model only once the last of them is done.
+// The NativeModel JS class: a llama.cpp model loaded with llama.cpp's loader (mmap, device
+// placement), plus the operations that read it. Heavy operations run in workers (queue());
+// they hold a reference to the JS object and count as "in use", so that dispose() frees the
+// model only once the last of them is done.
 #pragma once
 #include <napi.h>
 
 #include <atomic>
 #include <vector>
 
+#include "engine/hold.h"
 #include "llama.h"
 
 namespace llj {
@@ -50,17 +51,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 // llama.cpp's asserts); throws a JS RangeError naming the first bad one.
 std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, const llama_vocab * vocab);
 
-// Whether llama.cpp's graph for this model's architecture records per-layer inputs.
-bool records_layer_inputs(const llama_model * m);
-
-// loadModel(path, { gpuLayers, useMmap }, onProgress?: (p) => void, abortFlag?: Int32Array) -> Promise<NativeModel>
+// loadModel({ path, gpuLayers, useMmap, cpuOnly, onProgress?, abortFlag? }) -> Promise<NativeModel>
 Napi::Value LoadModel(const Napi::CallbackInfo & info);
 
 // Holds the model in use for the lifetime of a worker.
-class ModelUse {
+class ModelUse : public ModelHold {
   public:
     ModelUse(NativeModel * m, const Napi::Object & obj) : m_(m), ref_(Napi::Persistent(obj)) { m_->acquire(); }
-    ~ModelUse() { m_->release(); }
+    ~ModelUse() override { m_->release(); }
     ModelUse(const ModelUse &) = delete;
     ModelUse & operator=(const ModelUse &) = delete;
   private:

@@ -1,5 +1,5 @@
 // Building blocks of a primal pass (defined in linearization.cpp), shared by the
-// linearization and by generation through our own graph (native/generate.cpp), so that both
+// linearization and by generation through our own graph (native/engine/session.cpp), so that both
 // run exactly the same network: the same inputs, masks, embeddings and LM head.
 #pragma once
 
