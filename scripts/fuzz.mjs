@@ -25,30 +25,32 @@ if (argv[0] === "--replay-js") {
   const { readGgufSummary, assertSupported, assertValidHyperParameters } = await import(path.join(packageRoot, "dist/src/gguf.js"));
   const { readGgufHeader } = await import(path.join(packageRoot, "dist/src/gguf-header.js"));
   const { LljError } = await import(path.join(packageRoot, "dist/src/errors.js"));
+  // how a check ended: the refusal it gave, or anything else it threw (a finding)
+  const failure = (e) => (e instanceof LljError ? { code: e.code, message: e.message } : { other: String(e?.stack ?? e) });
+  const verdict = (f) => {
+    try {
+      f();
+      return { accepted: true };
+    } catch (e) {
+      return failure(e);
+    }
+  };
   for (const file of argv.slice(1)) {
     const out = { file };
     try {
       const h = await readGgufHeader(file, statSync(file).size);
       out.header = { nKv: h.nKv, nTensors: h.tensors.length };
     } catch (e) {
-      out.header = e instanceof LljError ? { code: e.code, message: e.message } : { other: String(e?.stack ?? e) };
+      out.header = failure(e);
     }
     // each check on its own, so that the hyper-parameter checks see files the others refuse
-    const verdict = (f) => {
-      try {
-        f();
-        return { accepted: true };
-      } catch (e) {
-        return e instanceof LljError ? { code: e.code, message: e.message } : { other: String(e?.stack ?? e) };
-      }
-    };
     try {
       const s = await readGgufSummary(file);
       out.summary = { accepted: true };
       out.supported = verdict(() => assertSupported(s));
       out.hparams = verdict(() => assertValidHyperParameters(s));
     } catch (e) {
-      out.summary = e instanceof LljError ? { code: e.code, message: e.message } : { other: String(e?.stack ?? e) };
+      out.summary = failure(e);
     }
     process.stdout.write(JSON.stringify(out) + "\n");
   }

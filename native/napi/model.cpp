@@ -186,12 +186,18 @@ std::vector<llama_token> checked_tokens(Napi::Env env, const Napi::Value & v, co
     return tokens;
 }
 
+// The vocabulary, for calls that turn ids into text.
+const llama_vocab * NativeModel::vocab_of(Napi::Env env) {
+    const llama_vocab * vocab = llama_model_get_vocab(get(env));
+    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
+    return vocab;
+}
+
 // detokenize({ tokens, removeSpecial, unparseSpecial }) -> string
 Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto o = options_arg(info, "detokenize");
-    const llama_vocab * vocab = llama_model_get_vocab(get(env));
-    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
+    const llama_vocab * vocab = vocab_of(env);
     auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
     bool remove_special = get_bool(o, "removeSpecial", false);
     bool unparse_special = get_bool(o, "unparseSpecial", false);
@@ -211,8 +217,7 @@ Napi::Value NativeModel::Detokenize(const Napi::CallbackInfo & info) {
 Napi::Value NativeModel::TokenPieces(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto o = options_arg(info, "tokenPieces");
-    const llama_vocab * vocab = llama_model_get_vocab(get(env));
-    if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) throw Napi::Error::New(env, "this model has no vocabulary");
+    const llama_vocab * vocab = vocab_of(env);
     auto tokens = checked_tokens(env, o.Get("tokens"), vocab);
     auto out = Napi::Array::New(env, tokens.size());
     std::string buf(64, '\0');

@@ -35,6 +35,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value Tensors(const Napi::CallbackInfo & info);
     Napi::Value Tokenize(const Napi::CallbackInfo & info);
     Napi::Value Detokenize(const Napi::CallbackInfo & info);
+    const llama_vocab * vocab_of(Napi::Env env);
     Napi::Value TokenPieces(const Napi::CallbackInfo & info);
     Napi::Value ReferenceForward(const Napi::CallbackInfo & info);
     Napi::Value GraphSupport(const Napi::CallbackInfo & info);
